@@ -1,0 +1,19 @@
+"""sklearn-reclag: out-of-distribution detection with modern Hopfield networks.
+
+Scikit-learn estimators on a PyTorch backend: the Rectified Lagrangian (RecLag) detector,
+Hopfield energy scores (HE, SHE), dense associative memories, and the MSP, Energy and ReAct
+baselines, with FPR95 metrics and scorers for model selection.
+"""
+
+from .base import OOD_LABEL
+from .detectors import EnergyDetector, MSPDetector, ReActDetector
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OOD_LABEL",
+    "EnergyDetector",
+    "MSPDetector",
+    "ReActDetector",
+    "__version__",
+]

@@ -1,0 +1,158 @@
+"""Torch backend: device and dtype resolution, numpy <-> torch, chunked evaluation.
+
+Everything that touches a device lives here so that the estimators only describe *what*
+they compute on a batch of rows; *where* and *in how many pieces* is decided once.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a :class:`torch.device`.
+
+    Parameters
+    ----------
+    device : {'auto', 'cpu', 'cuda', 'cuda:N'} or torch.device
+        'auto' picks CUDA when it is available, the CPU otherwise.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If the name is not a device torch knows, if CUDA is asked for and absent, or if
+        the CUDA index is out of range.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0'; got {device!r}.")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        ) from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"Unsupported device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} asks for CUDA, but torch.cuda.is_available() is False "
+                "on this machine; use device='auto' or 'cpu'."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}: there are only {torch.cuda.device_count()} CUDA devices."
+            )
+    return resolved
+
+
+def loadable_device(device_name):
+    """The device a fitted model should run on after unpickling.
+
+    A model fitted on a GPU and loaded on a machine without one falls back to the CPU
+    with a warning (as skorch does) instead of failing.
+    """
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"This model was fitted on {device_name!r}, which is not available here; "
+            "it will run on the CPU.",
+            UserWarning,
+        )
+        return "cpu"
+    return device_name
+
+
+def resolve_dtype(dtype):
+    """Map the ``dtype`` parameter ('float32' or 'float64') to a torch dtype."""
+    try:
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}.") from None
+
+
+def as_tensor(array, device, dtype):
+    """A tensor copy of ``array`` on ``device``; the caller's array is never aliased.
+
+    Copying (rather than ``torch.from_numpy``) guarantees that no in-place torch
+    operation can reach the user's data, and handles read-only memmaps.
+    """
+    return torch.tensor(np.asarray(array), device=device, dtype=dtype)
+
+
+def to_numpy(tensor):
+    """float64 numpy array on the host, as scikit-learn's checks expect of scores."""
+    return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def iter_slices(n_rows, batch_size):
+    """Yield ``slice`` objects that cover ``range(n_rows)`` in pieces of ``batch_size``."""
+    for start in range(0, n_rows, batch_size):
+        yield slice(start, min(start + batch_size, n_rows))
+
+
+def map_batches(fn, X, *, batch_size, device, dtype, state=None):
+    """Apply ``fn(V, state)`` to ``X`` one chunk ``V`` of rows at a time, on ``device``.
+
+    Only one chunk of ``X`` lives on the device at a time, so memory stays bounded for any
+    number of rows. ``fn`` takes a (batch, n_features) tensor and the ``state`` mapping
+    (fitted tensors already on ``device``) and returns a tensor whose first dimension is
+    the batch; the results are concatenated on the host as float64.
+
+    Returns
+    -------
+    ndarray of shape (n_rows, ...)
+    """
+    state = {} if state is None else state
+    outputs = []
+    with torch.no_grad():
+        for rows in iter_slices(X.shape[0], batch_size):
+            outputs.append(to_numpy(fn(as_tensor(X[rows], device, dtype), state)))
+    if not outputs:
+        return np.empty((0,), dtype=np.float64)
+    return np.concatenate(outputs, axis=0)
+
+
+def class_logsumexp(queries, banks, bank_mask, beta, *, memory_chunk=4096):
+    """Per-class ``lse(beta * Xi_c v)`` for every query, with bounded memory.
+
+    Parameters
+    ----------
+    queries : tensor of shape (B, D)
+    banks : tensor of shape (C, M, D)
+        Memories of every class, padded to the largest bank.
+    bank_mask : bool tensor of shape (C, M)
+        True where ``banks`` holds a real memory, False on padding.
+    beta : float
+        Inverse temperature.
+    memory_chunk : int
+        How many memory slots per class are multiplied at a time. The largest
+        intermediate has B * C * memory_chunk entries; an online (running-max)
+        logsumexp merges the chunks, so no (B x C*M) matrix is ever built.
+
+    Returns
+    -------
+    tensor of shape (B, C)
+        ``log sum_{mu in bank c} exp(beta * xi_mu . v)``; -inf for an empty bank.
+    """
+    n_queries = queries.shape[0]
+    n_classes, n_slots, _ = banks.shape
+    running = torch.full(
+        (n_queries, n_classes), -math.inf, device=queries.device, dtype=queries.dtype
+    )
+    for slots in iter_slices(n_slots, memory_chunk):
+        logits = beta * torch.einsum("bd,cmd->bcm", queries, banks[:, slots])
+        logits = logits.masked_fill(~bank_mask[:, slots], -math.inf)
+        running = torch.logaddexp(running, torch.logsumexp(logits, dim=2))
+    return running

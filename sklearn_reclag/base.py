@@ -1,0 +1,295 @@
+"""The detector base class: the API contract every detector of the suite follows.
+
+A detector describes what it computes on one batch of feature rows (``_score_batch``) and what
+it learns (``_fit``). This class does the rest once: validation, the OOD_LABEL convention,
+the linear head, device handling, chunked scoring, the contamination offset and predict.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from ._backend import (
+    as_tensor,
+    loadable_device,
+    map_batches,
+    resolve_device,
+    resolve_dtype,
+)
+
+OOD_LABEL = -1
+"""Label of out-of-distribution rows in ``y``: fit ignores them, the OOD scorers use them."""
+
+
+def is_ood_label(y):
+    """Boolean mask of the entries of ``y`` equal to :data:`OOD_LABEL`.
+
+    Works for numeric and for string/object labels (a string is never OOD_LABEL).
+    """
+    y = np.asarray(y)
+    if y.dtype.kind in "iuf":
+        return y == OOD_LABEL
+    if y.dtype.kind == "b":
+        return np.zeros(y.shape, dtype=bool)
+    return np.array([isinstance(v, (int, np.integer)) and v == OOD_LABEL for v in y], dtype=bool)
+
+
+class BaseOODDetector(OutlierMixin, BaseEstimator):
+    """Shared behaviour of the OOD detectors (not for direct use).
+
+    Subclasses implement:
+
+    - ``_fit(X, y)``: learn the fitted attributes from the in-distribution rows
+      (``y`` holds class labels or is None);
+    - ``_score_batch(V, state)``: scores of one batch of rows ``V`` (a tensor on the
+      fitting device), higher = more in-distribution; ``state`` maps the names in
+      ``_tensor_attributes`` to the fitted arrays as tensors on the same device;
+    - optionally ``_fit_offset(X)`` when the threshold is not the contamination quantile.
+
+    Fitted state is kept as numpy arrays so that a model pickled on a GPU machine loads
+    anywhere; it is moved to the device once per scoring call.
+    """
+
+    _parameter_constraints: dict = {
+        "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        "device": [str, torch.device],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    # Names of fitted numpy attributes that _score_batch needs as tensors.
+    _tensor_attributes: tuple = ()
+    # Whether fit needs class labels (or a head to provide them).
+    _needs_classes = True
+
+    def __init__(self, *, contamination=0.05, device="auto", dtype="float32", batch_size=4096):
+        self.contamination = contamination
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Fit the detector on in-distribution features.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features, e.g. a network's penultimate layer.
+        y : array-like of shape (n_samples,), default=None
+            Class labels. Rows labelled ``OOD_LABEL`` (-1) are ignored, so that a
+            cross-validation split may carry OOD rows for scoring.
+
+        Returns
+        -------
+        self : object
+            The fitted detector.
+        """
+        self._validate_params()
+        X, y = self._validate_fit_data(X, y)
+        self.device_ = str(resolve_device(self.device))
+        resolve_dtype(self.dtype)
+        self._fit(X, y)
+        self.offset_ = float(self._fit_offset(X))
+        return self
+
+    def _validate_fit_data(self, X, y):
+        if y is None:
+            X = validate_data(self, X, dtype=[np.float64, np.float32])
+            if self._requires_y():
+                raise ValueError(
+                    f"{type(self).__name__} requires y to be passed, but the target y is "
+                    "None: it needs class labels to fit its head (or pass a fitted head)."
+                )
+            return X, None
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
+        y = column_or_1d(y, warn=True)
+        keep = ~is_ood_label(y)
+        if not keep.any():
+            raise ValueError(
+                f"Every row of y is OOD_LABEL ({OOD_LABEL}): there are no in-distribution "
+                "rows to fit on."
+            )
+        X, y = X[keep], y[keep]
+        check_classification_targets(y)
+        return X, y
+
+    def _requires_y(self):
+        return self._needs_classes and getattr(self, "head", None) is None
+
+    def _fit_offset(self, X):
+        """Threshold of ``decision_function``: accept ``1 - contamination`` of the rows."""
+        return np.percentile(self._score_array(X), 100.0 * self.contamination)
+
+    # ----------------------------------------------------------------- head
+    def _fit_head(self, X, y):
+        """Set ``classes_``, ``head_coef_`` (C, D) and ``head_intercept_`` (C,).
+
+        ``head`` may be None (a softmax regression is fitted on (X, y)), an unfitted
+        scikit-learn linear classifier (cloned, then fitted on (X, y)), a fitted one
+        (``coef_``, ``intercept_``), or a tuple ``(coef, intercept)``.
+        """
+        head = self.head
+        if head is None or (hasattr(head, "fit") and not hasattr(head, "coef_")):
+            if y is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs y to fit its head; pass y or a fitted head."
+                )
+            self._check_n_classes(y)
+            head = LogisticRegression(max_iter=1000) if head is None else clone(head)
+            head.fit(X, y)
+        if isinstance(head, tuple):
+            if len(head) != 2:
+                raise ValueError("head as a tuple must be (coef, intercept).")
+            coef, intercept = head
+            classes = None
+        elif hasattr(head, "coef_") and hasattr(head, "intercept_"):
+            coef, intercept = head.coef_, head.intercept_
+            classes = getattr(head, "classes_", None)
+        else:
+            raise TypeError(
+                "head must be None, a scikit-learn linear classifier (with coef_ and "
+                f"intercept_) or a tuple (coef, intercept); got {type(head).__name__}."
+            )
+        coef = np.array(coef, dtype=np.float64, ndmin=2)
+        intercept = np.array(intercept, dtype=np.float64, ndmin=1)
+        if coef.ndim != 2 or coef.shape[1] != X.shape[1]:
+            raise ValueError(
+                f"head coef has shape {coef.shape}, expected (n_classes, {X.shape[1]}) "
+                f"to match the {X.shape[1]} features of X."
+            )
+        if intercept.shape != (coef.shape[0],):
+            raise ValueError(
+                f"head intercept has shape {intercept.shape}, expected ({coef.shape[0]},) "
+                "to match the rows of coef."
+            )
+        if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+            raise ValueError("head coef and intercept must be finite.")
+        if coef.shape[0] == 1:
+            # A binary linear classifier scores only class 1; logit 0 for class 0 gives
+            # the same softmax (the sigmoid).
+            coef = np.vstack([np.zeros_like(coef), coef])
+            intercept = np.concatenate([[0.0], intercept])
+        if classes is None:
+            classes = self._classes_for_head(coef.shape[0], y)
+        classes = np.asarray(classes)
+        if len(classes) != coef.shape[0]:
+            raise ValueError(
+                f"head has {coef.shape[0]} output classes but {len(classes)} class labels."
+            )
+        if y is not None and not np.isin(y, classes).all():
+            unknown = np.setdiff1d(np.unique(y), classes)
+            raise ValueError(f"y holds labels {unknown[:5]} that the head does not predict.")
+        self.classes_ = classes
+        self.head_coef_ = coef
+        self.head_intercept_ = intercept
+
+    @staticmethod
+    def _classes_for_head(n_classes, y):
+        if y is None:
+            return np.arange(n_classes)
+        labels = np.unique(y)
+        if len(labels) == n_classes:
+            return labels
+        if np.isin(labels, np.arange(n_classes)).all():
+            return np.arange(n_classes)
+        raise ValueError(
+            f"head has {n_classes} classes, but y holds {len(labels)} labels that are not "
+            f"0..{n_classes - 1}; pass a fitted classifier with classes_ instead."
+        )
+
+    @staticmethod
+    def _check_n_classes(y):
+        n_classes = len(np.unique(y))
+        if n_classes < 2:
+            raise ValueError(
+                f"y has {n_classes} class; at least 2 classes are needed to fit a head."
+            )
+
+    @staticmethod
+    def _head_logits(V, state):
+        return V @ state["head_coef_"].T + state["head_intercept_"]
+
+    def _predict_class_index(self, X):
+        """Index into ``classes_`` of the head's prediction for each row (int array)."""
+        return map_batches(
+            lambda V, state: self._head_logits(V, state).argmax(dim=1),
+            X,
+            **self._batch_kwargs(("head_coef_", "head_intercept_")),
+        ).astype(np.intp)
+
+    # -------------------------------------------------------------- scoring
+    def _device_state(self, names, device, dtype):
+        return {name: as_tensor(getattr(self, name), device, dtype) for name in names}
+
+    def _batch_kwargs(self, names=None):
+        device = torch.device(self.device_)
+        dtype = resolve_dtype(self.dtype)
+        names = self._tensor_attributes if names is None else names
+        return dict(
+            batch_size=self.batch_size,
+            device=device,
+            dtype=dtype,
+            state=self._device_state(names, device, dtype),
+        )
+
+    def _score_array(self, X):
+        return map_batches(self._score_batch, X, **self._batch_kwargs())
+
+    def score_samples(self, X):
+        """Score of each row: higher means more in-distribution.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self._score_array(X)
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: positive for rows accepted as in-distribution.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for in-distribution rows (``decision_function > 0``), -1 for OOD rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,) of int
+        """
+        return np.where(self.decision_function(X) > 0, 1, -1)
+
+    # ---------------------------------------------------------- sklearn glue
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = self._requires_y()
+        return tags
+
+    def __setstate__(self, state):
+        if "device_" in state:
+            state["device_"] = loadable_device(state["device_"])
+        super().__setstate__(state)

@@ -1,0 +1,220 @@
+"""OOD detection metrics and scorers.
+
+Convention (the RecLag and SHE papers'): in-distribution (ID) is the positive class and scores
+are higher for ID rows. ``y_true`` follows the fit convention: rows labelled
+:data:`~sklearn_reclag.OOD_LABEL` (-1) are OOD, any other label is ID; a boolean "is ID"
+array is accepted too. The other convention (OpenOOD v1.5, pytorch-ood: OOD positive, FPR of
+ID rows at 95 % OOD recall) is available with ``positive="ood"``.
+"""
+
+import numbers
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from .base import is_ood_label
+
+_POSITIVES = ("id", "ood")
+
+
+def _check_inputs(y_true, y_score):
+    """``(is_id, score)`` as validated arrays; the errors say what is wrong."""
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.ndim != 1 or y_score.ndim != 1:
+        raise ValueError(
+            f"y_true and y_score must be 1-D; got shapes {y_true.shape} and {y_score.shape}."
+        )
+    if len(y_true) != len(y_score):
+        raise ValueError(
+            f"y_true has {len(y_true)} entries but y_score has {len(y_score)}."
+        )
+    if np.isnan(y_score).any():
+        raise ValueError(f"y_score holds {int(np.isnan(y_score).sum())} NaN values.")
+    is_id = y_true.astype(bool) if y_true.dtype.kind == "b" else ~is_ood_label(y_true)
+    if is_id.all():
+        raise ValueError(
+            "y_true has no OOD rows (label -1, or False in a boolean array): OOD metrics "
+            "need both ID and OOD rows."
+        )
+    if not is_id.any():
+        raise ValueError("y_true has no in-distribution rows: OOD metrics need both.")
+    return is_id, y_score
+
+
+def _positive_view(y_true, y_score, positive):
+    """Labels and scores with the chosen positive class higher, as sklearn expects."""
+    if positive not in _POSITIVES:
+        raise ValueError(f"positive must be 'id' or 'ood'; got {positive!r}.")
+    is_id, y_score = _check_inputs(y_true, y_score)
+    if positive == "id":
+        return is_id, y_score
+    return ~is_id, -y_score
+
+
+def fpr_at_tpr(y_true, y_score, *, tpr=0.95, positive="id"):
+    """False-positive rate at the first threshold reaching a true-positive rate (FPR95).
+
+    With ``positive="id"``: the largest threshold s* such that at least a fraction ``tpr``
+    of the ID rows score >= s*; the result is the fraction of OOD rows scoring >= s*.
+    Tied scores are grouped: a threshold accepts every row with an equal score. This is
+    :func:`sklearn.metrics.roc_curve` followed by its first point with tpr >= ``tpr``.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_score : array-like of shape (n_samples,)
+        Scores, higher = more in-distribution.
+    tpr : float in (0, 1], default=0.95
+        The true-positive rate to reach.
+    positive : {'id', 'ood'}, default='id'
+        'id': ID rows are positives (the papers' FPR95: OOD accepted at 95 % ID recall).
+        'ood': OOD rows are positives, scored by ``-y_score`` (OpenOOD v1.5 and
+        pytorch-ood: ID rows rejected at 95 % OOD recall).
+
+    Returns
+    -------
+    fpr : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.metrics import fpr_at_tpr
+    >>> fpr_at_tpr([0, 0, 1, -1, -1], [0.9, 0.8, 0.7, 0.75, 0.1])
+    0.5
+    """
+    if not (isinstance(tpr, numbers.Real) and 0 < tpr <= 1):
+        raise ValueError(f"tpr must be a number in (0, 1]; got {tpr!r}.")
+    is_positive, score = _positive_view(y_true, y_score, positive)
+    fprs, tprs, _ = roc_curve(is_positive, score, drop_intermediate=False)
+    # roc_curve's tpr is a float ratio; the tolerance keeps tpr=0.95 on 20 positives exact.
+    return float(fprs[np.argmax(tprs >= tpr - 1e-12)])
+
+
+def ood_auroc(y_true, y_score):
+    """Area under the ROC curve with ID as the positive class.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_score : array-like of shape (n_samples,)
+        Scores, higher = more in-distribution.
+
+    Returns
+    -------
+    auroc : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.metrics import ood_auroc
+    >>> ood_auroc([0, 3, -1, -1], [0.9, 0.8, 0.85, 0.1])
+    0.75
+    """
+    is_id, score = _positive_view(y_true, y_score, "id")
+    return float(roc_auc_score(is_id, score))
+
+
+def ood_aupr(y_true, y_score, *, positive="id"):
+    """Area under the precision-recall curve (average precision).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_score : array-like of shape (n_samples,)
+        Scores, higher = more in-distribution.
+    positive : {'id', 'ood'}, default='id'
+        'id' gives AUPR-In; 'ood' gives AUPR-Out (OOD positive, scored by ``-y_score``).
+
+    Returns
+    -------
+    aupr : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.metrics import ood_aupr
+    >>> ood_aupr([0, 0, -1, -1], [0.9, 0.8, 0.3, 0.1])
+    1.0
+    """
+    is_positive, score = _positive_view(y_true, y_score, positive)
+    return float(average_precision_score(is_positive, score))
+
+
+_METRICS = {
+    "fpr": (fpr_at_tpr, False),
+    "auroc": (ood_auroc, True),
+    "aupr": (ood_aupr, True),
+}
+
+
+class OODScorer:
+    """A scorer ``(estimator, X, y) -> float`` computed on ``estimator.score_samples(X)``.
+
+    Use :func:`make_ood_scorer` to build one. Works with every estimator of the suite
+    (detectors and :class:`DensePolynomialHopfield` alike), in GridSearchCV,
+    cross_validate or by hand. The sign is flipped for lower-is-better metrics so that
+    greater is always better, as scikit-learn's model selection expects.
+    """
+
+    def __init__(self, metric, sign, kwargs):
+        self.metric = metric
+        self.sign = sign
+        self.kwargs = kwargs
+
+    def __call__(self, estimator, X, y):
+        if y is None:
+            raise ValueError(
+                "OOD scorers need y: OOD_LABEL (-1) for OOD rows, class labels for ID rows."
+            )
+        return self.sign * self.metric(y, estimator.score_samples(X), **self.kwargs)
+
+    def __repr__(self):
+        args = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
+        name = getattr(self.metric, "__name__", repr(self.metric))
+        sign = "" if self.sign > 0 else ", greater_is_better=False"
+        return f"make_ood_scorer({name}{sign}{args})"
+
+
+def make_ood_scorer(metric, *, greater_is_better=None, **kwargs):
+    """Make a scorer that reads ``score_samples`` and compares it with OOD labels.
+
+    Parameters
+    ----------
+    metric : {'fpr', 'auroc', 'aupr'} or callable
+        'fpr' is :func:`fpr_at_tpr` (lower is better: the scorer returns its negative),
+        'auroc' :func:`ood_auroc`, 'aupr' :func:`ood_aupr`. A callable
+        ``metric(y_true, y_score, **kwargs) -> float`` needs ``greater_is_better``.
+    greater_is_better : bool, default=None
+        Only for a callable metric (the named ones know their direction).
+    **kwargs
+        Passed to the metric, e.g. ``tpr=0.9`` or ``positive="ood"``.
+
+    Returns
+    -------
+    scorer : OODScorer
+
+    Examples
+    --------
+    >>> from sklearn_reclag.metrics import make_ood_scorer
+    >>> make_ood_scorer("fpr", tpr=0.9)
+    make_ood_scorer(fpr_at_tpr, greater_is_better=False, tpr=0.9)
+    """
+    if isinstance(metric, str):
+        if metric not in _METRICS:
+            raise ValueError(f"metric must be one of {sorted(_METRICS)} or a callable; got {metric!r}.")
+        if greater_is_better is not None:
+            raise ValueError("greater_is_better is only for callable metrics.")
+        metric, greater_is_better = _METRICS[metric]
+    elif not callable(metric):
+        raise TypeError(f"metric must be a name or a callable; got {type(metric).__name__}.")
+    elif greater_is_better is None:
+        raise ValueError("Pass greater_is_better for a callable metric.")
+    return OODScorer(metric, 1 if greater_is_better else -1, kwargs)
+
+
+fpr95_scorer = make_ood_scorer("fpr", tpr=0.95)
+"""Scorer returning -FPR95 (greater is better) from ``estimator.score_samples``."""
+
+ood_auroc_scorer = make_ood_scorer("auroc")
+"""Scorer returning the OOD AUROC (ID positive) from ``estimator.score_samples``."""
