@@ -5,11 +5,13 @@ it learns (``_fit``). This class does the rest once: validation, the OOD_LABEL c
 the linear head, device handling, chunked scoring, the contamination offset and predict.
 """
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.exceptions import InconsistentVersionWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -40,7 +42,39 @@ def is_ood_label(y):
     return np.array([isinstance(v, (int, np.integer)) and v == OOD_LABEL for v in y], dtype=bool)
 
 
-class BaseOODDetector(OutlierMixin, BaseEstimator):
+class TorchEstimatorMixin:
+    """Pickling shared by every estimator of the suite (detectors and classifiers).
+
+    The pickled state records the sklearn-reclag version, and unpickling warns when it
+    differs (as scikit-learn does for its own version). A model fitted on CUDA resumes on
+    the CPU of a machine without one: fitted arrays are numpy, only ``device_`` moves.
+    """
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_sklearn_reclag_version"] = _package_version()
+        return state
+
+    def __setstate__(self, state):
+        saved = state.pop("_sklearn_reclag_version", None)
+        if saved is not None and saved != _package_version():
+            warnings.warn(
+                f"This {type(self).__name__} was saved with sklearn-reclag {saved} and is "
+                f"loaded with {_package_version()}; results may differ or break.",
+                InconsistentVersionWarning,
+            )
+        if "device_" in state:
+            state["device_"] = loadable_device(state["device_"])
+        super().__setstate__(state)
+
+
+def _package_version():
+    from . import __version__
+
+    return __version__
+
+
+class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
     """Shared behaviour of the OOD detectors (not for direct use).
 
     Subclasses implement:
@@ -288,8 +322,3 @@ class BaseOODDetector(OutlierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = self._requires_y()
         return tags
-
-    def __setstate__(self, state):
-        if "device_" in state:
-            state["device_"] = loadable_device(state["device_"])
-        super().__setstate__(state)
