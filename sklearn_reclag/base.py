@@ -11,7 +11,6 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, clone
-from sklearn.exceptions import InconsistentVersionWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -40,6 +39,10 @@ def is_ood_label(y):
     if y.dtype.kind == "b":
         return np.zeros(y.shape, dtype=bool)
     return np.array([isinstance(v, (int, np.integer)) and v == OOD_LABEL for v in y], dtype=bool)
+
+
+class InconsistentVersionWarning(UserWarning):
+    """A pickled estimator was saved with another sklearn-reclag version."""
 
 
 class TorchEstimatorMixin:
