@@ -1,0 +1,232 @@
+"""Model selection for OOD detectors with ordinary scikit-learn tools.
+
+The OOD_LABEL convention makes :class:`~sklearn.model_selection.GridSearchCV` work unchanged:
+stack in-distribution (ID) rows with their class labels and OOD rows labelled
+:data:`~sklearn_reclag.OOD_LABEL` (-1) with :func:`make_ood_dataset`; every detector's
+``fit`` ignores the OOD rows of a training fold, and the OOD scorers compare the held-out
+fold's ID and OOD rows.
+
+Which scorer selects which parameter
+------------------------------------
+
+Parameters that change the *ranking* of the scores are chosen with a ranking metric, read
+from ``score_samples``; parameters that only move the *threshold* of ``predict`` leave every
+ranking metric flat and need a metric of ``predict``:
+
+================================  ===================  ===================================
+parameter                         what it moves        select with
+================================  ===================  ===================================
+``beta`` (RecLag, HE)             the ranking          ``fpr95_scorer`` (or
+                                                       ``ood_auroc_scorer``, both in
+                                                       :mod:`sklearn_reclag.metrics`)
+``n`` (DensePolynomialHopfield)   the ranking          ``fpr95_scorer`` / AUROC
+``n_memories`` (RecLag)           the ranking          ``fpr95_scorer`` / AUROC
+``temperature`` (Energy, ReAct)   the ranking          ``fpr95_scorer`` / AUROC
+``percentile`` (ReAct)            the ranking          ``fpr95_scorer`` / AUROC
+``gamma`` (RecLag)                only the threshold   ``ood_balanced_accuracy_scorer``
+``contamination`` (detectors)     only the threshold   ``ood_balanced_accuracy_scorer``
+================================  ===================  ===================================
+
+``fpr_at_threshold_scorer`` and ``tpr_at_threshold_scorer`` report the two halves of the
+balanced accuracy at the fitted threshold; use them as extra entries of a multi-metric
+``scoring`` dict, not to select on their own (accepting every row maximises the TPR).
+
+To tune a ranking parameter and the threshold together, pass a dict to ``scoring`` and pick
+the one ``refit`` selects on, e.g. ``scoring={"fpr95": fpr95_scorer, "bacc":
+ood_balanced_accuracy_scorer}, refit="bacc"``.
+"""
+
+import numpy as np
+from sklearn.metrics import make_scorer
+from sklearn.utils import check_array, check_random_state, column_or_1d
+
+from .base import OOD_LABEL, is_ood_label
+from .metrics import _check_inputs
+
+__all__ = [
+    "fpr_at_threshold",
+    "fpr_at_threshold_scorer",
+    "make_ood_dataset",
+    "ood_balanced_accuracy",
+    "ood_balanced_accuracy_scorer",
+    "tpr_at_threshold",
+    "tpr_at_threshold_scorer",
+]
+
+
+def make_ood_dataset(X_id, y_id, X_ood, *, shuffle=True, random_state=None):
+    """Stack ID rows and OOD rows into one ``(X, y)`` for cross-validation.
+
+    The OOD rows are labelled :data:`~sklearn_reclag.OOD_LABEL` (-1). Detectors fit on the
+    ID rows of a training fold only; the OOD scorers need ID *and* OOD rows in every test
+    fold (FPR95 and AUROC are undefined without both, and the scorers raise a
+    ``ValueError``). Two ways to get them there:
+
+    - :class:`~sklearn.model_selection.StratifiedKFold` treats -1 as one more class and puts
+      the same share of OOD rows in every fold (the default ``cv`` of GridSearchCV for
+      classifiers such as :class:`~sklearn_reclag.DensePolynomialHopfield`);
+    - :class:`~sklearn.model_selection.KFold` (the default ``cv`` for detectors) cuts
+      contiguous blocks, so the rows must be shuffled first, which ``shuffle=True`` does.
+
+    Parameters
+    ----------
+    X_id : array-like of shape (n_id, n_features)
+        In-distribution features.
+    y_id : array-like of shape (n_id,)
+        Integer class labels of the ID rows; none may equal OOD_LABEL. Encode string
+        labels first (e.g. with :class:`~sklearn.preprocessing.LabelEncoder`).
+    X_ood : array-like of shape (n_ood, n_features)
+        Out-of-distribution features.
+    shuffle : bool, default=True
+        Shuffle the rows, so that contiguous CV folds hold ID and OOD rows alike.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the shuffle.
+
+    Returns
+    -------
+    X : ndarray of shape (n_id + n_ood, n_features)
+        The stacked features (new array; the inputs are not modified).
+    y : ndarray of shape (n_id + n_ood,)
+        ``y_id`` for ID rows, OOD_LABEL for OOD rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_reclag.model_selection import make_ood_dataset
+    >>> X, y = make_ood_dataset(np.zeros((4, 2)), [0, 0, 1, 1], np.ones((2, 2)),
+    ...                         shuffle=False)
+    >>> y
+    array([ 0,  0,  1,  1, -1, -1])
+    """
+    X_id = check_array(X_id, dtype="numeric", input_name="X_id")
+    X_ood = check_array(X_ood, dtype="numeric", input_name="X_ood")
+    if X_id.shape[1] != X_ood.shape[1]:
+        raise ValueError(
+            f"X_id has {X_id.shape[1]} features but X_ood has {X_ood.shape[1]}; "
+            "they must describe the same features."
+        )
+    y_id = column_or_1d(y_id, warn=True)
+    if len(y_id) != len(X_id):
+        raise ValueError(f"y_id has {len(y_id)} labels but X_id has {len(X_id)} rows.")
+    if y_id.dtype.kind not in "iub":
+        raise TypeError(
+            f"y_id must hold integer class labels (got dtype {y_id.dtype}): a splitter "
+            "cannot sort string labels together with OOD_LABEL (-1). Encode them first, "
+            "e.g. with sklearn.preprocessing.LabelEncoder."
+        )
+    if is_ood_label(y_id).any():
+        raise ValueError(
+            f"y_id holds OOD_LABEL ({OOD_LABEL}), which marks OOD rows; pass those rows "
+            "in X_ood instead."
+        )
+    X = np.concatenate([X_id, X_ood])
+    y = np.concatenate([y_id.astype(np.int64), np.full(len(X_ood), OOD_LABEL)])
+    if shuffle:
+        order = check_random_state(random_state).permutation(len(y))
+        X, y = X[order], y[order]
+    return X, y
+
+
+def _accepted(y_true, y_pred):
+    """``(is_id, accepted)`` boolean arrays from OOD labels and ``predict``'s +1 / -1."""
+    if y_true is None:
+        raise ValueError(
+            "This OOD metric needs y_true: OOD_LABEL (-1) for OOD rows, class labels for "
+            "ID rows."
+        )
+    is_id, y_pred = _check_inputs(y_true, y_pred)
+    unexpected = np.setdiff1d(np.unique(y_pred), [-1, 1])
+    if unexpected.size:
+        raise ValueError(
+            f"y_pred must hold +1 (ID) and -1 (OOD) as an OOD detector's predict returns; "
+            f"got the values {unexpected[:5]}. For a classifier, select on its scores with "
+            "fpr95_scorer instead."
+        )
+    return is_id, y_pred == 1
+
+
+def tpr_at_threshold(y_true, y_pred):
+    """Fraction of in-distribution rows that ``predict`` accepts (+1).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_pred : array-like of shape (n_samples,)
+        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
+
+    Returns
+    -------
+    tpr : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.model_selection import tpr_at_threshold
+    >>> tpr_at_threshold([0, 1, 2, 3, -1], [1, 1, 1, -1, 1])
+    0.75
+    """
+    is_id, accepted = _accepted(y_true, y_pred)
+    return float(accepted[is_id].mean())
+
+
+def fpr_at_threshold(y_true, y_pred):
+    """Fraction of OOD rows that ``predict`` wrongly accepts (+1): lower is better.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_pred : array-like of shape (n_samples,)
+        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
+
+    Returns
+    -------
+    fpr : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.model_selection import fpr_at_threshold
+    >>> fpr_at_threshold([0, 0, -1, -1], [1, 1, 1, -1])
+    0.5
+    """
+    is_id, accepted = _accepted(y_true, y_pred)
+    return float(accepted[~is_id].mean())
+
+
+def ood_balanced_accuracy(y_true, y_pred):
+    """Mean of the ID acceptance rate and the OOD rejection rate of ``predict``.
+
+    ``(TPR + (1 - FPR)) / 2`` at the detector's fitted threshold: 1 for a perfect
+    split, 0.5 for a detector that accepts (or rejects) everything, whatever the share of
+    OOD rows. Unlike FPR95 or AUROC it depends on the threshold, so it is the criterion
+    for ``gamma`` and ``contamination``.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_pred : array-like of shape (n_samples,)
+        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
+
+    Returns
+    -------
+    balanced_accuracy : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.model_selection import ood_balanced_accuracy
+    >>> ood_balanced_accuracy([0, 0, -1, -1], [1, 1, 1, -1])
+    0.75
+    """
+    is_id, accepted = _accepted(y_true, y_pred)
+    return float((accepted[is_id].mean() + (~accepted[~is_id]).mean()) / 2)
+
+
+ood_balanced_accuracy_scorer = make_scorer(ood_balanced_accuracy)
+"""Scorer of :func:`ood_balanced_accuracy` on ``estimator.predict`` (greater is better)."""
+
+fpr_at_threshold_scorer = make_scorer(fpr_at_threshold, greater_is_better=False)
+"""Scorer returning ``-fpr_at_threshold`` on ``estimator.predict`` (greater is better)."""
+
+tpr_at_threshold_scorer = make_scorer(tpr_at_threshold)
+"""Scorer of :func:`tpr_at_threshold` on ``estimator.predict``; report it, don't select on it."""
