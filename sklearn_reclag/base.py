@@ -320,6 +320,22 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
         """
         return np.where(self.decision_function(X) > 0, 1, -1)
 
+    def fit_predict(self, X, y=None):
+        """Fit on ``(X, y)`` and return ``predict(X)``: +1 for ID rows, -1 for OOD rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), default=None
+            Class labels (OOD_LABEL rows are ignored by fit).
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,) of int
+        """
+        # OutlierMixin.fit_predict drops y, which the labelled detectors need.
+        return self.fit(X, y).predict(X)
+
     # ---------------------------------------------------------- sklearn glue
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

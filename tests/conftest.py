@@ -1,0 +1,32 @@
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+# Headless plotting for every test that draws.
+matplotlib.use("Agg")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip cleanly on machines without a GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    """Digits pixels in [0, 1]: classes 0-4 in distribution, 5-9 out of distribution."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    return X[y < 5], y[y < 5], X[y >= 5]

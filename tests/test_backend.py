@@ -1,0 +1,90 @@
+"""The torch backend: device resolution and chunked evaluation with bounded memory."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+
+from sklearn_reclag._backend import (
+    class_logsumexp,
+    map_batches,
+    resolve_device,
+    resolve_dtype,
+)
+
+
+def test_auto_device_follows_cuda_availability():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bad", ["gpu0", "cuda:x", ""])
+def test_unknown_device_names_are_rejected(bad):
+    with pytest.raises(ValueError, match="Unknown device"):
+        resolve_device(bad)
+
+
+def test_non_string_device_is_rejected():
+    with pytest.raises(TypeError, match="device must be a string"):
+        resolve_device(0)
+
+
+def test_dtype_names():
+    assert resolve_dtype("float64") is torch.float64
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        resolve_dtype("half")
+
+
+def test_map_batches_covers_every_row_once(rng):
+    X = rng.normal(size=(103, 4))
+    out = map_batches(
+        lambda V, state: V.sum(dim=1) + state["shift"],
+        X,
+        batch_size=10,
+        device=torch.device("cpu"),
+        dtype=torch.float64,
+        state={"shift": torch.tensor(1.0, dtype=torch.float64)},
+    )
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, X.sum(axis=1) + 1.0)
+
+
+@pytest.mark.parametrize("memory_chunk", [1, 3, 100])
+def test_class_logsumexp_equals_numpy_over_ragged_banks(rng, memory_chunk):
+    beta = 0.7
+    sizes = [5, 2, 4]  # ragged banks, padded to 5 slots
+    D = 6
+    queries = rng.normal(size=(9, D))
+    banks = np.zeros((3, 5, D))
+    mask = np.zeros((3, 5), dtype=bool)
+    for c, size in enumerate(sizes):
+        banks[c, :size] = rng.normal(size=(size, D))
+        mask[c, :size] = True
+    got = class_logsumexp(
+        torch.tensor(queries), torch.tensor(banks), torch.tensor(mask), beta,
+        memory_chunk=memory_chunk,
+    ).numpy()
+    expected = np.stack(
+        [logsumexp(beta * queries @ banks[c, :size].T, axis=1) for c, size in enumerate(sizes)],
+        axis=1,
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_class_logsumexp_of_an_empty_bank_is_minus_infinity(rng):
+    banks = torch.zeros((2, 3, 4), dtype=torch.float64)
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    out = class_logsumexp(torch.ones((2, 4), dtype=torch.float64), banks, mask, 1.0)
+    assert torch.isfinite(out[:, 0]).all()
+    assert torch.isneginf(out[:, 1]).all()
+
+
+def test_class_logsumexp_is_stable_for_large_logits():
+    # exp(beta * 1e4) overflows float64; logsumexp must not.
+    banks = torch.full((1, 2, 1), 100.0, dtype=torch.float32)
+    out = class_logsumexp(
+        torch.full((1, 1), 100.0), banks, torch.ones((1, 2), dtype=torch.bool), 1.0
+    )
+    assert out.item() == pytest.approx(1e4 + np.log(2), rel=1e-6)

@@ -1,0 +1,249 @@
+"""MSP, Energy and ReAct: exact formulas, the shared API contract, and bad input."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp, softmax
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold
+
+from sklearn_reclag import OOD_LABEL, EnergyDetector, MSPDetector, ReActDetector
+from sklearn_reclag.metrics import fpr95_scorer
+
+DETECTORS = [MSPDetector, EnergyDetector, ReActDetector]
+
+
+def _problem(rng, n=120, d=7, k=4):
+    X = rng.normal(size=(n, d))
+    y = rng.integers(0, k, size=n)
+    coef, intercept = rng.normal(size=(k, d)), rng.normal(size=k)
+    return X, y, (coef, intercept)
+
+
+# ---------------------------------------------------------------- reference formulas
+def msp_reference(X, coef, intercept):
+    return softmax(X @ coef.T + intercept, axis=1).max(axis=1)
+
+
+def energy_reference(X, coef, intercept, T):
+    return T * logsumexp((X @ coef.T + intercept) / T, axis=1)
+
+
+def react_reference(X, X_train, coef, intercept, T, percentile):
+    clip = np.percentile(X_train.ravel(), percentile)
+    return energy_reference(np.minimum(X, clip), coef, intercept, T)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("T", [0.5, 1.0, 3.0])
+def test_scores_equal_numpy_reference(rng, dtype, rtol, T):
+    X, y, head = _problem(rng)
+    X_test = 2 * rng.normal(size=(50, X.shape[1]))
+    kw = dict(head=head, device="cpu", dtype=dtype, batch_size=16)
+    np.testing.assert_allclose(
+        MSPDetector(**kw).fit(X, y).score_samples(X_test), msp_reference(X_test, *head),
+        rtol=rtol, atol=rtol,
+    )
+    np.testing.assert_allclose(
+        EnergyDetector(T, **kw).fit(X, y).score_samples(X_test),
+        energy_reference(X_test, *head, T), rtol=rtol, atol=rtol,
+    )
+    react = ReActDetector(percentile=80, temperature=T, **kw).fit(X, y)
+    assert react.clip_ == pytest.approx(np.percentile(X, 80))
+    np.testing.assert_allclose(
+        react.score_samples(X_test), react_reference(X_test, X, *head, T, 80),
+        rtol=rtol, atol=rtol,
+    )
+
+
+@pytest.mark.parametrize("Detector", DETECTORS)
+def test_default_head_is_softmax_regression_on_X_y(rng, Detector):
+    X, y, _ = _problem(rng)
+    reference = LogisticRegression(max_iter=1000).fit(X, y)
+    det = Detector(device="cpu", dtype="float64").fit(X, y)
+    np.testing.assert_allclose(det.head_coef_, reference.coef_)
+    np.testing.assert_array_equal(det.classes_, reference.classes_)
+    # An unfitted classifier is cloned and fitted; the one passed in stays unfitted.
+    unfitted = LogisticRegression(C=0.1, max_iter=1000)
+    det = Detector(head=unfitted, device="cpu").fit(X, y)
+    assert not hasattr(unfitted, "coef_")
+    np.testing.assert_allclose(det.head_coef_, LogisticRegression(C=0.1, max_iter=1000).fit(X, y).coef_)
+
+
+def test_binary_head_gives_sigmoid_probabilities(rng):
+    X = rng.normal(size=(80, 3))
+    y = (X[:, 0] > 0).astype(int)
+    clf = LogisticRegression().fit(X, y)
+    det = MSPDetector(head=clf, device="cpu", dtype="float64").fit(X)
+    np.testing.assert_allclose(det.score_samples(X), clf.predict_proba(X).max(axis=1))
+    np.testing.assert_array_equal(det.classes_, [0, 1])
+
+
+@pytest.mark.parametrize("Detector", DETECTORS)
+def test_decision_function_and_predict_follow_offset(rng, Detector):
+    X, y, head = _problem(rng, n=400)
+    det = Detector(head=head, contamination=0.1, device="cpu").fit(X, y)
+    scores = det.score_samples(X)
+    assert det.offset_ == pytest.approx(np.percentile(scores, 10))
+    np.testing.assert_allclose(det.decision_function(X), scores - det.offset_)
+    pred = det.predict(X)
+    assert pred.dtype.kind == "i"
+    np.testing.assert_array_equal(pred, np.where(scores > det.offset_, 1, -1))
+    # contamination is the rejected fraction of the training rows.
+    assert np.mean(pred == -1) == pytest.approx(0.1, abs=0.01)
+
+
+@pytest.mark.parametrize("Detector", DETECTORS)
+def test_fit_ignores_ood_rows(rng, Detector):
+    X, y, head = _problem(rng)
+    X_ood = 5 + rng.normal(size=(30, X.shape[1]))
+    X_all = np.vstack([X, X_ood])
+    y_all = np.concatenate([y, np.full(30, OOD_LABEL)])
+    a = Detector(device="cpu", dtype="float64").fit(X, y)
+    b = Detector(device="cpu", dtype="float64").fit(X_all, y_all)
+    np.testing.assert_allclose(a.score_samples(X_all), b.score_samples(X_all))
+    assert a.offset_ == pytest.approx(b.offset_)
+
+
+@pytest.mark.parametrize("Detector", DETECTORS)
+def test_scores_do_not_depend_on_batch_size(rng, Detector):
+    X, y, head = _problem(rng)
+    full = Detector(head=head, device="cpu", batch_size=4096).fit(X, y).score_samples(X)
+    chunked = Detector(head=head, device="cpu", batch_size=7).fit(X, y).score_samples(X)
+    np.testing.assert_allclose(full, chunked, rtol=1e-6)
+
+
+@pytest.mark.parametrize("Detector", DETECTORS)
+def test_inputs_are_not_modified(rng, Detector):
+    X, y, (coef, intercept) = _problem(rng)
+    copies = [a.copy() for a in (X, y, coef, intercept)]
+    det = Detector(head=(coef, intercept), device="cpu").fit(X, y)
+    det.score_samples(X)
+    det.predict(X)
+    for original, copy in zip((X, y, coef, intercept), copies):
+        np.testing.assert_array_equal(original, copy)
+
+
+def test_string_labels_and_head_classes(rng):
+    X, y, _ = _problem(rng, k=3)
+    labels = np.array(["cat", "dog", "emu"])[y]
+    det = EnergyDetector(device="cpu").fit(X, labels)
+    np.testing.assert_array_equal(det.classes_, ["cat", "dog", "emu"])
+
+
+# ------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("Detector", DETECTORS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_input_is_rejected(rng, Detector, bad):
+    X, y, head = _problem(rng)
+    X_bad = X.copy()
+    X_bad[3, 2] = bad
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        Detector(head=head, device="cpu").fit(X_bad, y)
+    det = Detector(head=head, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        det.score_samples(X_bad)
+
+
+def test_wrong_number_of_features_is_rejected(rng):
+    X, y, head = _problem(rng)
+    det = EnergyDetector(head=head, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        det.predict(X[:, :-1])
+
+
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        ((np.ones((3, 5)), np.zeros(3)), r"coef has shape \(3, 5\), expected \(n_classes, 7\)"),
+        ((np.ones((4, 7)), np.zeros(3)), r"intercept has shape \(3,\), expected \(4,\)"),
+        ((np.ones((4, 7)),), "must be \\(coef, intercept\\)"),
+    ],
+)
+def test_head_shape_mismatch_is_rejected(rng, head, message):
+    X, y, _ = _problem(rng)
+    with pytest.raises(ValueError, match=message):
+        EnergyDetector(head=head, device="cpu").fit(X, y)
+
+
+def test_head_of_wrong_type_is_rejected(rng):
+    X, y, _ = _problem(rng)
+    with pytest.raises(TypeError, match="head must be None"):
+        EnergyDetector(head="logits", device="cpu").fit(X, y)
+
+
+def test_labels_unknown_to_the_head_are_rejected(rng):
+    X, y, head = _problem(rng, k=4)
+    with pytest.raises(ValueError, match="does not predict"):
+        EnergyDetector(head=LogisticRegression().fit(X[y < 3], y[y < 3]), device="cpu").fit(X, y)
+
+
+def test_single_class_is_rejected(rng):
+    X = rng.normal(size=(20, 3))
+    with pytest.raises(ValueError, match="1 class; at least 2"):
+        MSPDetector(device="cpu").fit(X, np.zeros(20, dtype=int))
+
+
+def test_missing_labels_without_head_is_rejected(rng):
+    X, _, _ = _problem(rng)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        MSPDetector(device="cpu").fit(X)
+
+
+def test_all_rows_ood_is_rejected(rng):
+    X, _, head = _problem(rng)
+    with pytest.raises(ValueError, match="no in-distribution rows"):
+        EnergyDetector(head=head, device="cpu").fit(X, np.full(len(X), OOD_LABEL))
+
+
+@pytest.mark.parametrize(
+    "device, message", [("tpu", "Unknown device"), ("mps", "Unsupported device")]
+)
+def test_unknown_device_is_rejected(rng, device, message):
+    X, y, head = _problem(rng)
+    with pytest.raises(ValueError, match=message):
+        EnergyDetector(head=head, device=device).fit(X, y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a CPU-only machine")
+def test_cuda_requested_but_absent_is_rejected(rng):
+    X, y, head = _problem(rng)
+    with pytest.raises(ValueError, match="asks for CUDA"):
+        EnergyDetector(head=head, device="cuda").fit(X, y)
+
+
+def test_device_is_stored_as_given_and_resolved_in_fit(rng):
+    X, y, head = _problem(rng)
+    det = EnergyDetector(head=head)
+    assert det.device == "auto"
+    det.fit(X, y)
+    assert det.device == "auto"
+    assert det.device_ == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("Detector", DETECTORS)
+def test_cuda_scores_match_cpu(rng, Detector):
+    X, y, head = _problem(rng)
+    cpu = Detector(head=head, device="cpu").fit(X, y).score_samples(X)
+    gpu = Detector(head=head, device="cuda").fit(X, y)
+    assert gpu.device_.startswith("cuda")
+    np.testing.assert_allclose(gpu.score_samples(X), cpu, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- model selection
+def test_grid_search_over_temperature_with_fpr95_scorer(digits_split):
+    X_id, y_id, X_ood = digits_split
+    X = np.vstack([X_id, X_ood])
+    y = np.concatenate([y_id, np.full(len(X_ood), OOD_LABEL)])
+    search = GridSearchCV(
+        EnergyDetector(device="cpu"),
+        {"temperature": [0.5, 1, 2]},
+        scoring=fpr95_scorer,
+        cv=KFold(3, shuffle=True, random_state=0),
+    ).fit(X, y)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.all((scores <= 0) & (scores >= -1))
+    assert search.best_params_["temperature"] == [0.5, 1, 2][int(np.argmax(scores))]
+    # The temperature changes the ranking, so the candidates do not all tie.
+    assert len(np.unique(np.round(scores, 6))) > 1
