@@ -19,7 +19,8 @@ def _public_estimators():
     found = []
     for name in sklearn_reclag.__all__:
         obj = getattr(sklearn_reclag, name)
-        if inspect.isclass(obj) and issubclass(obj, BaseEstimator) and hasattr(obj, "score_samples"):
+        is_estimator = inspect.isclass(obj) and issubclass(obj, BaseEstimator)
+        if is_estimator and hasattr(obj, "score_samples"):
             found.append(obj)
     return found
 
