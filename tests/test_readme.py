@@ -16,7 +16,7 @@ def _block_after(marker, language):
 def test_usage_example_runs(capsys):
     exec(compile(_block_after("usage-example", "python"), "README usage", "exec"), {})
     printed = capsys.readouterr().out
-    fpr, auroc = map(float, re.findall(r"[0-9.]+", printed))
+    fpr, auroc = map(float, re.search(r"FPR95 ([0-9.]+)  AUROC ([0-9.]+)", printed).groups())
     assert 0 <= fpr <= 1 and 0.5 < auroc <= 1
 
 
