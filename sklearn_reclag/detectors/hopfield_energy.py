@@ -1,0 +1,151 @@
+"""Modern Hopfield energy scores: HE and SHE (Zhang et al., ICLR 2023).
+
+Formulas from specs/baselines_and_metrics.md, with X_c the stored patterns of class c (the
+training rows of class c that the head classifies as c) and c_hat the routed class:
+
+- HE: ``(1/beta) * lse(beta * X_{c_hat} v)`` over every stored pattern of the class;
+- SHE: ``v . m_{c_hat}``, m_c the mean of X_c.
+
+SHE is HE with a single stored pattern per class, the mean, since
+``(1/beta) * lse(beta * [m . v]) = m . v``; both share the memory-bank machinery of
+:mod:`._banks`.
+"""
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._banks import _MemoryBankDetector, pad_banks
+from .baselines import _COMMON_DOC, _HEAD_DOC
+
+_BANK_DOC = """beta : float > 0
+        Inverse temperature of the log-sum-exp.
+    routing : {'predicted', 'max', 'pooled'}, default='predicted'
+        Which bank scores a row: 'predicted' the bank of the head's predicted class (as
+        the papers do), 'max' the bank with the largest log-sum-exp, 'pooled' one bank of
+        every memory (no classifier involved at scoring time).
+    energy : {'lse', 'full'}, default='lse'
+        'lse' scores ``(1/beta) * lse(beta * Xi_c v)``; 'full' also subtracts
+        ``|v|^2 / 2`` (the whole negative Hopfield energy, an extension beyond the
+        papers)."""
+
+_BANK_FITTED_DOC = """memories_ : ndarray of shape (n_banks, n_slots, n_features)
+        The memories of every class, padded with zeros to the largest bank; one bank
+        when fitted without y and head.
+    memory_mask_ : ndarray of shape (n_banks, n_slots) of bool
+        True on the slots of ``memories_`` that hold a memory.
+    classes_ : ndarray of shape (n_banks,) or None
+        Class labels, in the order of the banks and of the head's outputs; None when
+        fitted without y and head.
+    head_coef_ : ndarray of shape (n_banks, n_features) or None
+        Weights of the head (None without a head).
+    head_intercept_ : ndarray of shape (n_banks,) or None
+        Bias of the head (None without a head).
+    device_ : str
+        The resolved torch device.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during fit, when X has string column names."""
+
+_HEAD_Y_DOC = """
+        With ``y=None`` and ``head=None``, every training row goes to one bank and no
+        head is fitted; with ``y=None`` and a fitted head, its predictions are the
+        labels."""
+
+
+class HopfieldEnergyDetector(_MemoryBankDetector):
+    __doc__ = f"""Modern Hopfield energy (HE) and simplified Hopfield energy (SHE) scores.
+
+    Zhang et al., "Out-of-distribution detection based on in-distribution data patterns
+    memorization with modern Hopfield energy", ICLR 2023. The stored patterns X_c are the
+    training rows of class c that the head classifies as c (no normalization); a class the
+    head never gets right stores all its rows (with a warning). Scores
+    (specs/baselines_and_metrics.md), c the routed class:
+
+    - ``patterns='all'`` (HE): ``score_samples(v) = (1/beta) * lse(beta * X_c v)``;
+    - ``patterns='mean'`` (SHE): ``score_samples(v) = v . m_c``, m_c the mean of X_c
+      (with ``routing='pooled'``: ``(1/beta) * lse_c(beta * v . m_c)``).
+
+    ``energy='full'`` subtracts ``|v|^2 / 2``. Scoring runs in chunks of test rows and of
+    stored patterns merged by an online log-sum-exp, so no (n_test x n_stored) matrix is
+    ever built.
+
+    Parameters
+    ----------
+    patterns : {{'all', 'mean'}}, default='all'
+        'all' stores every pattern (HE), 'mean' one mean per class (SHE).
+    {_BANK_DOC.replace("beta : float > 0", "beta : float > 0, default=0.01")}
+        The official value is 0.01 for ResNet features, 0.2 for WRN.
+    max_patterns : int, default=None
+        Keep at most this many randomly chosen patterns per class (drawn with
+        ``random_state``); None keeps all.
+    {_HEAD_DOC}{_HEAD_Y_DOC}
+    {_COMMON_DOC}
+    random_state : int, RandomState instance or None, default=None
+        Seeds the subsampling of ``max_patterns``.
+
+    Attributes
+    ----------
+    {_BANK_FITTED_DOC}
+    offset_ : float
+        ``decision_function = score_samples - offset_``; the ``contamination`` quantile
+        of the training scores.
+
+    See Also
+    --------
+    RecLagDetector : a few learned memories per class and a rectified energy.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_reclag import HopfieldEnergyDetector
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> he = HopfieldEnergyDetector(beta=1.0, device="cpu").fit(X[y < 5], y[y < 5])
+    >>> he.memories_.shape[0]
+    5
+    >>> bool(he.score_samples(X[y < 5]).mean() > he.score_samples(X[y >= 5]).mean())
+    True
+    """
+
+    _parameter_constraints = {
+        **_MemoryBankDetector._parameter_constraints,
+        "patterns": [StrOptions({"all", "mean"})],
+        "max_patterns": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, patterns="all", beta=0.01, *, routing="predicted", energy="lse",
+                 max_patterns=None, head=None, contamination=0.05, device="auto",
+                 dtype="float32", batch_size=4096, random_state=None):
+        super().__init__(
+            contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
+        )
+        self.patterns = patterns
+        self.beta = beta
+        self.routing = routing
+        self.energy = energy
+        self.max_patterns = max_patterns
+        self.head = head
+        self.random_state = random_state
+
+    def _fit_memories(self, X, labels, n_banks):
+        dtype = np.float32 if self.dtype == "float32" else np.float64
+        counts = np.bincount(labels, minlength=n_banks)
+        if self.patterns == "mean":
+            sums = np.zeros((n_banks, X.shape[1]))
+            np.add.at(sums, labels, X)
+            means = sums / np.maximum(counts, 1)[:, None]
+            self.memories_ = means[:, None, :].astype(dtype)
+            self.memory_mask_ = (counts > 0)[:, None]
+            return
+        order = None
+        if self.max_patterns is not None:
+            order = check_random_state(self.random_state).permutation(len(X))
+        banks, self.memory_mask_ = pad_banks(
+            X, labels, n_banks, max_rows=self.max_patterns, order=order
+        )
+        self.memories_ = banks.astype(dtype, copy=False)
