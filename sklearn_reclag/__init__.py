@@ -17,3 +17,7 @@ __all__ = [
     "ReActDetector",
     "__version__",
 ]
+
+from .detectors import HopfieldEnergyDetector, RecLagDetector  # noqa: E402
+
+__all__ += ["HopfieldEnergyDetector", "RecLagDetector"]

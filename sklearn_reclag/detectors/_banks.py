@@ -153,14 +153,14 @@ class _MemoryBankDetector(BaseOODDetector):
             if missed.any():
                 warnings.warn(
                     f"The head classifies no training row of classes "
-                    f"{list(self.classes_[missed])} correctly; all their rows are stored.",
+                    f"{self.classes_[missed].tolist()} correctly; all their rows are stored.",
                     UserWarning,
                 )
                 stored |= missed[labels]
         empty = np.bincount(labels[stored], minlength=n_banks) == 0
         if empty.any():
             warnings.warn(
-                f"Classes {list(self.classes_[empty])} have no stored patterns; rows "
+                f"Classes {self.classes_[empty].tolist()} have no stored patterns; rows "
                 "routed to them score -inf.",
                 UserWarning,
             )

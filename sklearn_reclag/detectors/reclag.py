@@ -1,0 +1,540 @@
+"""RecLag: the Rectified Lagrangian detector (Moriai et al., AAAI 2025).
+
+Formulas from specs/reclag.md. Xi_c (M x D) holds the memories of class c, beta > 0 is the
+inverse temperature and gamma > 0 the rectification constant:
+
+- ``G(v) = (1/beta) * (lse(beta * Xi_c v) - log gamma)``, the un-rectified hidden Lagrangian;
+- energy ``E(v) = |v|^2 / 2 - max(G(v), 0)``;
+- update rule ``v <- C(G(v)) * Xi_c^T softmax(beta * Xi_c v)``, C the unit step.
+
+v is out of distribution iff ``G(v) <= 0``. The memories of all classes are learned at once,
+as one batched tensor program over (classes, memories, features): by the official
+stochastic objective (``solver='sae'``) or by EM for the isotropic Gaussian mixture
+(``solver='em'``).
+"""
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import OneToOneFeatureMixin, TransformerMixin
+from sklearn.cluster import KMeans
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from tqdm.auto import tqdm
+
+from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
+from ._banks import _MemoryBankDetector, pad_banks
+from .baselines import _COMMON_DOC, _HEAD_DOC
+from .hopfield_energy import _BANK_DOC, _BANK_FITTED_DOC, _HEAD_Y_DOC
+
+# Constants of the official objective and optimizer (specs/reclag.md).
+_ADAM_BETAS = (0.9, 0.98)
+_ADAM_EPS = 1e-9
+_WEIGHT_EPS = 1e-16
+_LOG_EPS = 1e-12
+# Relative change of the memories (EM) or of the states (transform) that counts as converged.
+_TOL = 1e-6
+
+
+# --------------------------------------------------------------------- initialisation
+def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm=10.0,
+                     random_state=None):
+    """Initial memories of every class and the mask of the real ones.
+
+    'random' takes ``n_memories`` random rows of the class, 'kmeans' the k-means++
+    centres of its rows; a class with ``n_memories`` rows or fewer takes all its rows,
+    so its bank holds fewer memories (the rest of the bank is masked padding). Each memory
+    is then scaled to norm ``init_norm`` (None keeps it as it is).
+
+    Returns
+    -------
+    memories : ndarray of shape (n_banks, n_memories, n_features)
+    mask : ndarray of shape (n_banks, n_memories) of bool
+    """
+    rng = check_random_state(random_state)
+    counts = np.bincount(labels, minlength=n_banks)
+    if init == "random":
+        banks, _ = pad_banks(
+            X, labels, n_banks, max_rows=n_memories, order=rng.permutation(len(X))
+        )
+    else:
+        banks = np.zeros((n_banks, n_memories, X.shape[1]))
+        # One k-means per class: initialisation only, not a hot path.
+        for c in np.flatnonzero(counts > n_memories):
+            kmeans = KMeans(
+                n_clusters=n_memories, init="k-means++", n_init=1,
+                random_state=rng.randint(np.iinfo(np.int32).max),
+            )
+            banks[c] = kmeans.fit(X[labels == c]).cluster_centers_
+        few, _ = pad_banks(X, labels, n_banks, max_rows=n_memories)
+        small = counts <= n_memories
+        banks[small, : few.shape[1]] = few[small]
+    memories = np.zeros((n_banks, n_memories, X.shape[1]))
+    memories[:, : banks.shape[1]] = banks
+    mask = np.arange(n_memories) < np.minimum(counts, n_memories)[:, None]
+    if init_norm is not None:
+        norms = np.linalg.norm(memories, axis=2, keepdims=True)
+        np.divide(init_norm * memories, norms, out=memories, where=norms > 0)
+    return memories, mask
+
+
+# -------------------------------------------------------------------------- solver 'sae'
+def draw_memories(probs, uniforms, n_valid):
+    """Categorical draws by inverse CDF: the index whose cumulative probability passes u.
+
+    Parameters
+    ----------
+    probs : tensor of shape (C, B, M)
+    uniforms : tensor of shape (C, S, B), values in [0, 1)
+    n_valid : tensor of shape (C,)
+        Real memories per class; rounding of the cumulative sum never picks padding.
+
+    Returns
+    -------
+    tensor of shape (C, S, B) of int64
+    """
+    cdf = probs.cumsum(dim=-1)
+    index = (cdf.unsqueeze(1) < uniforms.unsqueeze(-1)).sum(dim=-1)
+    return torch.minimum(index, (n_valid - 1).clamp(min=0)[:, None, None])
+
+
+def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="categorical"):
+    """The official objective on one batch per class, and its gradient.
+
+    For each class (specs/reclag.md), with z = softmax(beta * x Xi^T), S memories
+    xi_s drawn per row and constant importance weights
+    ``w_s = (p_s + 1e-16) / mean_s(p + 1e-16)``, ``p_s = exp(-|x - xi_s|^2 / 2)``::
+
+        loss = mean_{s, b} w_s * (mean_D (x - xi_s)^2 - log(z_{b, s} + 1e-12))
+
+    The classes' losses are independent, so the gradient of their sum is computed in
+    closed form for all classes at once (checked against autograd in the tests):
+    with W (resp. A) the draw counts weighted by w (resp. a = w z_s / (z_s + 1e-12)) per
+    (row, memory),
+    ``dloss/dXi = (1/(S B)) * ((2/D) * sum_b W (Xi - x) - beta * sum_b (A - z sum_s a) x)``.
+
+    Parameters
+    ----------
+    x : tensor of shape (C, B, D)
+        One batch of stored patterns per class.
+    memories : tensor of shape (C, M, D)
+    memory_mask : bool tensor of shape (C, M)
+    uniforms : tensor of shape (C, S, B)
+        The randomness of the S draws per row (see :func:`draw_memories`).
+    beta : float
+    sampler : {'categorical', 'official'}
+        'categorical' draws from z; 'official' reproduces the official code, which
+        passes z as logits, i.e. draws from softmax(z).
+
+    Returns
+    -------
+    loss : tensor of shape (C,)
+    grad : tensor of shape (C, M, D)
+    """
+    n_draws, batch, n_features = uniforms.shape[1], x.shape[1], x.shape[2]
+    dots = torch.einsum("cbd,cmd->cbm", x, memories)
+    logits = (beta * dots).masked_fill(~memory_mask[:, None, :], -math.inf)
+    z = torch.softmax(logits, dim=-1)
+    probs = z
+    if sampler == "official":
+        probs = torch.softmax(z.masked_fill(~memory_mask[:, None, :], -math.inf), dim=-1)
+    drawn = draw_memories(probs, uniforms, memory_mask.sum(dim=1))
+    onehot = torch.nn.functional.one_hot(drawn, memories.shape[1]).to(x.dtype)
+
+    # Per draw: z of the drawn memory and |x - xi_s|^2 = |x|^2 - 2 x.xi_s + |xi_s|^2.
+    z_drawn = torch.einsum("cbm,csbm->csb", z, onehot)
+    dots_drawn = torch.einsum("cbm,csbm->csb", dots, onehot)
+    sq_norms = (memories * memories).sum(dim=-1)
+    sq_dist = ((x * x).sum(dim=-1)[:, None, :] - 2 * dots_drawn
+               + torch.einsum("cm,csbm->csb", sq_norms, onehot)).clamp(min=0)
+    p = torch.exp(-0.5 * sq_dist) + _WEIGHT_EPS
+    w = p / p.mean(dim=1, keepdim=True)
+    loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).mean(dim=(1, 2))
+
+    a = w * z_drawn / (z_drawn + _LOG_EPS)
+    weighted = torch.einsum("csb,csbm->cbm", w, onehot)
+    pulled = torch.einsum("csb,csbm->cbm", a, onehot) - z * a.sum(dim=1)[:, :, None]
+    coef = (2.0 / n_features) * weighted + beta * pulled
+    grad = ((2.0 / n_features) * weighted.sum(dim=1)[:, :, None] * memories
+            - torch.einsum("cbm,cbd->cmd", coef, x)) / (n_draws * batch)
+    return loss, grad
+
+
+class _MaskedAdam:
+    """Adam (torch.optim.Adam's update) for one parameter block per class.
+
+    Only the classes marked active take a step: a class that has no batch left keeps its
+    parameters *and* its moments, whereas torch's Adam would keep moving it through its
+    momentum on a zero gradient. Each class has its own step count, so the batched run
+    equals one torch.optim.Adam per class.
+    """
+
+    def __init__(self, param, *, lr, betas=_ADAM_BETAS, eps=_ADAM_EPS):
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.steps = torch.zeros(param.shape[0], dtype=torch.long, device=param.device)
+
+    def step(self, param, grad, active):
+        beta1, beta2 = self.betas
+        self.steps += active
+        on = active[:, None, None]
+        self.exp_avg = torch.where(on, beta1 * self.exp_avg + (1 - beta1) * grad, self.exp_avg)
+        self.exp_avg_sq = torch.where(
+            on, beta2 * self.exp_avg_sq + (1 - beta2) * grad * grad, self.exp_avg_sq
+        )
+        t = self.steps.clamp(min=1).to(param.dtype)[:, None, None]
+        step_size = self.lr / (1 - beta1**t)
+        denom = self.exp_avg_sq.sqrt() / torch.sqrt(1 - beta2**t) + self.eps
+        return torch.where(on, param - step_size * self.exp_avg / denom, param)
+
+
+def fit_sae(data, counts, memories, memory_mask, *, beta, n_draws, max_epochs, batch_size,
+            lr, uniforms, sampler="categorical", verbose=0):
+    """Train the memories of every class by the official objective, all classes at once.
+
+    Batches are taken in order, without shuffling, and the last partial batch of each class
+    is dropped (as the official code does): class c has ``counts[c] // batch_size``
+    batches per epoch and is idle once they are used up, so the batched run equals one
+    run per class.
+
+    Parameters
+    ----------
+    data : tensor of shape (C, N, D)
+        Stored patterns of each class, padded.
+    counts : tensor of shape (C,)
+        Real rows of each class in ``data``.
+    memories : tensor of shape (C, M, D)
+        Initial memories (zeros on padding).
+    memory_mask : bool tensor of shape (C, M)
+    uniforms : callable
+        ``uniforms(epoch)`` returns a tensor of shape (n_batches, C, n_draws,
+        batch_size) of values in [0, 1): the randomness of one epoch's draws. Passing the
+        same numbers to :func:`sklearn_reclag._reference.fit_reclag_reference` gives the
+        same draws.
+    verbose : int
+        > 0 shows a progress bar over epochs.
+
+    Returns
+    -------
+    memories : tensor of shape (C, M, D)
+    """
+    n_batches = counts // batch_size
+    optimizer = _MaskedAdam(memories, lr=lr)
+    epochs = tqdm(range(max_epochs), desc="RecLag (sae)", unit="epoch", disable=verbose <= 0)
+    for epoch in epochs:
+        epoch_uniforms = uniforms(epoch)
+        for b in range(int(n_batches.max())):
+            x = data[:, b * batch_size:(b + 1) * batch_size]
+            loss, grad = sae_loss_and_grad(
+                x, memories, memory_mask, epoch_uniforms[b], beta=beta, sampler=sampler
+            )
+            memories = optimizer.step(memories, grad, active=b < n_batches)
+        if verbose > 0 and int(n_batches.max()) > 0:
+            epochs.set_postfix(loss=float(loss[b < n_batches].mean()))
+    return memories
+
+
+# --------------------------------------------------------------------------- solver 'em'
+def fit_em(data, row_mask, memories, memory_mask, *, beta, max_iter):
+    """EM for the equal-weight isotropic Gaussian mixture of variance 1/beta, per class.
+
+    E step: responsibilities ``softmax_mu(beta * (x . xi_mu - |xi_mu|^2 / 2))``; M step:
+    each memory moves to the responsibility-weighted mean of its class's rows (a memory
+    that no row claims stays). Deterministic given the initial memories.
+
+    Returns
+    -------
+    memories : tensor of shape (C, M, D)
+    n_iter : int
+        Iterations run (fewer than ``max_iter`` once the memories stop moving).
+    """
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        logits = beta * (torch.einsum("cnd,cmd->cnm", data, memories)
+                         - 0.5 * (memories * memories).sum(dim=-1)[:, None, :])
+        logits = logits.masked_fill(~memory_mask[:, None, :], -math.inf)
+        resp = torch.softmax(logits, dim=-1) * row_mask[:, :, None]
+        mass = resp.sum(dim=1)
+        means = torch.einsum("cnm,cnd->cmd", resp, data) / mass.clamp(min=1e-30)[:, :, None]
+        new = torch.where(((mass > 0) & memory_mask)[:, :, None], means, memories)
+        shift = (new - memories).abs().max()
+        memories = new
+        if shift <= _TOL * (1 + memories.abs().max()):
+            break
+    return memories, n_iter
+
+
+# ------------------------------------------------------------------------- the estimator
+class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector):
+    __doc__ = f"""Rectified Lagrangian (RecLag) modern Hopfield network OOD detector.
+
+    Moriai et al., "Rectified Lagrangian for Out-of-Distribution Detection in Modern
+    Hopfield Networks", AAAI 2025. Each class c keeps ``n_memories`` learned memories
+    Xi_c, trained on the class's stored patterns (the training rows the head classifies
+    as c). With c the routed class (specs/reclag.md):
+
+    - ``score_samples(v) = (1/beta) * lse(beta * Xi_c v)`` (``energy='full'``: minus
+      ``|v|^2 / 2``), rank-equivalent to the official score ``lse(beta * Xi_c v)``;
+    - ``offset_ = (1/beta) * log(gamma_)``, so ``decision_function(v) = G(v) =
+      (1/beta) * (lse(beta * Xi_c v) - log gamma_)`` and ``predict`` is +1 where
+      ``G(v) > 0``, -1 where v falls into the OOD attractor;
+    - ``transform`` runs the rectified update rule
+      ``v <- C(G(v)) * Xi_c^T softmax(beta * Xi_c v)``.
+
+    Never rank by the rectified value ``max(G, 0)``: it ties every trapped row at 0.
+
+    Parameters
+    ----------
+    n_memories : int, default=10
+        Memories per class, M. A class with M stored patterns or fewer keeps all of them
+        as memories: its bank holds fewer (the rest is masked padding, see
+        ``memory_mask_``).
+    {_BANK_DOC.replace("beta : float > 0", "beta : float > 0, default=5.0")}
+        The same beta is used to learn and to score.
+    gamma : float > 0 or 'auto', default='auto'
+        Rectification constant. 'auto' sets ``gamma_`` so that a ``contamination``
+        fraction of the training rows has ``decision_function <= 0``.
+    contamination : float in (0, 0.5], default=0.05
+        Fraction of the training rows rejected when ``gamma='auto'`` (0.05 is the
+        FPR95 operating point); unused for a numeric gamma.
+    solver : {{'sae', 'em'}}, default='sae'
+        'sae': the official stochastic objective, trained with Adam (lr ``lr``, betas
+        (0.9, 0.98), eps 1e-9) on batches of ``learning_batch_size`` rows taken in
+        order, the last partial batch dropped; a class with fewer stored patterns than
+        one batch keeps its initial memories (with a warning). 'em': EM for the
+        equal-weight isotropic Gaussian mixture of variance 1/beta, deterministic given
+        the initial memories.
+    n_draws : int, default=5
+        Memories drawn per row and step ('sae').
+    max_epochs : int, default=50
+        Epochs ('sae') or the most EM iterations ('em'); 0 keeps the initial memories.
+    learning_batch_size : int, default=50
+        Rows per class and step ('sae').
+    lr : float > 0, default=1e-3
+        Adam learning rate ('sae').
+    init : {{'random', 'kmeans'}}, default='random'
+        Initial memories: random stored patterns of the class, or its k-means++
+        centres.
+    init_norm : float > 0 or None, default=10.0
+        Norm the initial memories are scaled to (the official value); None keeps them.
+    sampler : {{'categorical', 'official'}}, default='categorical'
+        How 'sae' draws memories: from the categorical distribution z, or as the
+        official code does, from softmax(z) (nearly uniform; for exact reproduction
+        studies only).
+    {_HEAD_DOC}{_HEAD_Y_DOC}
+    max_iter : int, default=10
+        Most steps of the update rule in ``transform`` (it stops early once the states
+        stop moving).
+    device : {{'auto', 'cpu', 'cuda', 'cuda:N'}}, default='auto'
+        Torch device, for learning and scoring; 'auto' uses CUDA when available.
+    dtype : {{'float32', 'float64'}}, default='float32'
+        Precision of the torch computation.
+    batch_size : int, default=4096
+        Rows scored or transformed at a time; bounds the memory of scoring.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial memories and a torch.Generator for the draws of 'sae'.
+    verbose : int, default=0
+        > 0 shows a progress bar over the epochs of 'sae'.
+
+    Attributes
+    ----------
+    {_BANK_FITTED_DOC.replace("The memories of every class", "The learned memories Xi_c")}
+    gamma_ : float
+        The fitted rectification constant; ``inf`` when ``log_gamma_`` exceeds float64's
+        range (about 709), which 'auto' can reach for features of large norm.
+    log_gamma_ : float
+        ``log(gamma_)``, always finite: the threshold is computed from it.
+    offset_ : float
+        ``log_gamma_ / beta``; ``decision_function = score_samples - offset_``.
+    n_iter_ : int
+        Epochs ('sae') or EM iterations ('em') run.
+
+    See Also
+    --------
+    HopfieldEnergyDetector : every stored pattern as a memory (HE) or the class mean (SHE).
+
+    Notes
+    -----
+    The origin is the OOD attractor: ``G(0) = (1/beta) * log(M / gamma)``. When
+    ``gamma_ >= M`` it is a fixed point of the update rule and every row with
+    ``G(v) <= 0`` reaches it in one step, so ``transform`` returns zeros for them. When
+    ``gamma_ < M`` the origin is not a fixed point: the next step takes it to the mean
+    memory of the bank, and a rejected row comes back as that mean or as wherever the
+    update rule then goes. With ``energy='full'`` the step gate is ``decision_function >
+    0`` (the full score against ``offset_``), so ``transform`` agrees with ``predict``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_reclag import RecLagDetector
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> det = RecLagDetector(solver="em", random_state=0, device="cpu")
+    >>> det = det.fit(X[y < 5], y[y < 5])
+    >>> det.memories_.shape
+    (5, 10, 64)
+    >>> bool(det.predict(X[y < 5]).mean() > det.predict(X[y >= 5]).mean())
+    True
+    >>> det.transform(X[y >= 5][:2]).shape
+    (2, 64)
+    """
+
+    _parameter_constraints = {
+        **_MemoryBankDetector._parameter_constraints,
+        "n_memories": [Interval(Integral, 1, None, closed="left")],
+        "gamma": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "solver": [StrOptions({"sae", "em"})],
+        "n_draws": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "learning_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "init": [StrOptions({"random", "kmeans"})],
+        "init_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "sampler": [StrOptions({"categorical", "official"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, n_memories=10, beta=5.0, gamma="auto", *, contamination=0.05,
+                 solver="sae", n_draws=5, max_epochs=50, learning_batch_size=50, lr=1e-3,
+                 init="random", init_norm=10.0, sampler="categorical", energy="lse",
+                 routing="predicted", head=None, max_iter=10, device="auto",
+                 dtype="float32", batch_size=4096, random_state=None, verbose=0):
+        super().__init__(
+            contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
+        )
+        self.n_memories = n_memories
+        self.beta = beta
+        self.gamma = gamma
+        self.solver = solver
+        self.n_draws = n_draws
+        self.max_epochs = max_epochs
+        self.learning_batch_size = learning_batch_size
+        self.lr = lr
+        self.init = init
+        self.init_norm = init_norm
+        self.sampler = sampler
+        self.energy = energy
+        self.routing = routing
+        self.head = head
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def _fit_memories(self, X, labels, n_banks):
+        rng = check_random_state(self.random_state)
+        device, dtype = torch.device(self.device_), resolve_dtype(self.dtype)
+        init, mask = initial_memories(
+            X, labels, n_banks, self.n_memories, init=self.init, init_norm=self.init_norm,
+            random_state=rng,
+        )
+        data, row_mask = pad_banks(X, labels, n_banks)
+        memories = as_tensor(init, device, dtype)
+        memory_mask = as_tensor(mask, device, torch.bool)
+        with torch.no_grad():
+            if self.solver == "sae":
+                memories = self._fit_sae(data, row_mask, memories, memory_mask, rng)
+                self.n_iter_ = self.max_epochs
+            else:
+                memories, self.n_iter_ = fit_em(
+                    as_tensor(data, device, dtype), as_tensor(row_mask, device, dtype),
+                    memories, memory_mask, beta=self.beta, max_iter=self.max_epochs,
+                )
+        self.memories_ = to_numpy(memories)
+        self.memory_mask_ = mask
+
+    def _fit_sae(self, data, row_mask, memories, memory_mask, rng):
+        counts = row_mask.sum(axis=1)
+        idle = counts < self.learning_batch_size
+        if idle.any() and self.max_epochs > 0:
+            names = np.arange(len(counts)) if self.classes_ is None else self.classes_
+            warnings.warn(
+                f"Classes {names[idle].tolist()} have fewer stored patterns than "
+                f"learning_batch_size={self.learning_batch_size}: their memories keep "
+                "their initial values.",
+                UserWarning,
+            )
+        device, dtype = memories.device, memories.dtype
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+        n_batches = int((counts // self.learning_batch_size).max())
+        shape = (n_batches, len(counts), self.n_draws, self.learning_batch_size)
+
+        def uniforms(epoch):
+            return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+
+        return fit_sae(
+            as_tensor(data, device, dtype), torch.as_tensor(counts, device=device),
+            memories, memory_mask, beta=self.beta, n_draws=self.n_draws,
+            max_epochs=self.max_epochs, batch_size=self.learning_batch_size, lr=self.lr,
+            uniforms=uniforms, sampler=self.sampler, verbose=self.verbose,
+        )
+
+    def _fit_offset(self, X):
+        """``offset_ = log(gamma_) / beta``; 'auto' puts it at the contamination quantile."""
+        if self.gamma == "auto":
+            offset = np.percentile(self._score_array(X), 100.0 * self.contamination)
+            self.log_gamma_ = float(self.beta * offset)
+        else:
+            self.log_gamma_ = math.log(self.gamma)
+            offset = self.log_gamma_ / self.beta
+        if self.gamma != "auto":
+            self.gamma_ = float(self.gamma)
+        else:
+            self.gamma_ = math.exp(self.log_gamma_) if self.log_gamma_ < 709.0 else math.inf
+        return offset
+
+    # ------------------------------------------------------------ transform
+    def transform(self, X):
+        """Retrieve: run the rectified update rule from each row, return the final states.
+
+        ``v <- C(G(v)) * Xi_c^T softmax(beta * Xi_c v)`` for at most ``max_iter`` steps,
+        stopping once no state moves; c is the bank the row is routed to ('pooled': every
+        memory). Rows with ``G(v) <= 0`` fall into the OOD attractor: zeros when
+        ``gamma_ >= M`` (see Notes).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        states : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return map_batches(self._retrieve_batch, X, **self._batch_kwargs())
+
+    def _retrieve_batch(self, V, state):
+        banks, mask = state["memories_"], state["memory_mask_"] > 0.5
+        if self.routing == "pooled" or banks.shape[0] == 1:
+            bank = banks.reshape(1, -1, banks.shape[2]).expand(V.shape[0], -1, -1)
+            bank_mask = mask.reshape(1, -1).expand(V.shape[0], -1)
+        else:
+            lse = self._class_lse(V, state)
+            chosen = self._predicted_bank(V, state) if self.routing == "predicted" else None
+            chosen = lse.argmax(dim=1) if chosen is None else chosen
+            bank, bank_mask = banks[chosen], mask[chosen]
+        # Each row stops once its own state stops moving, so a row's result does not
+        # depend on the other rows of its batch.
+        moving = torch.ones(V.shape[0], dtype=torch.bool, device=V.device)
+        for _ in range(self.max_iter):
+            logits = self.beta * torch.einsum("bd,bmd->bm", V, bank)
+            logits = logits.masked_fill(~bank_mask, -math.inf)
+            score = self._add_visible_energy(torch.logsumexp(logits, dim=1) / self.beta, V)
+            retrieved = torch.einsum("bm,bmd->bd", torch.softmax(logits, dim=1), bank)
+            # where, not a product: a row routed to an empty bank has NaN weights.
+            new = torch.where((score - self.offset_ > 0)[:, None], retrieved, 0.0)
+            shift = (new - V).abs().amax(dim=1)
+            V = torch.where(moving[:, None], new, V)
+            moving &= shift > _TOL * (1 + V.abs().amax(dim=1))
+            if not moving.any():
+                break
+        return V
