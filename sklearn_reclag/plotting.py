@@ -129,7 +129,7 @@ def plot_score_histograms(scores_id, scores_ood, *, bins=50, threshold=None, ax=
     >>> ax = plot_score_histograms(rng.normal(2, 1, 100), {"noise": rng.normal(0, 1, 80)},
     ...                            threshold=0.5)
     >>> ax.get_legend_handles_labels()[1]
-    ['ID', 'noise', 'threshold']
+    ['noise', 'ID', 'threshold']
     """
     scores_id = _check_scores(scores_id, "scores_id")
     if isinstance(scores_ood, Mapping):
@@ -140,8 +140,11 @@ def plot_score_histograms(scores_id, scores_ood, *, bins=50, threshold=None, ax=
         raise ValueError(f"bins must be a positive integer; got {bins!r}.")
     ax = _axes(ax)
     edges = np.histogram_bin_edges(np.concatenate([scores_id, *scores_ood.values()]), bins)
-    for name, score in {"ID": scores_id, **scores_ood}.items():
+    # ID as a black outline on top, so overlapping OOD sets never hide it.
+    for name, score in scores_ood.items():
         ax.hist(score, bins=edges, density=True, histtype="stepfilled", alpha=0.4, label=name)
+    ax.hist(scores_id, bins=edges, density=True, histtype="step", color="black",
+            linewidth=1.5, label="ID")
     if threshold is not None:
         ax.axvline(float(threshold), color="black", linestyle="--", label="threshold")
     ax.set(xlabel="score (higher = more in-distribution)", ylabel="density")

@@ -65,7 +65,7 @@ def test_score_histograms_share_bins_for_id_and_each_ood_set(scored, tmp_path):
     det, s_id, s_ood = scored
     ax = plot_score_histograms(s_id, {"digits 5-9": s_ood, "noise": s_ood[:50] - 5},
                                bins=30, threshold=det.offset_)
-    assert ax.get_legend_handles_labels()[1] == ["ID", "digits 5-9", "noise", "threshold"]
+    assert ax.get_legend_handles_labels()[1] == ["digits 5-9", "noise", "ID", "threshold"]
     assert len(ax.patches) == 3  # one stepfilled polygon per set
     (vline,) = ax.get_lines()
     assert vline.get_xdata()[0] == pytest.approx(det.offset_)
@@ -75,7 +75,7 @@ def test_score_histograms_share_bins_for_id_and_each_ood_set(scored, tmp_path):
 def test_score_histograms_accept_one_ood_array(scored):
     _, s_id, s_ood = scored
     ax = plot_score_histograms(s_id, s_ood)
-    assert ax.get_legend_handles_labels()[1] == ["ID", "OOD"]
+    assert ax.get_legend_handles_labels()[1] == ["OOD", "ID"]
 
 
 @pytest.mark.parametrize(
