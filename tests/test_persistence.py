@@ -20,7 +20,7 @@ def _public_estimators():
     for name in sklearn_reclag.__all__:
         obj = getattr(sklearn_reclag, name)
         is_estimator = inspect.isclass(obj) and issubclass(obj, BaseEstimator)
-        if is_estimator and hasattr(obj, "score_samples"):
+        if is_estimator and hasattr(obj, "score_samples") and obj not in found:
             found.append(obj)
     return found
 
