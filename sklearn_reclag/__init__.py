@@ -21,3 +21,7 @@ __all__ = [
 from .detectors import HopfieldEnergyDetector, RecLagDetector  # noqa: E402
 
 __all__ += ["HopfieldEnergyDetector", "RecLagDetector"]
+
+from .dense import DensePolynomialHopfield, capacity  # noqa: E402
+
+__all__ += ["DensePolynomialHopfield", "capacity"]
