@@ -14,6 +14,7 @@ Krotov's model at temperature ``T_Krotov = N * T``.
 
 import math
 import warnings
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -419,8 +420,8 @@ n_classes), default='normal'
         return self._check_range(X, warn=False)
 
     def _check_range(self, X, *, warn):
-        outside = (np.abs(X) > 1 + _RANGE_TOL).mean()
-        if warn and outside > 0:
+        outside = (np.abs(X) > 1 + _RANGE_TOL).mean() if warn else 0.0
+        if outside > 0:
             warnings.warn(
                 f"{outside:.1%} of the values of X lie outside [-1, 1]; they are clipped. "
                 "Scale the features first, e.g. with MinMaxScaler(feature_range=(-1, 1)).",
@@ -577,12 +578,15 @@ n_classes), default='normal'
         n_neurons = self.memories_.shape[1]
         X = self._check_states(X, n_neurons)
         free = self._free_neurons(mask, X.shape[0], n_neurons)
-        rng = check_random_state(self.random_state)
-        orders = [rng.permutation(n_neurons) for _ in range(max_iter)] if not synchronous else None
+        if synchronous:
+            relax = partial(self._relax_synchronous, max_iter=max_iter)
+        else:
+            # Drawn up front so that every chunk of probes sees the same orders.
+            rng = check_random_state(self.random_state)
+            orders = [rng.permutation(n_neurons) for _ in range(max_iter)]
+            relax = partial(self._relax_asynchronous, orders=orders)
         # The mask travels with its rows: append it as extra columns of the batch.
-        stacked = np.hstack([X, free.astype(X.dtype)])
-        relax = self._relax_synchronous if synchronous else self._relax_asynchronous
-        results = self._map(lambda B, state: relax(B, state, orders, max_iter), stacked)
+        results = self._map(relax, np.hstack([X, free.astype(X.dtype)]))
         states, converged = results[:, :n_neurons], results[:, n_neurons].astype(bool)
         if not converged.all():
             warnings.warn(
@@ -623,7 +627,7 @@ n_classes), default='normal'
         minus = _interaction(s * (base - xi_i), self.n, self.interaction)
         return (plus - minus).sum(dim=1)
 
-    def _relax_asynchronous(self, batch, state, orders, max_iter):
+    def _relax_asynchronous(self, batch, state, *, orders):
         memories = state["memories"]
         n_neurons = memories.shape[1]
         sigma, free = batch[:, :n_neurons].clone(), batch[:, n_neurons:] > 0
@@ -647,7 +651,7 @@ n_classes), default='normal'
                 break
         return torch.hstack([sigma, (~changed).to(sigma.dtype).unsqueeze(1)])
 
-    def _relax_synchronous(self, batch, state, orders, max_iter):
+    def _relax_synchronous(self, batch, state, *, max_iter):
         memories = state["memories"]
         n_neurons = memories.shape[1]
         sigma, free = batch[:, :n_neurons].clone(), batch[:, n_neurons:] > 0
@@ -661,16 +665,10 @@ n_classes), default='normal'
                 _interaction(s * (base + memories), self.n, self.interaction)
                 - _interaction(s * (base - memories), self.n, self.interaction)
             ).sum(dim=1)
-            new = torch.where(free & (delta > 0), 1.0, -1.0).to(sigma.dtype)
+            new = torch.where(delta > 0, 1.0, -1.0).to(sigma.dtype)
             new = torch.where(free, new, sigma)
             changed = (new != sigma).any(dim=1)
             sigma = new
             if not changed.any():
                 break
         return torch.hstack([sigma, (~changed).to(sigma.dtype).unsqueeze(1)])
-
-    # ---------------------------------------------------------- sklearn glue
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
