@@ -38,7 +38,7 @@ def _fit(data, **params):
 def _numpy_lse_per_class(det, V):
     """(1/beta) lse(beta Xi_c v) for every class, from memories_ with plain numpy."""
     out = np.empty((len(V), len(det.memories_)))
-    for c, (bank, mask) in enumerate(zip(det.memories_, det.memory_mask_)):
+    for c, (bank, mask) in enumerate(zip(det.memories_, det.memory_mask_, strict=True)):
         out[:, c] = logsumexp(det.beta * V @ bank[mask].T, axis=1) / det.beta
     return out
 
@@ -100,7 +100,7 @@ def test_auto_gamma_stays_usable_beyond_float64_range(data):
 
 def _numpy_retrieve(det, V, head, steps):
     """The update rule with plain numpy, banks routed by the head's prediction."""
-    banks = [bank[mask] for bank, mask in zip(det.memories_, det.memory_mask_)]
+    banks = [bank[mask] for bank, mask in zip(det.memories_, det.memory_mask_, strict=True)]
     chosen = head.predict(V)
     out = V.copy()
     for _ in range(steps):
@@ -191,7 +191,7 @@ def test_sae_batched_equals_per_class_reference_step_for_step(sampler, epochs):
     )
     data, counts = _padded(X, y, 3)
     got = fit_sae(
-        torch.tensor(data), torch.tensor(counts), torch.tensor(init), torch.tensor(mask),
+        torch.tensor(data), counts, torch.tensor(init), torch.tensor(mask),
         beta=0.7, n_draws=n_draws, max_epochs=epochs, batch_size=batch, lr=0.05,
         uniforms=lambda e: torch.tensor(uniforms[e]), sampler=sampler,
     )
@@ -320,7 +320,7 @@ def test_inputs_are_not_modified(data):
     det = _fit(data)
     det.score_samples(X_test)
     det.transform(X_test)
-    for original, copy in zip((X, y, X_test), copies):
+    for original, copy in zip((X, y, X_test), copies, strict=True):
         np.testing.assert_array_equal(original, copy)
 
 

@@ -155,6 +155,7 @@ class _MemoryBankDetector(BaseOODDetector):
                     f"The head classifies no training row of classes "
                     f"{self.classes_[missed].tolist()} correctly; all their rows are stored.",
                     UserWarning,
+                    stacklevel=4,  # the caller of fit
                 )
                 stored |= missed[labels]
         empty = np.bincount(labels[stored], minlength=n_banks) == 0
@@ -163,6 +164,7 @@ class _MemoryBankDetector(BaseOODDetector):
                 f"Classes {self.classes_[empty].tolist()} have no stored patterns; rows "
                 "routed to them score -inf.",
                 UserWarning,
+                stacklevel=4,  # the caller of fit
             )
         return labels, stored, n_banks
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
 from ._banks import _MemoryBankDetector, pad_banks
-from .baselines import _COMMON_DOC, _HEAD_DOC
+from .baselines import _HEAD_DOC
 from .hopfield_energy import _BANK_DOC, _BANK_FITTED_DOC, _HEAD_Y_DOC
 
 # Constants of the official objective and optimizer (specs/reclag.md).
@@ -84,25 +84,28 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
 
 # -------------------------------------------------------------------------- solver 'sae'
 def draw_memories(probs, uniforms, n_valid):
-    """Categorical draws by inverse CDF: the index whose cumulative probability passes u.
+    """Categorical draws by inverse CDF: the first index whose cumulative probability
+    reaches u.
 
     Parameters
     ----------
-    probs : tensor of shape (C, B, M)
+    probs : tensor of shape (C, M, B)
+        A distribution over the M memories for each of the B rows of each class.
     uniforms : tensor of shape (C, S, B), values in [0, 1)
-    n_valid : tensor of shape (C,)
+    n_valid : tensor of shape (C, 1, 1)
         Real memories per class; rounding of the cumulative sum never picks padding.
 
     Returns
     -------
     tensor of shape (C, S, B) of int64
     """
-    cdf = probs.cumsum(dim=-1)
-    index = (cdf.unsqueeze(1) < uniforms.unsqueeze(-1)).sum(dim=-1)
-    return torch.minimum(index, (n_valid - 1).clamp(min=0)[:, None, None])
+    cdf = probs.cumsum(dim=1)
+    index = (cdf[:, None, :, :] < uniforms[:, :, None, :]).sum(dim=2)
+    return torch.minimum(index, n_valid - 1)
 
 
-def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="categorical"):
+def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="categorical",
+                      x_sq=None, compute_loss=True):
     """The official objective on one batch per class, and its gradient.
 
     For each class (specs/reclag.md), with z = softmax(beta * x Xi^T), S memories
@@ -112,10 +115,12 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
         loss = mean_{s, b} w_s * (mean_D (x - xi_s)^2 - log(z_{b, s} + 1e-12))
 
     The classes' losses are independent, so the gradient of their sum is computed in
-    closed form for all classes at once (checked against autograd in the tests):
-    with W (resp. A) the draw counts weighted by w (resp. a = w z_s / (z_s + 1e-12)) per
-    (row, memory),
-    ``dloss/dXi = (1/(S B)) * ((2/D) * sum_b W (Xi - x) - beta * sum_b (A - z sum_s a) x)``.
+    closed form for all classes at once (checked against autograd in the tests).
+    With W[mu, b] (resp. A[mu, b]) the sum of w_s (resp. a_s = w_s z_s / (z_s + 1e-12))
+    over the draws of row b that picked memory mu::
+
+        dloss/dxi_mu = (1/(S B)) * sum_b ((2/D) W[mu, b] (xi_mu - x_b)
+                                          - beta (A[mu, b] - z[mu, b] sum_s a_s) x_b)
 
     Parameters
     ----------
@@ -123,74 +128,94 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
         One batch of stored patterns per class.
     memories : tensor of shape (C, M, D)
     memory_mask : bool tensor of shape (C, M)
+        True on real memories, False on padding.
     uniforms : tensor of shape (C, S, B)
         The randomness of the S draws per row (see :func:`draw_memories`).
     beta : float
     sampler : {'categorical', 'official'}
         'categorical' draws from z; 'official' reproduces the official code, which
         passes z as logits, i.e. draws from softmax(z).
+    x_sq : tensor of shape (C, B), default=None
+        ``|x|^2`` of the rows, when the caller has it already.
+    compute_loss : bool, default=True
+        False skips the loss (the gradient does not need it) and returns None for it.
 
     Returns
     -------
-    loss : tensor of shape (C,)
+    loss : tensor of shape (C,) or None
     grad : tensor of shape (C, M, D)
     """
     n_draws, batch, n_features = uniforms.shape[1], x.shape[1], x.shape[2]
-    dots = torch.einsum("cbd,cmd->cbm", x, memories)
-    logits = (beta * dots).masked_fill(~memory_mask[:, None, :], -math.inf)
-    z = torch.softmax(logits, dim=-1)
+    x_sq = (x * x).sum(dim=-1) if x_sq is None else x_sq
+    # Memories on dim 1 and rows last: a softmax over a short middle dimension is fast.
+    padding = ~memory_mask[:, :, None]
+    dots = torch.bmm(memories, x.transpose(1, 2))  # (C, M, B)
+    z = torch.softmax((beta * dots).masked_fill(padding, -math.inf), dim=1)
     probs = z
     if sampler == "official":
-        probs = torch.softmax(z.masked_fill(~memory_mask[:, None, :], -math.inf), dim=-1)
-    drawn = draw_memories(probs, uniforms, memory_mask.sum(dim=1))
-    onehot = torch.nn.functional.one_hot(drawn, memories.shape[1]).to(x.dtype)
+        probs = torch.softmax(z.masked_fill(padding, -math.inf), dim=1)
+    drawn = draw_memories(probs, uniforms, memory_mask.sum(dim=1)[:, None, None])  # (C, S, B)
 
     # Per draw: z of the drawn memory and |x - xi_s|^2 = |x|^2 - 2 x.xi_s + |xi_s|^2.
-    z_drawn = torch.einsum("cbm,csbm->csb", z, onehot)
-    dots_drawn = torch.einsum("cbm,csbm->csb", dots, onehot)
-    sq_norms = (memories * memories).sum(dim=-1)
-    sq_dist = ((x * x).sum(dim=-1)[:, None, :] - 2 * dots_drawn
-               + torch.einsum("cm,csbm->csb", sq_norms, onehot)).clamp(min=0)
-    p = torch.exp(-0.5 * sq_dist) + _WEIGHT_EPS
-    w = p / p.mean(dim=1, keepdim=True)
-    loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).mean(dim=(1, 2))
+    z_drawn = z.gather(1, drawn)
+    sq_norms = torch.linalg.vector_norm(memories, dim=-1, keepdim=True).square_().expand_as(dots)
+    sq_dist = (sq_norms.gather(1, drawn) - 2 * dots.gather(1, drawn)).add_(x_sq[:, None, :])
+    sq_dist.clamp_(min=0)
+    p = torch.exp(-0.5 * sq_dist).add_(_WEIGHT_EPS)
+    w = p.div_(p.mean(dim=1, keepdim=True))
+    loss = None
+    if compute_loss:
+        loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).mean(dim=(1, 2))
 
     a = w * z_drawn / (z_drawn + _LOG_EPS)
-    weighted = torch.einsum("csb,csbm->cbm", w, onehot)
-    pulled = torch.einsum("csb,csbm->cbm", a, onehot) - z * a.sum(dim=1)[:, :, None]
-    coef = (2.0 / n_features) * weighted + beta * pulled
-    grad = ((2.0 / n_features) * weighted.sum(dim=1)[:, :, None] * memories
-            - torch.einsum("cbm,cbd->cmd", coef, x)) / (n_draws * batch)
-    return loss, grad
+    weighted = torch.zeros_like(dots).scatter_add_(1, drawn, w)
+    coef = torch.zeros_like(dots).scatter_add_(1, drawn, a).sub_(z * a.sum(dim=1, keepdim=True))
+    coef.mul_(beta).add_(weighted, alpha=2.0 / n_features)
+    scale = 1.0 / (n_draws * batch)
+    grad = memories * weighted.sum(dim=2, keepdim=True).mul_(2.0 * scale / n_features)
+    return loss, grad.baddbmm_(coef, x, alpha=-scale)
 
 
 class _MaskedAdam:
     """Adam (torch.optim.Adam's update) for one parameter block per class.
 
-    Only the classes marked active take a step: a class that has no batch left keeps its
-    parameters *and* its moments, whereas torch's Adam would keep moving it through its
-    momentum on a zero gradient. Each class has its own step count, so the batched run
-    equals one torch.optim.Adam per class.
+    Class c has ``n_batches[c]`` steps per epoch and is idle for the rest of the epoch.
+    An idle class keeps its parameters *and* its moments, whereas torch's Adam would keep
+    moving it through its momentum on a zero gradient; each class counts its own steps
+    for the bias corrections. The batched run thus equals one torch.optim.Adam per class.
+    Idleness enters as zero interpolation weights and step sizes, which leave a class
+    exactly as it was; the per-class factors of a whole epoch are computed once, on the
+    host, in float64 as torch's Adam does.
     """
 
-    def __init__(self, param, *, lr, betas=_ADAM_BETAS, eps=_ADAM_EPS):
+    def __init__(self, param, n_batches, *, lr, betas=_ADAM_BETAS, eps=_ADAM_EPS):
         self.lr, self.betas, self.eps = lr, betas, eps
+        self.n_batches = np.asarray(n_batches)
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
-        self.steps = torch.zeros(param.shape[0], dtype=torch.long, device=param.device)
 
-    def step(self, param, grad, active):
+    def epoch_factors(self, epoch):
+        """Per (batch index, class): lerp weights of the two moments, step size and
+        sqrt of the second bias correction, as a tensor of shape (n_batches, 4, C)."""
         beta1, beta2 = self.betas
-        self.steps += active
-        on = active[:, None, None]
-        self.exp_avg = torch.where(on, beta1 * self.exp_avg + (1 - beta1) * grad, self.exp_avg)
-        self.exp_avg_sq = torch.where(
-            on, beta2 * self.exp_avg_sq + (1 - beta2) * grad * grad, self.exp_avg_sq
-        )
-        t = self.steps.clamp(min=1).to(param.dtype)[:, None, None]
-        step_size = self.lr / (1 - beta1**t)
-        denom = self.exp_avg_sq.sqrt() / torch.sqrt(1 - beta2**t) + self.eps
-        return torch.where(on, param - step_size * self.exp_avg / denom, param)
+        b = np.arange(self.n_batches.max())[:, None]
+        active = b < self.n_batches
+        t = epoch * self.n_batches + np.minimum(b + 1, np.maximum(self.n_batches, 1))
+        return np.stack([
+            (1 - beta1) * active,
+            (1 - beta2) * active,
+            active * self.lr / (1 - beta1**t),
+            np.sqrt(1 - beta2**t),
+        ], axis=1)
+
+    def step(self, param, grad, factors):
+        """Update ``param`` (C, M, D) in place; ``factors`` is one row of epoch_factors."""
+        lerp1, lerp2, step_size, bias2 = factors[:, :, None, None]
+        self.exp_avg.lerp_(grad, lerp1)
+        self.exp_avg_sq.lerp_(grad * grad, lerp2)
+        denom = self.exp_avg_sq.sqrt().div_(bias2).add_(self.eps)
+        # step_size / denom in one pass; a zero step size (idle class) gives 0 exactly.
+        param.addcdiv_(self.exp_avg, denom.div_(step_size), value=-1.0)
 
 
 def fit_sae(data, counts, memories, memory_mask, *, beta, n_draws, max_epochs, batch_size,
@@ -206,7 +231,7 @@ def fit_sae(data, counts, memories, memory_mask, *, beta, n_draws, max_epochs, b
     ----------
     data : tensor of shape (C, N, D)
         Stored patterns of each class, padded.
-    counts : tensor of shape (C,)
+    counts : array-like of shape (C,) of int
         Real rows of each class in ``data``.
     memories : tensor of shape (C, M, D)
         Initial memories (zeros on padding).
@@ -223,19 +248,28 @@ def fit_sae(data, counts, memories, memory_mask, *, beta, n_draws, max_epochs, b
     -------
     memories : tensor of shape (C, M, D)
     """
-    n_batches = counts // batch_size
-    optimizer = _MaskedAdam(memories, lr=lr)
+    n_batches = np.asarray(counts) // batch_size
+    memories = memories.clone()  # updated in place
+    optimizer = _MaskedAdam(memories, n_batches, lr=lr)
+    data_sq = (data * data).sum(dim=-1)
     epochs = tqdm(range(max_epochs), desc="RecLag (sae)", unit="epoch", disable=verbose <= 0)
     for epoch in epochs:
         epoch_uniforms = uniforms(epoch)
-        for b in range(int(n_batches.max())):
-            x = data[:, b * batch_size:(b + 1) * batch_size]
+        factors = torch.as_tensor(
+            optimizer.epoch_factors(epoch), device=memories.device, dtype=memories.dtype
+        )
+        losses = []
+        for b in range(int(n_batches.max(initial=0))):
+            rows = slice(b * batch_size, (b + 1) * batch_size)
             loss, grad = sae_loss_and_grad(
-                x, memories, memory_mask, epoch_uniforms[b], beta=beta, sampler=sampler
+                data[:, rows], memories, memory_mask, epoch_uniforms[b], beta=beta,
+                sampler=sampler, x_sq=data_sq[:, rows], compute_loss=verbose > 0,
             )
-            memories = optimizer.step(memories, grad, active=b < n_batches)
-        if verbose > 0 and int(n_batches.max()) > 0:
-            epochs.set_postfix(loss=float(loss[b < n_batches].mean()))
+            optimizer.step(memories, grad, factors[b])
+            if verbose > 0:
+                losses.append(loss[torch.as_tensor(b < n_batches, device=loss.device)].mean())
+        if losses:
+            epochs.set_postfix(loss=float(torch.stack(losses).mean()))
     return memories
 
 
@@ -460,6 +494,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                 f"learning_batch_size={self.learning_batch_size}: their memories keep "
                 "their initial values.",
                 UserWarning,
+                stacklevel=5,  # the caller of fit
             )
         device, dtype = memories.device, memories.dtype
         generator = torch.Generator(device=device)
@@ -471,7 +506,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             return torch.rand(shape, generator=generator, device=device, dtype=dtype)
 
         return fit_sae(
-            as_tensor(data, device, dtype), torch.as_tensor(counts, device=device),
+            as_tensor(data, device, dtype), counts,
             memories, memory_mask, beta=self.beta, n_draws=self.n_draws,
             max_epochs=self.max_epochs, batch_size=self.learning_batch_size, lr=self.lr,
             uniforms=uniforms, sampler=self.sampler, verbose=self.verbose,
