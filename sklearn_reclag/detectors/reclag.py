@@ -506,8 +506,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             return torch.rand(shape, generator=generator, device=device, dtype=dtype)
 
         return fit_sae(
-            as_tensor(data, device, dtype), counts,
-            memories, memory_mask, beta=self.beta, n_draws=self.n_draws,
+            as_tensor(data, device, dtype), counts, memories, memory_mask, beta=self.beta, n_draws=self.n_draws,
             max_epochs=self.max_epochs, batch_size=self.learning_batch_size, lr=self.lr,
             uniforms=uniforms, sampler=self.sampler, verbose=self.verbose,
         )
@@ -517,13 +516,12 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         if self.gamma == "auto":
             offset = np.percentile(self._score_array(X), 100.0 * self.contamination)
             self.log_gamma_ = float(self.beta * offset)
+            # exp overflows float64 past 709; the threshold itself only uses log_gamma_.
+            self.gamma_ = math.exp(self.log_gamma_) if self.log_gamma_ < 709.0 else math.inf
         else:
+            self.gamma_ = float(self.gamma)
             self.log_gamma_ = math.log(self.gamma)
             offset = self.log_gamma_ / self.beta
-        if self.gamma != "auto":
-            self.gamma_ = float(self.gamma)
-        else:
-            self.gamma_ = math.exp(self.log_gamma_) if self.log_gamma_ < 709.0 else math.inf
         return offset
 
     # ------------------------------------------------------------ transform
