@@ -11,6 +11,7 @@ with the default settings except n (and, with ``--momenta``, the momentum). Writ
 """
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -74,12 +75,13 @@ def run(n_values, momenta, max_epochs, seed):
 
 def write_markdown(rows, args, max_epochs, path):
     defaults = DensePolynomialHopfield().get_params()
+    command = " ".join(["python benchmarks/dense_n_sweep.py", *sys.argv[1:]])
     lines = [
         "# DensePolynomialHopfield: digits test accuracy against n",
         "",
         "Written by `benchmarks/dense_n_sweep.py`; do not edit by hand.",
         "",
-        f"- command: `python benchmarks/dense_n_sweep.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- command: `{command}`",
         "- data: scikit-learn digits (1797 rows, 64 features, 10 classes), 70/30 "
         f"stratified split (seed {args.seed}), MinMaxScaler(feature_range=(-1, 1), clip=True)",
         f"- model: defaults except n and momentum: temperature={defaults['temperature']}, "
@@ -90,7 +92,8 @@ def write_markdown(rows, args, max_epochs, path):
         f"batch_size={defaults['batch_size']}, dtype='float32', device='cpu'",
         f"- environment: sklearn-reclag {sklearn_reclag.__version__}, torch "
         f"{torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads",
+        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads (fit times are "
+        "wall-clock and depend on the machine's load)",
         "",
         "| n | momentum | test accuracy | train accuracy | fit time (s) | finite scores |",
         "|---:|---:|---:|---:|---:|:---:|",
