@@ -2,26 +2,35 @@
 
 Scikit-learn estimators on a PyTorch backend: the Rectified Lagrangian (RecLag) detector,
 Hopfield energy scores (HE, SHE), dense associative memories, and the MSP, Energy and ReAct
-baselines, with FPR95 metrics and scorers for model selection.
+baselines. Metrics and scorers live in :mod:`sklearn_reclag.metrics`, model-selection helpers
+in :mod:`sklearn_reclag.model_selection`, plots in :mod:`sklearn_reclag.plotting`, the
+benchmark data in :mod:`sklearn_reclag.datasets`, dask helpers in
+:mod:`sklearn_reclag.distributed`.
 """
-
-from .base import OOD_LABEL
-from .detectors import EnergyDetector, MSPDetector, ReActDetector
 
 __version__ = "0.1.0"
 
+from .base import OOD_LABEL  # noqa: E402
+from .dense import DensePolynomialHopfield, capacity  # noqa: E402
+from .detectors import (  # noqa: E402
+    EnergyDetector,
+    HopfieldEnergyDetector,
+    MSPDetector,
+    ReActDetector,
+    RecLagDetector,
+)
+from .features import TorchFeatureExtractor, linear_head  # noqa: E402
+
 __all__ = [
     "OOD_LABEL",
+    "DensePolynomialHopfield",
     "EnergyDetector",
+    "HopfieldEnergyDetector",
     "MSPDetector",
     "ReActDetector",
+    "RecLagDetector",
+    "TorchFeatureExtractor",
+    "capacity",
+    "linear_head",
     "__version__",
 ]
-
-from .detectors import HopfieldEnergyDetector, RecLagDetector  # noqa: E402
-
-__all__ += ["HopfieldEnergyDetector", "RecLagDetector"]
-
-from .dense import DensePolynomialHopfield, capacity  # noqa: E402
-
-__all__ += ["DensePolynomialHopfield", "capacity"]

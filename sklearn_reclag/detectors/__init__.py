@@ -1,10 +1,13 @@
 """The detector families, one module each."""
 
 from .baselines import EnergyDetector, MSPDetector, ReActDetector
+from .hopfield_energy import HopfieldEnergyDetector
+from .reclag import RecLagDetector
 
-__all__ = ["EnergyDetector", "MSPDetector", "ReActDetector"]
-
-from .hopfield_energy import HopfieldEnergyDetector  # noqa: E402
-from .reclag import RecLagDetector  # noqa: E402
-
-__all__ += ["HopfieldEnergyDetector", "RecLagDetector"]
+__all__ = [
+    "EnergyDetector",
+    "HopfieldEnergyDetector",
+    "MSPDetector",
+    "ReActDetector",
+    "RecLagDetector",
+]
