@@ -1,0 +1,267 @@
+"""The detection-quality benchmark: every method on one data set, several seeds, one table.
+
+Used by ``python -m sklearn_reclag demo`` / ``benchmark`` and by ``benchmarks/quality.py``.
+Hyperparameters are chosen by GridSearchCV with the FPR95 scorer on the validation OOD set
+(``X_val_ood``), which is disjoint from every OOD test set; the test sets are only scored.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+
+from .base import OOD_LABEL
+from .metrics import fpr95_scorer, fpr_at_tpr, ood_aupr, ood_auroc
+
+METRICS = {"FPR95": fpr_at_tpr, "AUROC": ood_auroc, "AUPR-In": ood_aupr}
+"""Metric name -> function(y_true, scores); FPR95 lower is better, the others higher."""
+
+
+@dataclass
+class Method:
+    """One row of the table: an estimator and the grid searched on validation OOD data."""
+
+    name: str
+    estimator: BaseEstimator
+    param_grid: dict = field(default_factory=dict)
+    uses_head: bool = False
+
+
+class PeerScore(BaseEstimator):
+    """Adapter giving a peer outlier detector the suite's ``score_samples`` convention.
+
+    PyOD's ``decision_function`` is higher for outliers: it is negated. scikit-learn's
+    GaussianMixture ``score_samples`` (the log-density) is already higher for inliers.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A PyOD detector or a scikit-learn density model.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y=None):
+        self.estimator_ = clone(self.estimator).fit(X)
+        return self
+
+    def score_samples(self, X):
+        if hasattr(self.estimator_, "decision_scores_"):  # a PyOD detector
+            return -self.estimator_.decision_function(X)
+        return self.estimator_.score_samples(X)
+
+
+def default_methods(*, quick=False, device="auto", random_state=0):
+    """The suite's methods with the grids the benchmark searches.
+
+    Parameters
+    ----------
+    quick : bool, default=False
+        Smaller grids and fewer training epochs, for the demo and CI.
+    device : str, default='auto'
+    random_state : int, default=0
+        Seeds the stochastic methods (RecLag, the dense memory).
+
+    Returns
+    -------
+    methods : list of Method
+    """
+    from . import (
+        DensePolynomialHopfield,
+        EnergyDetector,
+        HopfieldEnergyDetector,
+        MSPDetector,
+        ReActDetector,
+        RecLagDetector,
+    )
+
+    rs = random_state
+    epochs = 10 if quick else 50
+    reclag_betas = [0.5, 2.0] if quick else [0.1, 0.5, 2.0, 5.0]
+    he_betas = [0.1, 1.0] if quick else [0.01, 0.1, 0.5, 1.0]
+    methods = [
+        Method("MSP", MSPDetector(device=device), uses_head=True),
+        Method("Energy", EnergyDetector(device=device), {"temperature": [1.0]}
+               if quick else {"temperature": [0.5, 1.0, 2.0]}, uses_head=True),
+        Method("ReAct", ReActDetector(device=device),
+               {"percentile": [90] if quick else [80, 90, 95, 99]}, uses_head=True),
+        Method("HE", HopfieldEnergyDetector(patterns="all", device=device),
+               {"beta": he_betas}, uses_head=True),
+        Method("SHE", HopfieldEnergyDetector(patterns="mean", device=device), uses_head=True),
+    ]
+    for solver in ("sae", "em"):
+        for energy in ("lse", "full"):
+            methods.append(Method(
+                f"RecLag ({solver}, {energy})",
+                RecLagDetector(solver=solver, energy=energy, max_epochs=epochs,
+                               device=device, random_state=rs),
+                {"beta": reclag_betas},
+                uses_head=True,
+            ))
+    dense = make_pipeline(
+        MinMaxScaler(feature_range=(-1, 1), clip=True),
+        DensePolynomialHopfield(max_epochs=30 if quick else 100, device=device, random_state=rs),
+    )
+    methods.append(Method("Dense (energy)", dense,
+                          {"densepolynomialhopfield__n": [2, 3] if quick else [2, 3, 6, 10]}))
+    return methods
+
+
+def peer_methods(*, random_state=0):
+    """PyOD's KNN, LOF, IsolationForest and ECOD, and a GaussianMixture log-density.
+
+    Needs the optional ``pyod`` package (``pip install sklearn-reclag[peers]``).
+    """
+    try:
+        from pyod.models.ecod import ECOD
+        from pyod.models.iforest import IForest
+        from pyod.models.knn import KNN
+        from pyod.models.lof import LOF
+    except ImportError as exc:
+        raise ImportError(
+            "The peer detectors need PyOD: pip install 'sklearn-reclag[peers]'."
+        ) from exc
+    return [
+        Method("PyOD KNN", PeerScore(KNN())),
+        Method("PyOD LOF", PeerScore(LOF())),
+        Method("PyOD IForest", PeerScore(IForest(random_state=random_state))),
+        Method("PyOD ECOD", PeerScore(ECOD())),
+        Method("GaussianMixture", PeerScore(GaussianMixture(
+            n_components=5, covariance_type="diag", random_state=random_state))),
+    ]
+
+
+def _with_head(estimator, head):
+    """Give the head to a detector (directly or as the last step of a pipeline)."""
+    if head is None:
+        return clone(estimator)
+    return clone(estimator).set_params(head=head)
+
+
+def fit_method(method, data, *, random_state=0):
+    """Fit one method on ``data.X_train``, searching its grid on the validation OOD set.
+
+    Returns
+    -------
+    estimator : fitted estimator
+    best_params : dict
+        The chosen hyperparameters (empty when there is nothing to search).
+    """
+    estimator = _with_head(method.estimator, data.head) if method.uses_head else clone(
+        method.estimator)
+    if not method.param_grid or data.X_val_ood is None:
+        return estimator.fit(data.X_train, data.y_train), {}
+    X = np.vstack([data.X_train, data.X_val_ood])
+    y = np.concatenate([data.y_train, np.full(len(data.X_val_ood), OOD_LABEL)])
+    cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=random_state)
+    search = GridSearchCV(estimator, method.param_grid, scoring=fpr95_scorer, cv=cv)
+    search.fit(X, y)
+    return search.best_estimator_, search.best_params_
+
+
+def evaluate(estimator, data):
+    """Metrics of a fitted estimator on every OOD test set against the ID test rows.
+
+    Returns
+    -------
+    results : dict
+        ``{ood_set: {metric: value}}``, and the raw scores under ``"scores"``:
+        ``{"ID": ..., ood_set: ...}``.
+    """
+    scores = {"ID": estimator.score_samples(data.X_test)}
+    results = {}
+    for name, X_ood in data.ood_test.items():
+        scores[name] = estimator.score_samples(X_ood)
+        y_true = np.r_[np.zeros(len(data.X_test), dtype=int), np.full(len(X_ood), OOD_LABEL)]
+        y_score = np.r_[scores["ID"], scores[name]]
+        results[name] = {metric: fn(y_true, y_score) for metric, fn in METRICS.items()}
+    results["scores"] = scores
+    return results
+
+
+def run_quality_benchmark(load_data, seeds, methods_for_seed, *, progress=None):
+    """Fit and evaluate every method on the data of every seed.
+
+    Parameters
+    ----------
+    load_data : callable seed -> Bunch
+        Data with X_train, y_train, X_test, ood_test, X_val_ood and head.
+    seeds : sequence of int
+    methods_for_seed : callable seed -> list of Method
+    progress : callable or None
+        Called with a short text before each fit (e.g. a tqdm bar's ``set_description``).
+
+    Returns
+    -------
+    runs : list of dict
+        One per (seed, method): ``seed``, ``method``, ``best_params``, ``results``
+        (as :func:`evaluate` returns).
+    """
+    runs = []
+    for seed in seeds:
+        data = load_data(seed)
+        for method in methods_for_seed(seed):
+            if progress is not None:
+                progress(f"seed {seed}: {method.name}")
+            estimator, best_params = fit_method(method, data, random_state=seed)
+            runs.append(dict(seed=seed, method=method.name, best_params=best_params,
+                             results=evaluate(estimator, data)))
+    return runs
+
+
+def summarize(runs):
+    """Mean and standard deviation over seeds of every (method, OOD set, metric).
+
+    Returns
+    -------
+    summary : dict
+        ``{method: {ood_set or "average": {metric: (mean, std)}}}``; "average" is the
+        mean over OOD sets within each seed, then over seeds.
+    """
+    summary = {}
+    methods = list(dict.fromkeys(run["method"] for run in runs))
+    for method in methods:
+        per_seed = [run["results"] for run in runs if run["method"] == method]
+        sets = [name for name in per_seed[0] if name != "scores"]
+        table = {}
+        for name in sets + ["average"]:
+            table[name] = {}
+            for metric in METRICS:
+                if name == "average":
+                    values = [np.mean([r[s][metric] for s in sets]) for r in per_seed]
+                else:
+                    values = [r[name][metric] for r in per_seed]
+                table[name][metric] = (float(np.mean(values)), float(np.std(values)))
+        summary[method] = table
+    return summary
+
+
+def format_markdown(summary, metric, *, percent=True):
+    """A markdown table of one metric: methods as rows, OOD sets and their average as columns.
+
+    Cells are ``mean ± std`` over seeds (in % when ``percent``); the best mean of each
+    column is in bold (lowest for FPR95, highest otherwise).
+    """
+    methods = list(summary)
+    columns = list(next(iter(summary.values())))
+    scale = 100.0 if percent else 1.0
+    lower_is_better = metric == "FPR95"
+    header = f"| {metric}{' (%)' if percent else ''} | " + " | ".join(columns) + " |"
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
+    best = {}
+    for column in columns:
+        means = [summary[m][column][metric][0] for m in methods]
+        best[column] = min(means) if lower_is_better else max(means)
+    for method in methods:
+        cells = []
+        for column in columns:
+            mean, std = summary[method][column][metric]
+            cell = f"{scale * mean:.2f} ± {scale * std:.2f}"
+            cells.append(f"**{cell}**" if mean == best[column] else cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
