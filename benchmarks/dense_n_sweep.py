@@ -29,6 +29,9 @@ from sklearn_reclag import DensePolynomialHopfield
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+sys.path.insert(0, str(RESULTS.parent))
+from collect_results import collect  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -135,6 +138,8 @@ def main(argv=None):
     write_markdown(rows, args, max_epochs, args.output / "dense_n_sweep.md")
     write_plot(rows, args.output / "dense_n_sweep.png")
     print(f"wrote {args.output / 'dense_n_sweep.md'} and {args.output / 'dense_n_sweep.png'}")
+    if args.output.resolve() == RESULTS:
+        print(f"wrote {collect()}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ import torch
 from sklearn_reclag import __version__
 from sklearn_reclag.__main__ import main as cli_main
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collect_results import collect  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -63,6 +66,8 @@ def main(argv=None):
     )
     (RESULTS / f"{out.name}.md").write_text(report)
     print(f"wrote {RESULTS / (out.name + '.md')}")
+    if not args.quick:
+        print(f"wrote {collect()}")
     return 0
 
 
