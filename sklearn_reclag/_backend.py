@@ -124,8 +124,8 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None):
     return np.concatenate(outputs, axis=0)
 
 
-def class_logsumexp(queries, banks, bank_mask, beta, *, memory_chunk=4096):
-    """Per-class ``lse(beta * Xi_c v)`` for every query, with bounded memory.
+def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=4096):
+    """Per-class ``lse(beta * Xi_c v + bias_c)`` for every query, with bounded memory.
 
     Parameters
     ----------
@@ -136,6 +136,8 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, memory_chunk=4096):
         True where ``banks`` holds a real memory, False on padding.
     beta : float
         Inverse temperature.
+    bias : tensor of shape (C, M), default=None
+        A per-memory term added to the logits (e.g. ``-beta |xi|^2 / 2``).
     memory_chunk : int
         How many memory slots per class are multiplied at a time. The largest
         intermediate has B * C * memory_chunk entries; an online (running-max)
@@ -153,6 +155,8 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, memory_chunk=4096):
     )
     for slots in iter_slices(n_slots, memory_chunk):
         logits = beta * torch.einsum("bd,cmd->bcm", queries, banks[:, slots])
+        if bias is not None:
+            logits = logits + bias[:, slots]
         logits = logits.masked_fill(~bank_mask[:, slots], -math.inf)
         running = torch.logaddexp(running, torch.logsumexp(logits, dim=2))
     return running

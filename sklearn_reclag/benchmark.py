@@ -93,9 +93,11 @@ def default_methods(*, quick=False, device="auto", random_state=0):
         Method("HE", HopfieldEnergyDetector(patterns="all", device=device),
                {"beta": he_betas}, uses_head=True),
         Method("SHE", HopfieldEnergyDetector(patterns="mean", device=device), uses_head=True),
+        Method("HE (density)", HopfieldEnergyDetector(energy="density", device=device),
+               {"beta": he_betas}, uses_head=True),
     ]
     for solver in ("sae", "em"):
-        for energy in ("lse", "full"):
+        for energy in ("lse", "full", "density"):
             methods.append(Method(
                 f"RecLag ({solver}, {energy})",
                 RecLagDetector(solver=solver, energy=energy, max_epochs=epochs,

@@ -73,6 +73,17 @@ def test_class_logsumexp_equals_numpy_over_ragged_banks(rng, memory_chunk):
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
+def test_class_logsumexp_adds_the_per_memory_bias(rng):
+    queries, banks = rng.normal(size=(4, 3)), rng.normal(size=(2, 5, 3))
+    bias = rng.normal(size=(2, 5))
+    got = class_logsumexp(
+        torch.tensor(queries), torch.tensor(banks), torch.ones((2, 5), dtype=torch.bool), 0.5,
+        bias=torch.tensor(bias), memory_chunk=2,
+    ).numpy()
+    expected = logsumexp(0.5 * np.einsum("bd,cmd->bcm", queries, banks) + bias, axis=2)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
 def test_class_logsumexp_of_an_empty_bank_is_minus_infinity(rng):
     banks = torch.zeros((2, 3, 4), dtype=torch.float64)
     mask = torch.tensor([[True, True, False], [False, False, False]])

@@ -62,6 +62,23 @@ def test_he_score_equals_numpy_formula(data, routing, energy):
 
 
 @pytest.mark.parametrize("routing", ["predicted", "max", "pooled"])
+def test_he_density_is_the_gaussian_mixture_log_density(data, routing):
+    """energy='density' = (1/beta) lse(-beta |v - x|^2 / 2) over the routed class's patterns."""
+    X, y, X_test, head = data
+    beta = 0.7
+    det = HopfieldEnergyDetector(
+        beta=beta, routing=routing, energy="density", head=head, device="cpu",
+        dtype="float64",
+    ).fit(X, y)
+    squared_distances = [((X_test[:, None, :] - b[None]) ** 2).sum(-1)
+                         for b in _numpy_banks(X, y, head)]
+    per_class = np.stack([logsumexp(-0.5 * beta * d2, axis=1) / beta
+                          for d2 in squared_distances], 1)
+    expected = _numpy_route(per_class, routing, X_test, head, beta)
+    np.testing.assert_allclose(det.score_samples(X_test), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("routing", ["predicted", "max", "pooled"])
 def test_she_score_equals_numpy_formula(data, routing):
     """SHE = v . m_c with m_c the mean of the stored patterns of the routed class."""
     X, y, X_test, head = data
@@ -113,9 +130,9 @@ def test_chunked_scoring_bounds_memory_and_matches(data, monkeypatch):
     blocks = []
     real = _banks.class_logsumexp
 
-    def spy(queries, banks, mask, beta, *, memory_chunk):
+    def spy(queries, banks, mask, beta, *, bias, memory_chunk):
         blocks.append(queries.shape[0] * banks.shape[0] * min(memory_chunk, banks.shape[1]))
-        return real(queries, banks, mask, beta, memory_chunk=memory_chunk)
+        return real(queries, banks, mask, beta, bias=bias, memory_chunk=memory_chunk)
 
     monkeypatch.setattr(_banks, "_SCORE_BLOCK", 30)
     monkeypatch.setattr(_banks, "class_logsumexp", spy)

@@ -43,8 +43,20 @@ def _numpy_lse_per_class(det, V):
     return out
 
 
+def _numpy_density_per_class(det, V):
+    """(1/beta) lse(-beta |v - xi|^2 / 2) for every class: the Gaussian-mixture form."""
+    out = np.empty((len(V), len(det.memories_)))
+    for c, (bank, mask) in enumerate(zip(det.memories_, det.memory_mask_, strict=True)):
+        d2 = ((V[:, None, :] - bank[mask][None]) ** 2).sum(-1)
+        out[:, c] = logsumexp(-0.5 * det.beta * d2, axis=1) / det.beta
+    return out
+
+
 def _numpy_score(det, V, head):
-    per_class = _numpy_lse_per_class(det, V)
+    if det.energy == "density":
+        per_class = _numpy_density_per_class(det, V)
+    else:
+        per_class = _numpy_lse_per_class(det, V)
     if det.routing == "predicted":
         score = per_class[np.arange(len(V)), head.predict(V)]
     elif det.routing == "max":
@@ -57,10 +69,11 @@ def _numpy_score(det, V, head):
 
 
 @pytest.mark.parametrize("solver", ["sae", "em"])
-@pytest.mark.parametrize("energy", ["lse", "full"])
+@pytest.mark.parametrize("energy", ["lse", "full", "density"])
 @pytest.mark.parametrize("routing", ["predicted", "max", "pooled"])
 def test_score_equals_numpy_formula(data, solver, energy, routing):
-    """score_samples = (1/beta) lse(beta Xi_c v) [- |v|^2/2] over the routed bank."""
+    """score_samples = (1/beta) lse(beta Xi_c v) [- |v|^2/2] over the routed bank, or
+    (1/beta) lse(-beta |v - xi|^2 / 2) for energy='density'."""
     _, _, X_test, head = data
     det = _fit(data, solver=solver, energy=energy, routing=routing, beta=0.8)
     np.testing.assert_allclose(

@@ -14,7 +14,10 @@ score per row:
 - 'pooled': one bank of all memories, i.e. the logsumexp over classes of ``lse``.
 
 Energy 'lse' scores ``(1/beta) * lse``; 'full' also subtracts the visible Lagrangian
-``|v|^2 / 2``.
+``|v|^2 / 2``; 'density' moreover gives each memory the bias ``-beta |xi|^2 / 2``, which
+makes the score ``(1/beta) lse(-beta |v - xi|^2 / 2)``: the log-density (up to a constant,
+times 1/beta) of an isotropic Gaussian mixture with variance 1/beta on the memories, for any
+memory norms.
 """
 
 import warnings
@@ -105,7 +108,7 @@ class _MemoryBankDetector(BaseOODDetector):
         **BaseOODDetector._parameter_constraints,
         "beta": [Interval(Real, 0, None, closed="neither")],
         "routing": [StrOptions({"predicted", "max", "pooled"})],
-        "energy": [StrOptions({"lse", "full"})],
+        "energy": [StrOptions({"lse", "full", "density"})],
         "head": [None, object],
     }
     # y=None (and no head) means one bank of every row: fit does not need labels.
@@ -173,7 +176,14 @@ class _MemoryBankDetector(BaseOODDetector):
         """Per-class ``lse(beta * Xi_c v)`` (B, C), in blocks of bounded size."""
         banks, mask = state["memories_"], state["memory_mask_"] > 0.5
         memory_chunk = max(1, _SCORE_BLOCK // (V.shape[0] * banks.shape[0]))
-        return class_logsumexp(V, banks, mask, self.beta, memory_chunk=memory_chunk)
+        return class_logsumexp(V, banks, mask, self.beta, bias=self._memory_bias(banks),
+                               memory_chunk=memory_chunk)
+
+    def _memory_bias(self, banks):
+        """Per-memory logit bias of ``energy='density'``: ``-beta |xi|^2 / 2``, else None."""
+        if self.energy == "density":
+            return -0.5 * self.beta * (banks * banks).sum(dim=-1)
+        return None
 
     def _predicted_bank(self, V, state):
         if state.get("head_coef_") is None:
@@ -186,7 +196,7 @@ class _MemoryBankDetector(BaseOODDetector):
         return self._add_visible_energy(score, V)
 
     def _add_visible_energy(self, score, V):
-        if self.energy == "full":
+        if self.energy in ("full", "density"):
             return score - 0.5 * (V * V).sum(dim=1)
         return score
 

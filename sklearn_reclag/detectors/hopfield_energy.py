@@ -26,10 +26,15 @@ _BANK_DOC = """beta : float > 0
         Which bank scores a row: 'predicted' the bank of the head's predicted class (as
         the papers do), 'max' the bank with the largest log-sum-exp, 'pooled' one bank of
         every memory (no classifier involved at scoring time).
-    energy : {'lse', 'full'}, default='lse'
+    energy : {'lse', 'full', 'density'}, default='lse'
         'lse' scores ``(1/beta) * lse(beta * Xi_c v)``; 'full' also subtracts
         ``|v|^2 / 2`` (the whole negative Hopfield energy, an extension beyond the
-        papers)."""
+        papers); 'density' (an extension too) scores
+        ``(1/beta) * lse(-beta * |v - xi|^2 / 2)`` over the bank, i.e. 'full' with each
+        memory's ``-beta |xi|^2 / 2`` inside the log-sum-exp: the scaled log-density of
+        an isotropic Gaussian mixture (variance 1/beta) on the memories, which no longer
+        favours memories of large norm. For large beta it tends to minus half the
+        squared distance to the nearest memory."""
 
 _BANK_FITTED_DOC = """memories_ : ndarray of shape (n_banks, n_slots, n_features)
         The memories of every class, padded with zeros to the largest bank; one bank

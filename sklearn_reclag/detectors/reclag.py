@@ -313,7 +313,9 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     as c). With c the routed class (specs/reclag.md):
 
     - ``score_samples(v) = (1/beta) * lse(beta * Xi_c v)`` (``energy='full'``: minus
-      ``|v|^2 / 2``), rank-equivalent to the official score ``lse(beta * Xi_c v)``;
+      ``|v|^2 / 2``; ``energy='density'``: ``(1/beta) * lse(-beta |v - xi|^2 / 2)``, the
+      Gaussian-mixture log-density of the memories, see the ``energy`` parameter),
+      rank-equivalent to the official score ``lse(beta * Xi_c v)`` for 'lse';
     - ``offset_ = (1/beta) * log(gamma_)``, so ``decision_function(v) = G(v) =
       (1/beta) * (lse(beta * Xi_c v) - log gamma_)`` and ``predict`` is +1 where
       ``G(v) > 0``, -1 where v falls into the OOD attractor;
@@ -560,6 +562,9 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         moving = torch.ones(V.shape[0], dtype=torch.bool, device=V.device)
         for _ in range(self.max_iter):
             logits = self.beta * torch.einsum("bd,bmd->bm", V, bank)
+            bias = self._memory_bias(bank)
+            if bias is not None:
+                logits = logits + bias
             logits = logits.masked_fill(~bank_mask, -math.inf)
             score = self._add_visible_energy(torch.logsumexp(logits, dim=1) / self.beta, V)
             retrieved = torch.einsum("bm,bmd->bd", torch.softmax(logits, dim=1), bank)
