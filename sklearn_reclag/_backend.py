@@ -64,14 +64,18 @@ def loadable_device(device_name):
     A model fitted on a GPU and loaded on a machine without one falls back to the CPU
     with a warning (as skorch does) instead of failing.
     """
-    if device_name.startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(
-            f"This model was fitted on {device_name!r}, which is not available here; "
-            "it will run on the CPU.",
-            UserWarning,
-        )
-        return "cpu"
-    return device_name
+    if not device_name.startswith("cuda"):
+        return device_name
+    index = torch.device(device_name).index or 0
+    if torch.cuda.is_available() and index < torch.cuda.device_count():
+        return device_name
+    fallback, where = ("cuda:0", "'cuda:0'") if torch.cuda.is_available() else ("cpu", "the CPU")
+    warnings.warn(
+        f"This model was fitted on {device_name!r}, which is not available here; "
+        f"it will run on {where}.",
+        UserWarning,
+    )
+    return fallback
 
 
 def resolve_dtype(dtype):

@@ -36,7 +36,7 @@ def is_ood_label(y):
     y = np.asarray(y)
     if y.dtype.kind in "iuf":
         return y == OOD_LABEL
-    if y.dtype.kind == "b":
+    if y.dtype.kind in "bUS":
         return np.zeros(y.shape, dtype=bool)
     return np.array([isinstance(v, (int, np.integer)) and v == OOD_LABEL for v in y], dtype=bool)
 

@@ -161,9 +161,13 @@ def fit_method(method, data, *, random_state=0):
     X = np.vstack([data.X_train, data.X_val_ood])
     y = np.concatenate([data.y_train, np.full(len(data.X_val_ood), OOD_LABEL)])
     cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=random_state)
-    search = GridSearchCV(estimator, method.param_grid, scoring=fpr95_scorer, cv=cv)
+    search = GridSearchCV(estimator, method.param_grid, scoring=fpr95_scorer, cv=cv,
+                          refit=False)
     search.fit(X, y)
-    return search.best_estimator_, search.best_params_
+    # Refit on the ID rows alone: in a Pipeline only the detector drops OOD_LABEL rows,
+    # so GridSearchCV's refit would let a scaler in front of it see the validation OOD rows.
+    best = clone(estimator).set_params(**search.best_params_)
+    return best.fit(data.X_train, data.y_train), search.best_params_
 
 
 def evaluate(estimator, data):

@@ -173,7 +173,9 @@ def train_digits_cnn(X, y, *, max_epochs=30, random_state=0, device="auto", verb
     )
     # fork_rng saves and restores the CPU generator: seeding inside it leaves no trace.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # Only the CPU generator (restored on exit): torch.manual_seed would also seed
+        # every CUDA generator, which fork_rng(devices=[]) does not restore.
+        torch.default_generator.manual_seed(seed)
         net.fit(images, y.astype(np.int64))
     return net
 

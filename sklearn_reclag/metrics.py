@@ -31,6 +31,7 @@ def _check_inputs(y_true, y_score):
         )
     if np.isnan(y_score).any():
         raise ValueError(f"y_score holds {int(np.isnan(y_score).sum())} NaN values.")
+    y_score = _finite_ranks(y_score)
     is_id = y_true.astype(bool) if y_true.dtype.kind == "b" else ~is_ood_label(y_true)
     if is_id.all():
         raise ValueError(
@@ -40,6 +41,21 @@ def _check_inputs(y_true, y_score):
     if not is_id.any():
         raise ValueError("y_true has no in-distribution rows: OOD metrics need both.")
     return is_id, y_score
+
+
+def _finite_ranks(y_score):
+    """Replace -inf / +inf by finite values just beyond the finite scores.
+
+    A detector may score a row -inf (a log-sum-exp over nothing); the metrics only read the
+    ranking, which this keeps, while scikit-learn's curves reject infinite values.
+    """
+    infinite = np.isinf(y_score)
+    if not infinite.any():
+        return y_score
+    finite = y_score[~infinite]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    return np.where(y_score == -np.inf, low - 1.0, np.where(y_score == np.inf, high + 1.0,
+                                                             y_score))
 
 
 def _positive_view(y_true, y_score, positive):

@@ -248,13 +248,18 @@ def plot_energy_landscape(detector, X=None, *, class_index=0, grid=200, extent=N
 
 def _check_landscape(detector, class_index):
     """Memories (M, 2) of one bank, ``log gamma_`` and beta of a fitted RecLag detector."""
-    if not hasattr(detector, "memories_") and not hasattr(type(detector), "fit"):
+    if not hasattr(type(detector), "fit"):
         raise TypeError(f"detector must be a fitted RecLagDetector; got {type(detector)}.")
     check_is_fitted(detector)
     if not (hasattr(detector, "memories_") and hasattr(detector, "log_gamma_")):
         raise TypeError(
             "plot_energy_landscape needs a fitted RecLagDetector (memories_, log_gamma_); "
             f"got {type(detector).__name__}."
+        )
+    if getattr(detector, "energy", "lse") != "lse":
+        raise ValueError(
+            "plot_energy_landscape draws the paper's energy |v|^2/2 - max(G(v), 0), whose "
+            f"G is the energy='lse' score; this detector has energy={detector.energy!r}."
         )
     banks = np.asarray(detector.memories_, dtype=np.float64)
     if banks.shape[-1] != 2:

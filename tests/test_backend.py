@@ -99,3 +99,17 @@ def test_class_logsumexp_is_stable_for_large_logits():
         torch.full((1, 1), 100.0), banks, torch.ones((1, 2), dtype=torch.bool), 1.0
     )
     assert out.item() == pytest.approx(1e4 + np.log(2), rel=1e-6)
+
+
+def test_pickled_device_falls_back_to_one_that_exists(monkeypatch):
+    from sklearn_reclag._backend import loadable_device
+
+    assert loadable_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert loadable_device("cuda:0") == "cuda:0"
+    with pytest.warns(UserWarning, match="fitted on 'cuda:1'.*'cuda:0'"):
+        assert loadable_device("cuda:1") == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="the CPU"):
+        assert loadable_device("cuda") == "cpu"

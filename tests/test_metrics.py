@@ -164,3 +164,10 @@ def test_fpr95_scorer_in_cross_validation(digits_split):
     scores = cross_val_score(EnergyDetector(device="cpu"), X, y, scoring=fpr95_scorer, cv=cv)
     assert scores.shape == (3,)
     assert np.all((scores <= 0) & (scores >= -1))
+
+
+def test_infinite_scores_keep_their_rank():
+    """A -inf score (e.g. a log-sum-exp over an empty bank) ranks lowest, +inf highest."""
+    y = [0, 0, -1, -1]
+    assert ood_auroc(y, [np.inf, 1.0, 0.5, -np.inf]) == 1.0
+    assert fpr_at_tpr(y, [2.0, 1.0, np.inf, -np.inf]) == 0.5

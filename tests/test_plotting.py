@@ -160,3 +160,14 @@ def test_energy_landscape_rejects_what_it_cannot_draw(reclag_2d, scored):
     wide = type(det)(n_memories=2, solver="em", device="cpu").fit(np.eye(4).repeat(5, 0))
     with pytest.raises(ValueError, match="fitted on 4 features"):
         plot_energy_landscape(wide)
+
+
+def test_energy_landscape_refuses_other_energies():
+    """The plotted energy is the paper's (energy='lse'); other scores would not match it."""
+    from sklearn_reclag import RecLagDetector
+    from sklearn_reclag.plotting import plot_energy_landscape
+
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    det = RecLagDetector(n_memories=3, solver="em", energy="full", device="cpu").fit(X)
+    with pytest.raises(ValueError, match="energy='full'"):
+        plot_energy_landscape(det)

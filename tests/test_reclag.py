@@ -381,3 +381,23 @@ def _expected_failed_checks(estimator):
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("solver", ["sae", "em"])
+@pytest.mark.parametrize("energy", ["lse", "density"])
+def test_head_class_without_training_rows_is_routed_to_present_banks(data, solver, energy):
+    """A head that knows a class fit never sees leaves that bank empty; rows the head
+    assigns to it are routed to the best present bank, so scores and offset_ stay finite
+    and predict still accepts 1 - contamination of the training rows."""
+    X, y, X_test, head = data
+    keep = y != 2
+    with pytest.warns(UserWarning, match="no stored patterns"):
+        det = RecLagDetector(head=head, solver=solver, energy=energy, device="cpu",
+                             learning_batch_size=20, max_epochs=2, random_state=0)
+        det.fit(X[keep], y[keep])
+    assert not det.memory_mask_[2].any()
+    assert np.isfinite(det.memories_).all()
+    scores = det.score_samples(np.vstack([X, X_test]))
+    assert np.isfinite(scores).all() and np.isfinite(det.offset_)
+    assert np.mean(det.predict(X[keep]) == 1) == pytest.approx(0.95, abs=0.02)
+    assert np.isfinite(det.transform(X_test)).all()

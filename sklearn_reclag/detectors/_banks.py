@@ -20,6 +20,7 @@ times 1/beta) of an isotropic Gaussian mixture with variance 1/beta on the memor
 memory norms.
 """
 
+import math
 import warnings
 from numbers import Real
 
@@ -165,7 +166,7 @@ class _MemoryBankDetector(BaseOODDetector):
         if empty.any():
             warnings.warn(
                 f"Classes {self.classes_[empty].tolist()} have no stored patterns; rows "
-                "routed to them score -inf.",
+                "the head assigns to them are routed to the best class that has some.",
                 UserWarning,
                 stacklevel=4,  # the caller of fit
             )
@@ -186,9 +187,17 @@ class _MemoryBankDetector(BaseOODDetector):
         return None
 
     def _predicted_bank(self, V, state):
+        """The head's predicted class, among the classes that have a memory bank.
+
+        A head may know classes that fit saw no row of (a head fitted elsewhere, a CV
+        split); routing a row to such an empty bank would score it -inf, so the
+        prediction is taken over the non-empty banks.
+        """
         if state.get("head_coef_") is None:
             return None
-        return self._head_logits(V, state).argmax(dim=1)
+        present = (state["memory_mask_"] > 0.5).any(dim=1)
+        logits = self._head_logits(V, state).masked_fill(~present, -math.inf)
+        return logits.argmax(dim=1)
 
     def _score_batch(self, V, state):
         lse = self._class_lse(V, state)

@@ -101,7 +101,8 @@ def draw_memories(probs, uniforms, n_valid):
     """
     cdf = probs.cumsum(dim=1)
     index = (cdf[:, None, :, :] < uniforms[:, :, None, :]).sum(dim=2)
-    return torch.minimum(index, n_valid - 1)
+    # clamp(min=0): a class without memories (an empty bank) draws slot 0 of its padding.
+    return torch.minimum(index, (n_valid - 1).clamp(min=0))
 
 
 def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="categorical",
@@ -294,8 +295,12 @@ def fit_em(data, row_mask, memories, memory_mask, *, beta, max_iter):
         logits = logits.masked_fill(~memory_mask[:, None, :], -math.inf)
         resp = torch.softmax(logits, dim=-1) * row_mask[:, :, None]
         mass = resp.sum(dim=1)
-        means = torch.einsum("cnm,cnd->cmd", resp, data) / mass.clamp(min=1e-30)[:, :, None]
-        new = torch.where(((mass > 0) & memory_mask)[:, :, None], means, memories)
+        # A memory that (almost) no row claims stays where it is: dividing by a mass near
+        # the dtype's underflow would send it towards the origin.
+        claimed = (mass > torch.finfo(mass.dtype).eps) & memory_mask
+        means = torch.einsum("cnm,cnd->cmd", resp, data) / torch.where(
+            claimed, mass, torch.ones_like(mass))[:, :, None]
+        new = torch.where(claimed[:, :, None], means, memories)
         shift = (new - memories).abs().max()
         memories = new
         if shift <= _TOL * (1 + memories.abs().max()):
@@ -483,6 +488,9 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                     as_tensor(data, device, dtype), as_tensor(row_mask, device, dtype),
                     memories, memory_mask, beta=self.beta, max_iter=self.max_epochs,
                 )
+        # Padding slots hold zeros whatever the solver did there (an empty bank's updates
+        # are undefined), so nothing non-finite can reach a retrieval or a plot.
+        memories = memories.masked_fill(~memory_mask[:, :, None], 0.0)
         self.memories_ = to_numpy(memories)
         self.memory_mask_ = mask
 
@@ -549,20 +557,23 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
 
     def _retrieve_batch(self, V, state):
         banks, mask = state["memories_"], state["memory_mask_"] > 0.5
+        bias = self._memory_bias(banks)  # (C, M) or None, computed once per batch
         if self.routing == "pooled" or banks.shape[0] == 1:
             bank = banks.reshape(1, -1, banks.shape[2]).expand(V.shape[0], -1, -1)
             bank_mask = mask.reshape(1, -1).expand(V.shape[0], -1)
+            bias = None if bias is None else bias.reshape(1, -1)
         else:
-            lse = self._class_lse(V, state)
-            chosen = self._predicted_bank(V, state) if self.routing == "predicted" else None
-            chosen = lse.argmax(dim=1) if chosen is None else chosen
+            if self.routing == "predicted":
+                chosen = self._predicted_bank(V, state)
+            else:
+                chosen = self._class_lse(V, state).argmax(dim=1)
             bank, bank_mask = banks[chosen], mask[chosen]
+            bias = None if bias is None else bias[chosen]
         # Each row stops once its own state stops moving, so a row's result does not
         # depend on the other rows of its batch.
         moving = torch.ones(V.shape[0], dtype=torch.bool, device=V.device)
         for _ in range(self.max_iter):
             logits = self.beta * torch.einsum("bd,bmd->bm", V, bank)
-            bias = self._memory_bias(bank)
             if bias is not None:
                 logits = logits + bias
             logits = logits.masked_fill(~bank_mask, -math.inf)
