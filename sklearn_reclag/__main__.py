@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
+from ._backend import resolve_device
 from .base import OOD_LABEL
 from .benchmark import METRICS, default_methods, format_markdown, peer_methods, \
     run_quality_benchmark, summarize
@@ -73,7 +74,7 @@ def _loader(args, quick):
                                                  device=args.device)
 
 
-def _run(args, *, seeds, quick, peers):
+def _run(args, load_data, *, seeds, quick, peers):
     def methods_for_seed(seed):
         methods = default_methods(quick=quick, device=args.device, random_state=seed)
         return methods + (peer_methods(random_state=seed) if peers else [])
@@ -84,8 +85,7 @@ def _run(args, *, seeds, quick, peers):
             bar.set_description(text)
             bar.update(1)
 
-        runs = run_quality_benchmark(_loader(args, quick), seeds, methods_for_seed,
-                                     progress=progress)
+        runs = run_quality_benchmark(load_data, seeds, methods_for_seed, progress=progress)
     return runs
 
 
@@ -157,19 +157,23 @@ def _energy_landscape_figure(plotting, device):
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            runs = _run(args, seeds=[0], quick=True, peers=False)
-            _report(runs, args.output, "Demo: digits 0-4 vs four OOD sets (1 seed, quick)")
-        else:
-            seeds = list(range(args.seeds))
-            runs = _run(args, seeds=seeds, quick=args.quick, peers=args.peers)
-            source = args.features or "digits benchmark"
-            _report(runs, args.output, f"{source}: {len(seeds)} seeds")
-        for path in _plots(runs, args.output, args.device):
-            print(f"wrote {path}")
-    except (FileNotFoundError, ValueError, ImportError) as exc:
+        # Read a user's file before any fitting, so a missing or malformed file is a
+        # one-line error; errors during the run itself are bugs and keep their traceback.
+        resolve_device(args.device)
+        load_data = _loader(args, quick=args.command == "demo" or args.quick)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "demo":
+        runs = _run(args, load_data, seeds=[0], quick=True, peers=False)
+        _report(runs, args.output, "Demo: digits 0-4 vs four OOD sets (1 seed, quick)")
+    else:
+        seeds = list(range(args.seeds))
+        runs = _run(args, load_data, seeds=seeds, quick=args.quick, peers=args.peers)
+        source = args.features or "digits benchmark"
+        _report(runs, args.output, f"{source}: {len(seeds)} seeds")
+    for path in _plots(runs, args.output, args.device):
+        print(f"wrote {path}")
     return 0
 
 

@@ -100,3 +100,8 @@ def test_peer_scores_are_higher_for_inliers():
     for peer in (KNN(), GaussianMixture(2, random_state=0)):
         scorer = PeerScore(peer).fit(X)
         assert scorer.score_samples(X).min() > scorer.score_samples(far).max()
+
+
+def test_unknown_device_is_a_clear_error(capsys):
+    assert main(["demo", "--device", "tpu"]) == 2
+    assert "Unknown device" in capsys.readouterr().err
