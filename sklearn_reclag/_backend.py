@@ -128,6 +128,50 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None):
     return np.concatenate(outputs, axis=0)
 
 
+def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memory_chunk=4096):
+    """``lse(beta * Xi_c v + bias_c)`` of every query against its own bank c only.
+
+    The queries are grouped by bank into a padded (C, W, D) tensor (W the largest group),
+    so one batched matrix product per memory chunk scores every query against its bank
+    alone: about C times less work than :func:`class_logsumexp` when the groups are
+    balanced, and never more.
+
+    Parameters
+    ----------
+    queries : tensor of shape (B, D)
+    route : int64 tensor of shape (B,)
+        The bank of each query.
+    banks, bank_mask, beta, bias, memory_chunk
+        As in :func:`class_logsumexp`; the largest intermediate has
+        C * W * memory_chunk entries.
+
+    Returns
+    -------
+    tensor of shape (B,)
+    """
+    n_queries, n_features = queries.shape
+    n_banks, n_slots, _ = banks.shape
+    order = torch.argsort(route, stable=True)
+    counts = torch.bincount(route, minlength=n_banks)
+    starts = torch.cumsum(counts, 0) - counts
+    sorted_route = route[order]
+    position = torch.arange(n_queries, device=queries.device) - starts[sorted_route]
+    width = int(counts.max())
+    grouped = queries.new_zeros((n_banks, width, n_features))
+    grouped[sorted_route, position] = queries[order]
+    running = torch.full((n_banks, width), -math.inf, device=queries.device,
+                         dtype=queries.dtype)
+    for slots in iter_slices(n_slots, memory_chunk):
+        logits = beta * torch.bmm(grouped, banks[:, slots].transpose(1, 2))
+        if bias is not None:
+            logits = logits + bias[:, None, slots]
+        logits = logits.masked_fill(~bank_mask[:, None, slots], -math.inf)
+        running = torch.logaddexp(running, torch.logsumexp(logits, dim=2))
+    out = torch.empty(n_queries, device=queries.device, dtype=queries.dtype)
+    out[order] = running[sorted_route, position]
+    return out
+
+
 def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=4096):
     """Per-class ``lse(beta * Xi_c v + bias_c)`` for every query, with bounded memory.
 

@@ -8,6 +8,7 @@ from scipy.special import logsumexp
 from sklearn_reclag._backend import (
     class_logsumexp,
     map_batches,
+    routed_logsumexp,
     resolve_device,
     resolve_dtype,
 )
@@ -113,3 +114,18 @@ def test_pickled_device_falls_back_to_one_that_exists(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="the CPU"):
         assert loadable_device("cuda") == "cpu"
+
+
+@pytest.mark.parametrize("memory_chunk", [1, 2, 100])
+def test_routed_logsumexp_equals_the_routed_column_of_class_logsumexp(rng, memory_chunk):
+    queries = torch.tensor(rng.normal(size=(11, 4)))
+    banks = torch.tensor(rng.normal(size=(3, 5, 4)))
+    mask = torch.tensor(rng.random((3, 5)) < 0.7)
+    mask[:, 0] = True
+    bias = torch.tensor(rng.normal(size=(3, 5)))
+    route = torch.tensor([2, 0, 0, 1, 2, 2, 2, 0, 1, 1, 2])
+    full = class_logsumexp(queries, banks, mask, 0.8, bias=bias)
+    routed = routed_logsumexp(queries, route, banks, mask, 0.8, bias=bias,
+                              memory_chunk=memory_chunk)
+    np.testing.assert_allclose(routed.numpy(), full[torch.arange(11), route].numpy(),
+                               rtol=1e-12)

@@ -124,23 +124,34 @@ def test_chunked_scoring_bounds_memory_and_matches(data, monkeypatch):
     """Tiny chunks of rows and of stored patterns give the same scores, and no block
     larger than the budget (rows x classes x memory chunk) is ever built."""
     X, y, X_test, head = data
-    whole = HopfieldEnergyDetector(beta=0.5, head=head, device="cpu", dtype="float64")
-    expected = whole.fit(X, y).score_samples(X_test)
+    for routing in ("predicted", "max"):
+        whole = HopfieldEnergyDetector(beta=0.5, routing=routing, head=head, device="cpu",
+                                       dtype="float64")
+        expected = whole.fit(X, y).score_samples(X_test)
 
-    blocks = []
-    real = _banks.class_logsumexp
+        blocks = []
+        real_class, real_routed = _banks.class_logsumexp, _banks.routed_logsumexp
 
-    def spy(queries, banks, mask, beta, *, bias, memory_chunk):
-        blocks.append(queries.shape[0] * banks.shape[0] * min(memory_chunk, banks.shape[1]))
-        return real(queries, banks, mask, beta, bias=bias, memory_chunk=memory_chunk)
+        def spy_class(queries, banks, mask, beta, *, bias, memory_chunk):
+            blocks.append(queries.shape[0] * banks.shape[0] * min(memory_chunk, banks.shape[1]))
+            return real_class(queries, banks, mask, beta, bias=bias, memory_chunk=memory_chunk)
 
-    monkeypatch.setattr(_banks, "_SCORE_BLOCK", 30)
-    monkeypatch.setattr(_banks, "class_logsumexp", spy)
-    chunked = HopfieldEnergyDetector(
-        beta=0.5, head=head, device="cpu", dtype="float64", batch_size=7
-    ).fit(X, y)
-    np.testing.assert_allclose(chunked.score_samples(X_test), expected, rtol=1e-10)
-    assert max(blocks) <= 30
+        def spy_routed(queries, route, banks, mask, beta, *, bias, memory_chunk):
+            width = int(np.bincount(route.numpy(), minlength=banks.shape[0]).max())
+            blocks.append(banks.shape[0] * width * min(memory_chunk, banks.shape[1]))
+            return real_routed(queries, route, banks, mask, beta, bias=bias,
+                               memory_chunk=memory_chunk)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_banks, "_SCORE_BLOCK", 30)
+            patch.setattr(_banks, "class_logsumexp", spy_class)
+            patch.setattr(_banks, "routed_logsumexp", spy_routed)
+            chunked = HopfieldEnergyDetector(
+                beta=0.5, routing=routing, head=head, device="cpu", dtype="float64",
+                batch_size=7,
+            ).fit(X, y)
+            np.testing.assert_allclose(chunked.score_samples(X_test), expected, rtol=1e-10)
+        assert blocks and max(blocks) <= 30
 
 
 def test_max_patterns_subsamples_each_bank_reproducibly(data):

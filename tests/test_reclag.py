@@ -356,19 +356,6 @@ def test_cuda_fit_and_score(data, solver):
     assert gpu.transform(X_test).shape == X_test.shape
 
 
-_FLOAT32_ROUNDING = (
-    "float32 scores of magnitude ~10 differ by a few ulps (~1e-6) between a batch of one "
-    "row and a full batch (BLAS picks other kernels), above the check's 1e-7 tolerance; "
-    "the same detector with dtype='float64' passes it"
-)
-
-
-def _expected_failed_checks(estimator):
-    if estimator.dtype == "float32":
-        return {"check_methods_subset_invariance": _FLOAT32_ROUNDING}
-    return {}
-
-
 @pytest.mark.filterwarnings("ignore:Classes .* have fewer stored patterns:UserWarning")
 @parametrize_with_checks(
     [
@@ -377,7 +364,6 @@ def _expected_failed_checks(estimator):
         RecLagDetector(solver="em", energy="full", routing="pooled", device="cpu",
                        dtype="float64", random_state=0),
     ],
-    expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._backend import class_logsumexp
+from .._backend import class_logsumexp, routed_logsumexp
 from ..base import BaseOODDetector
 
 # Entries of the largest (rows x classes x memory slots) block built while scoring:
@@ -180,6 +180,13 @@ class _MemoryBankDetector(BaseOODDetector):
         return class_logsumexp(V, banks, mask, self.beta, bias=self._memory_bias(banks),
                                memory_chunk=memory_chunk)
 
+    def _routed_lse(self, V, state, bank_index):
+        """``lse(beta * Xi_c v)`` (B,) against each row's own bank c only."""
+        banks, mask = state["memories_"], state["memory_mask_"] > 0.5
+        memory_chunk = max(1, _SCORE_BLOCK // (V.shape[0] * banks.shape[0]))
+        return routed_logsumexp(V, bank_index, banks, mask, self.beta,
+                                bias=self._memory_bias(banks), memory_chunk=memory_chunk)
+
     def _memory_bias(self, banks):
         """Per-memory logit bias of ``energy='density'``: ``-beta |xi|^2 / 2``, else None."""
         if self.energy == "density":
@@ -200,9 +207,13 @@ class _MemoryBankDetector(BaseOODDetector):
         return logits.argmax(dim=1)
 
     def _score_batch(self, V, state):
-        lse = self._class_lse(V, state)
-        score = route(lse, self.routing, self._predicted_bank(V, state)) / self.beta
-        return self._add_visible_energy(score, V)
+        predicted = self._predicted_bank(V, state)
+        if self.routing == "predicted" and predicted is not None:
+            # Only the predicted bank matters: score against it alone.
+            lse = self._routed_lse(V, state, predicted)
+        else:
+            lse = route(self._class_lse(V, state), self.routing, predicted)
+        return self._add_visible_energy(lse / self.beta, V)
 
     def _add_visible_energy(self, score, V):
         if self.energy in ("full", "density"):
