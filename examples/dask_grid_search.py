@@ -22,7 +22,6 @@ from pathlib import Path
 
 import dask.array as da
 import joblib
-import numpy as np
 from dask.distributed import Client, LocalCluster
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, StratifiedKFold

@@ -41,6 +41,23 @@ def is_ood_label(y):
     return np.array([isinstance(v, (int, np.integer)) and v == OOD_LABEL for v in y], dtype=bool)
 
 
+def drop_ood_rows(X, y):
+    """The rows of ``(X, y)`` whose label is not :data:`OOD_LABEL` (fit ignores OOD rows).
+
+    Raises
+    ------
+    ValueError
+        If every row is OOD.
+    """
+    keep = ~is_ood_label(y)
+    if not keep.any():
+        raise ValueError(
+            f"Every row of y is OOD_LABEL ({OOD_LABEL}): there are no in-distribution "
+            "rows to fit on."
+        )
+    return X[keep], y[keep]
+
+
 class InconsistentVersionWarning(UserWarning):
     """A pickled estimator was saved with another sklearn-reclag version."""
 
@@ -146,14 +163,7 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
                 )
             return X, None
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
-        y = column_or_1d(y, warn=True)
-        keep = ~is_ood_label(y)
-        if not keep.any():
-            raise ValueError(
-                f"Every row of y is OOD_LABEL ({OOD_LABEL}): there are no in-distribution "
-                "rows to fit on."
-            )
-        X, y = X[keep], y[keep]
+        X, y = drop_ood_rows(X, column_or_1d(y, warn=True))
         check_classification_targets(y)
         return X, y
 

@@ -27,7 +27,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ._backend import as_tensor, iter_slices, map_batches, resolve_device, resolve_dtype
-from .base import OOD_LABEL, TorchEstimatorMixin, is_ood_label
+from .base import TorchEstimatorMixin, drop_ood_rows, is_ood_label
 
 _LEAKY_SLOPE = 0.01
 # Initial memories N(mean, std^2): Krotov's MNIST init has mean -0.3, which only suits
@@ -296,14 +296,7 @@ n_classes), default='normal'
         """
         self._validate_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
-        y = column_or_1d(y, warn=True)
-        keep = ~is_ood_label(y)
-        X, y = X[keep], y[keep]
-        if X.shape[0] == 0:
-            raise ValueError(
-                f"Every row of y is OOD_LABEL ({OOD_LABEL}): there are no in-distribution "
-                "rows to fit on."
-            )
+        X, y = drop_ood_rows(X, column_or_1d(y, warn=True))
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
