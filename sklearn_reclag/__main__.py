@@ -123,7 +123,8 @@ def _plots(runs, output, device):
     for ood in ood_sets:
         n_id, n_ood = len(next(iter(scores.values()))["ID"]), len(next(iter(scores.values()))[ood])
         y_true = np.r_[np.zeros(n_id, dtype=int), np.full(n_ood, OOD_LABEL)]
-        ax = plotting.plot_roc_curves({m: np.r_[s["ID"], s[ood]] for m, s in scores.items()}, y_true)
+        ax = plotting.plot_roc_curves(
+            {method: np.r_[s["ID"], s[ood]] for method, s in scores.items()}, y_true)
         ax.set_title(f"ROC: ID test rows vs {ood}")
         figures[f"roc_{ood}"] = ax.figure
     for method, s in scores.items():

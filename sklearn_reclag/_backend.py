@@ -34,7 +34,9 @@ def resolve_device(device):
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0'; got {device!r}.")
+        raise TypeError(
+            f"device must be a string such as 'auto', 'cpu' or 'cuda:0'; got {device!r}."
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -74,6 +76,7 @@ def loadable_device(device_name):
         f"This model was fitted on {device_name!r}, which is not available here; "
         f"it will run on {where}.",
         UserWarning,
+        stacklevel=3,
     )
     return fallback
 

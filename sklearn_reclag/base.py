@@ -82,6 +82,7 @@ class TorchEstimatorMixin:
                 f"This {type(self).__name__} was saved with sklearn-reclag {saved} and is "
                 f"loaded with {_package_version()}; results may differ or break.",
                 InconsistentVersionWarning,
+                stacklevel=2,
             )
         if "device_" in state:
             state["device_"] = loadable_device(state["device_"])

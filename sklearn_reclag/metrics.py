@@ -218,7 +218,9 @@ def make_ood_scorer(metric, *, greater_is_better=None, **kwargs):
     """
     if isinstance(metric, str):
         if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {sorted(_METRICS)} or a callable; got {metric!r}.")
+            raise ValueError(
+                f"metric must be one of {sorted(_METRICS)} or a callable; got {metric!r}."
+            )
         if greater_is_better is not None:
             raise ValueError("greater_is_better is only for callable metrics.")
         metric, greater_is_better = _METRICS[metric]

@@ -67,7 +67,8 @@ def test_default_head_is_softmax_regression_on_X_y(rng, Detector):
     unfitted = LogisticRegression(C=0.1, max_iter=1000)
     det = Detector(head=unfitted, device="cpu").fit(X, y)
     assert not hasattr(unfitted, "coef_")
-    np.testing.assert_allclose(det.head_coef_, LogisticRegression(C=0.1, max_iter=1000).fit(X, y).coef_)
+    expected = LogisticRegression(C=0.1, max_iter=1000).fit(X, y).coef_
+    np.testing.assert_allclose(det.head_coef_, expected)
 
 
 def test_binary_head_gives_sigmoid_probabilities(rng):

@@ -22,7 +22,8 @@ def test_usage_examples_run_in_order(capsys):
     # The later blocks continue from the first one's variables, as a reader would run them.
     exec(compile(_block_after("usage-reclag", "python"), "README RecLag", "exec"), namespace)
     assert namespace["reclag"].memories_.shape == (5, 10, 64)
-    assert not namespace["retrieved"][namespace["reclag"].predict(namespace["X_ood"][:5]) == -1].any()
+    rejected = namespace["reclag"].predict(namespace["X_ood"][:5]) == -1
+    assert not namespace["retrieved"][rejected].any()
     exec(compile(_block_after("usage-grid-search", "python"), "README search", "exec"), namespace)
     assert set(namespace["search"].best_params_) == {"beta", "contamination"}
 

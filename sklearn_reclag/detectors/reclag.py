@@ -516,7 +516,8 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             return torch.rand(shape, generator=generator, device=device, dtype=dtype)
 
         return fit_sae(
-            as_tensor(data, device, dtype), counts, memories, memory_mask, beta=self.beta, n_draws=self.n_draws,
+            as_tensor(data, device, dtype), counts, memories, memory_mask, beta=self.beta,
+            n_draws=self.n_draws,
             max_epochs=self.max_epochs, batch_size=self.learning_batch_size, lr=self.lr,
             uniforms=uniforms, sampler=self.sampler, verbose=self.verbose,
         )
