@@ -1,0 +1,34 @@
+"""The speed benchmark runs end to end in its quick form and writes its results file."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+SECTIONS = [
+    "# Speed and memory (quick form, cpu)",
+    "## Summary",
+    "## 1. RecLag fit",
+    "## 2. Scoring throughput",
+    "## 3. Peak memory",
+    "## 4. Scaling",
+]
+
+
+@pytest.mark.slow
+def test_speed_quick_writes_results(tmp_path):
+    output = tmp_path / "speed.md"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--output", str(output)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert done.returncode == 0, f"speed.py failed:\n{done.stdout}\n{done.stderr}"
+    text = output.read_text()
+    for heading in SECTIONS:
+        assert heading in text, f"missing section {heading!r}"
+    # The machine is named and every target has a verdict.
+    assert "torch intra-op threads" in text and "torch " in text
+    assert text.count("**met**") + text.count("**MISSED**") >= 4
+    assert "extrapolated" in text
