@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,31 +69,31 @@ BLOCK = 2**24
 NAIVE_LIMIT = GIB
 
 # Official RecLag settings (specs/reclag.md).
-OFFICIAL = dict(n_memories=10, beta=5.0, n_draws=5, learning_batch_size=50, lr=1e-3)
+OFFICIAL = {"n_memories": 10, "beta": 5.0, "n_draws": 5, "learning_batch_size": 50, "lr": 1e-3}
 HE_BETA = 0.01
 
-FULL = dict(
-    n_classes=10, n_per_class=5000, n_features=512, n_ood=5000, n_id_test=5000,
-    ref_epochs=2, batched_epochs=10, full_epochs=50, fpr_seeds=3, repeats=3,
-    n_test_throughput=20_000, n_test_memory=100_000,
-    scale_fit=dict(n_per_class=[1000, 2000, 4000], n_memories=[10, 20, 40],
-                   n_features=[128, 256, 512], epochs=5),
-    scale_he=dict(n_test=[2000, 4000, 8000], n_stored=[10_000, 20_000, 40_000],
-                  n_features=[128, 256, 512]),
-    scale_reclag=dict(n_test=[25_000, 50_000, 100_000], n_memories=[10, 20, 40],
-                      n_features=[128, 256, 512]),
-)
-QUICK = dict(
-    n_classes=3, n_per_class=200, n_features=32, n_ood=300, n_id_test=300,
-    ref_epochs=1, batched_epochs=2, full_epochs=3, fpr_seeds=2, repeats=2,
-    n_test_throughput=1000, n_test_memory=2000,
-    scale_fit=dict(n_per_class=[100, 200, 400], n_memories=[2, 4, 8],
-                   n_features=[16, 32, 64], epochs=1),
-    scale_he=dict(n_test=[250, 500, 1000], n_stored=[150, 300, 600],
-                  n_features=[16, 32, 64]),
-    scale_reclag=dict(n_test=[250, 500, 1000], n_memories=[2, 4, 8],
-                      n_features=[16, 32, 64]),
-)
+FULL = {
+    "n_classes": 10, "n_per_class": 5000, "n_features": 512, "n_ood": 5000, "n_id_test": 5000,
+    "ref_epochs": 2, "batched_epochs": 10, "full_epochs": 50, "fpr_seeds": 3, "repeats": 3,
+    "n_test_throughput": 20_000, "n_test_memory": 100_000,
+    "scale_fit": {"n_per_class": [1000, 2000, 4000], "n_memories": [10, 20, 40],
+                   "n_features": [128, 256, 512], "epochs": 5},
+    "scale_he": {"n_test": [2000, 4000, 8000], "n_stored": [10_000, 20_000, 40_000],
+                  "n_features": [128, 256, 512]},
+    "scale_reclag": {"n_test": [25_000, 50_000, 100_000], "n_memories": [10, 20, 40],
+                      "n_features": [128, 256, 512]},
+}
+QUICK = {
+    "n_classes": 3, "n_per_class": 200, "n_features": 32, "n_ood": 300, "n_id_test": 300,
+    "ref_epochs": 1, "batched_epochs": 2, "full_epochs": 3, "fpr_seeds": 2, "repeats": 2,
+    "n_test_throughput": 1000, "n_test_memory": 2000,
+    "scale_fit": {"n_per_class": [100, 200, 400], "n_memories": [2, 4, 8],
+                   "n_features": [16, 32, 64], "epochs": 1},
+    "scale_he": {"n_test": [250, 500, 1000], "n_stored": [150, 300, 600],
+                  "n_features": [16, 32, 64]},
+    "scale_reclag": {"n_test": [250, 500, 1000], "n_memories": [2, 4, 8],
+                      "n_features": [16, 32, 64]},
+}
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -150,7 +151,7 @@ def cpu_model():
 
 def loadavg():
     try:
-        return "%.2f / %.2f / %.2f" % os.getloadavg()
+        return "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())
     except OSError:
         return "n/a"
 
@@ -229,9 +230,9 @@ def section_fit(cfg, device, seed, repeats, out):
     t_full, det_full = timed(lambda: detector(max_epochs=E_full).fit(X, y), device)
 
     # The reference: CPU only (plain torch code); warm-up on one small class first.
-    ref_kw = dict(n_memories=OFFICIAL["n_memories"], beta=OFFICIAL["beta"],
-                  n_draws=OFFICIAL["n_draws"], batch_size=OFFICIAL["learning_batch_size"],
-                  lr=OFFICIAL["lr"], seed=seed)
+    ref_kw = {"n_memories": OFFICIAL["n_memories"], "beta": OFFICIAL["beta"],
+                  "n_draws": OFFICIAL["n_draws"], "batch_size": OFFICIAL["learning_batch_size"],
+                  "lr": OFFICIAL["lr"], "seed": seed}
     fit_reclag_reference(X[:200], np.zeros(200, int), max_epochs=1, **ref_kw)
     t_ref, ref_memories = timed(
         lambda: fit_reclag_reference(X[stored], y[stored], max_epochs=E_ref,
@@ -273,55 +274,55 @@ def section_fit(cfg, device, seed, repeats, out):
     out += [
         "## 1. RecLag fit: batched `solver='sae'` vs the one-class-at-a-time reference",
         "",
-        f"Data: {C} classes x {N:,} rows x {D} features (synthetic, non-negative, seeded), "
+        (f"Data: {C} classes x {N:,} rows x {D} features (synthetic, non-negative, seeded), "
         f"{int(stored.sum()):,} stored patterns (rows the head classifies correctly). "
         f"Official settings: {OFFICIAL}. Both start from the same initial memories "
         f"(max |difference| {init_diff:.1e}). The reference "
         "(`sklearn_reclag._reference.fit_reclag_reference`: per class, per batch, autograd, "
         "`torch.optim.Adam`) runs on the CPU; the batched solver on "
-        f"`{device}`.",
+        f"`{device}`."),
         "",
         "| | seconds | per epoch (s) | note |",
         "|---|---:|---:|---|",
-        f"| batched `RecLagDetector.fit`, 0 epochs (fixed cost: validation, head, init, "
-        f"gamma) | {t0:.2f} | | median of {repeats} |",
-        f"| batched `RecLagDetector.fit`, {E_b} epochs | {tE:.2f} | {batched_epoch:.3f} | "
-        f"median of {repeats}; per epoch = (t({E_b}) - t(0)) / {E_b} |",
+        (f"| batched `RecLagDetector.fit`, 0 epochs (fixed cost: validation, head, init, "
+        f"gamma) | {t0:.2f} | | median of {repeats} |"),
+        (f"| batched `RecLagDetector.fit`, {E_b} epochs | {tE:.2f} | {batched_epoch:.3f} | "
+        f"median of {repeats}; per epoch = (t({E_b}) - t(0)) / {E_b} |"),
         f"| batched `RecLagDetector.fit`, {E_full} epochs | {t_full:.2f} | | one run, measured |",
         f"| reference, {E_ref} epochs | {t_ref:.2f} | {ref_epoch:.3f} | one run after a warm-up |",
         f"| reference, 50 epochs | {ref_50:.1f} | | **extrapolated** = 50 x per epoch |",
-        f"| `solver='em'` fit (max_iter 50, ran {det_em.n_iter_} iterations) | {t_em:.2f} | | "
-        f"median of {len(em_repeats)} |",
+        (f"| `solver='em'` fit (max_iter 50, ran {det_em.n_iter_} iterations) | {t_em:.2f} | | "
+        f"median of {len(em_repeats)} |"),
         "",
         f"- Speed-up per epoch (reference / batched): **{fmt_ratio(ratio_epoch)}**.",
-        f"- Speed-up of a whole 50-epoch fit (reference extrapolated / batched fixed cost + "
+        (f"- Speed-up of a whole 50-epoch fit (reference extrapolated / batched fixed cost + "
         f"50 epochs): **{fmt_ratio(ratio_50)}**; against the measured {E_full}-epoch batched "
-        f"fit: {fmt_ratio(ratio_50_measured)}.",
+        f"fit: {fmt_ratio(ratio_50_measured)}."),
         f"- Target >= 20x: {verdict(ok)}.",
-        f"- `solver='em'` vs the reference's 50 epochs (extrapolated): "
-        f"{fmt_ratio(ref_50 / t_em)}.",
+        (f"- `solver='em'` vs the reference's 50 epochs (extrapolated): "
+        f"{fmt_ratio(ref_50 / t_em)}."),
         "",
-        f"FPR95 (ID: {len(X_id):,} held-out rows, OOD: {len(X_ood):,} rectified two-class "
-        f"mixtures), lower is better, after {E_ref} epochs:",
+        (f"FPR95 (ID: {len(X_id):,} held-out rows, OOD: {len(X_ood):,} rectified two-class "
+        f"mixtures), lower is better, after {E_ref} epochs:"),
         "",
         "| model | FPR95 |",
         "|---|---:|",
         f"| initial memories (0 epochs) | {fpr_init:.4f} |",
         f"| reference, {E_ref} epochs | {fpr_ref:.4f} |",
-        f"| batched, {E_ref} epochs, {cfg['fpr_seeds']} seeds | "
-        f"{np.mean(fprs):.4f} +- {spread:.4f} ({', '.join(f'{f:.4f}' for f in fprs)}) |",
+        (f"| batched, {E_ref} epochs, {cfg['fpr_seeds']} seeds | "
+        f"{np.mean(fprs):.4f} +- {spread:.4f} ({', '.join(f'{f:.4f}' for f in fprs)}) |"),
         f"| batched, {E_full} epochs | {fpr_full:.4f} |",
         f"| `solver='em'` | {fpr_em:.4f} |",
         "",
-        f"- Reference within the noise of the batched solver (seed range +- 2 std + one OOD "
+        (f"- Reference within the noise of the batched solver (seed range +- 2 std + one OOD "
         f"row): {verdict(within)}. The two draw different random numbers, so they are "
         "different samples of the same stochastic training; that they optimise the same "
         "objective step for step when given the same draws is checked exactly by "
-        "`tests/test_reclag.py::test_sae_batched_equals_per_class_reference_step_for_step`.",
+        "`tests/test_reclag.py::test_sae_batched_equals_per_class_reference_step_for_step`."),
         "",
     ]
-    return dict(ratio_epoch=ratio_epoch, ratio_50=ratio_50, fpr_ref=fpr_ref,
-                fpr_batched=fprs, t_em=t_em)
+    return {"ratio_epoch": ratio_epoch, "ratio_50": ratio_50, "fpr_ref": fpr_ref,
+                "fpr_batched": fprs, "t_em": t_em}
 
 
 # ------------------------------------------------------------- 2. scoring throughput
@@ -377,25 +378,26 @@ def section_throughput(cfg, device, seed, repeats, out, he_model, X_train, rl_mo
         for routing in ("predicted", "max"):
             scorer = copy.deepcopy(model).set_params(routing=routing)
             if routing == "predicted":
-                def base(X, b=bank_of_row):
+                def base(X, b=bank_of_row, banks=banks, mask=mask, beta=beta):
                     return baseline_routed_lse(X, banks, mask, b[:len(X)], beta, device)
                 work = f"each row vs its bank (~{n_stored // C:,} stored rows)"
             else:
-                def base(X):
+                def base(X, stored=stored, beta=beta):
                     return baseline_lse(X, stored, beta, device)
                 work = f"each row vs all {n_stored:,} stored rows"
-            t_det = median_time(lambda: scorer.score_samples(X_test), device, repeats,
-                                warmup=lambda: scorer.score_samples(X_warm))
-            t_base = median_time(lambda: base(X_test), device, repeats,
-                                 warmup=lambda: base(X_warm))
+            score = scorer.score_samples
+            t_det = median_time(partial(score, X_test), device, repeats,
+                                warmup=partial(score, X_warm))
+            t_base = median_time(partial(base, X_test), device, repeats,
+                                 warmup=partial(base, X_warm))
             naive = "-"
             naive_rows = min(n_test, NAIVE_LIMIT // (4 * n_stored))
             if routing == "max" and naive_rows >= min(n_test, 1000):
                 X_n = X_test[:naive_rows]
-                td = median_time(lambda: scorer.score_samples(X_n), device, repeats,
-                                 warmup=lambda: scorer.score_samples(X_warm))
-                tn = median_time(lambda: naive_lse(X_n, stored, beta, device), device,
-                                 repeats, warmup=lambda: naive_lse(X_warm, stored, beta, device))
+                td = median_time(partial(score, X_n), device, repeats,
+                                 warmup=partial(score, X_warm))
+                tn = median_time(partial(naive_lse, X_n, stored, beta, device), device,
+                                 repeats, warmup=partial(naive_lse, X_warm, stored, beta, device))
                 naive = (f"naive at {100 * td / tn:.0f} % of the detector's speed "
                          f"(on {naive_rows:,} rows)")
             elif routing == "max":
@@ -425,18 +427,18 @@ def section_throughput(cfg, device, seed, repeats, out, he_model, X_train, rl_mo
         "output included). Naive: the whole (n_test x n_stored) product in one piece, where "
         "it fits in 1 GiB; the test rows are held-out rows of the training classes." + smaller,
         "",
-        "| detector | routing | work | detector rows/s | baseline rows/s | "
-        "detector / baseline (target >= 70 %) | naive one-shot |",
+        ("| detector | routing | work | detector rows/s | baseline rows/s | "
+        "detector / baseline (target >= 70 %) | naive one-shot |"),
         "|---|---|---|---:|---:|---:|---|",
         *rows,
         "",
-        f"- HE at >= 70 % of the baseline (worst routing): {verdict(he_ratio >= 0.7)} "
-        f"({100 * he_ratio:.0f} %).",
-        f"- RecLag at >= 70 % of the baseline (worst routing): {verdict(rl_ratio >= 0.7)} "
-        f"({100 * rl_ratio:.0f} %).",
+        (f"- HE at >= 70 % of the baseline (worst routing): {verdict(he_ratio >= 0.7)} "
+        f"({100 * he_ratio:.0f} %)."),
+        (f"- RecLag at >= 70 % of the baseline (worst routing): {verdict(rl_ratio >= 0.7)} "
+        f"({100 * rl_ratio:.0f} %)."),
         "",
     ]
-    return dict(he=he_ratio, reclag=rl_ratio)
+    return {"he": he_ratio, "reclag": rl_ratio}
 
 
 # ------------------------------------------------------------------- 3. peak memory
@@ -538,27 +540,27 @@ def section_memory(cfg, device, seed, threads, out, he_model):
         "",
         "| quantity | MiB |",
         "|---|---:|",
-        f"| inputs: test rows ({X_test.nbytes / MIB:,.0f}) + stored memories "
-        f"({he_model.memories_.nbytes / MIB:,.0f}) | {input_bytes / MIB:,.0f} |",
+        (f"| inputs: test rows ({X_test.nbytes / MIB:,.0f}) + stored memories "
+        f"({he_model.memories_.nbytes / MIB:,.0f}) | {input_bytes / MIB:,.0f} |"),
         "| peak RSS above the inputs (VmHWM, reset before scoring) | "
         + (f"{above_hwm / MIB:,.0f} |" if above_hwm is not None else "reset unavailable |"),
-        f"| peak RSS above the inputs (ru_maxrss{'' if clean else ', upper bound'}) | "
-        f"{above_maxrss / MIB:,.0f} |",
+        (f"| peak RSS above the inputs (ru_maxrss{'' if clean else ', upper bound'}) | "
+        f"{above_maxrss / MIB:,.0f} |"),
         f"| peak RSS above the inputs (psutil sampling) | {above_sampled / MIB:,.0f} |",
     ]
     if device == "cuda":
         out.append(f"| CUDA max_memory_allocated during scoring | {r['cuda_peak'] / MIB:,.0f} |")
     out += [
-        f"| the naive one-shot (n_test x n_stored) float32 product (computed, not allocated) "
-        f"| {naive_bytes / MIB:,.0f} |",
+        (f"| the naive one-shot (n_test x n_stored) float32 product (computed, not allocated) "
+        f"| {naive_bytes / MIB:,.0f} |"),
         "",
-        f"- Under 1 GiB above the inputs: {verdict(ok)} "
+        (f"- Under 1 GiB above the inputs: {verdict(ok)} "
         f"({headline / MIB:,.0f} MiB; the naive product alone would be "
         f"{naive_bytes / GIB:,.1f} GiB). Scores finite: {r['finite']}. "
-        f"Scoring took {r['seconds']:.1f} s ({n_test / r['seconds']:,.0f} rows/s).",
+        f"Scoring took {r['seconds']:.1f} s ({n_test / r['seconds']:,.0f} rows/s)."),
         "",
     ]
-    return dict(peak_mib=headline / MIB, ok=ok)
+    return {"peak_mib": headline / MIB, "ok": ok}
 
 
 # ----------------------------------------------------------------------- 4. scaling
@@ -623,10 +625,10 @@ def section_scaling(cfg, device, seed, repeats, out):
     out += [
         "## 4. Scaling (log-log)",
         "",
-        "Seconds (median of "
+        ("Seconds (median of "
         f"{repeats}) as one size varies and the others stay at the middle value; the slope "
         "is the least-squares fit of log(time) on log(size) (1 = linear). Fit times include "
-        "the fixed cost of `fit` (validation, head routing, gamma calibration).",
+        "the fixed cost of `fit` (validation, head routing, gamma calibration)."),
         "",
         "| what | varies | size | s | size | s | size | s | slope |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -652,14 +654,14 @@ def main(argv=None):
     out = [
         f"# Speed and memory ({'quick' if args.quick else 'full'} form, {device})",
         "",
-        f"Written by `{command.strip()}` on {datetime.date.today().isoformat()}; do not "
-        "edit by hand.",
+        (f"Written by `{command.strip()}` on {datetime.date.today().isoformat()}; do not "
+        "edit by hand."),
         "",
-        f"- CPU: {cpu_model()} ({os.cpu_count()} logical cores), torch intra-op threads: "
-        f"{torch.get_num_threads()}",
+        (f"- CPU: {cpu_model()} ({os.cpu_count()} logical cores), torch intra-op threads: "
+        f"{torch.get_num_threads()}"),
         f"- GPU: {gpu}",
-        f"- torch {torch.__version__}, numpy {np.__version__}, Python "
-        f"{platform.python_version()}, sklearn-reclag {sklearn_reclag.__version__}",
+        (f"- torch {torch.__version__}, numpy {np.__version__}, Python "
+        f"{platform.python_version()}, sklearn-reclag {sklearn_reclag.__version__}"),
         f"- float32; medians of {repeats} repeats after a warm-up unless said otherwise",
         f"- Load average (1/5/15 min) at the start: {load_start} on {os.cpu_count()} cores"
         + (" (a shared machine: other processes were running; with more than one torch "
@@ -695,22 +697,22 @@ def main(argv=None):
         "",
         "| target | result | |",
         "|---|---|---|",
-        f"| RecLag `sae` fit >= 20x the reference | {fmt_ratio(s1['ratio_epoch'])} per epoch, "
+        (f"| RecLag `sae` fit >= 20x the reference | {fmt_ratio(s1['ratio_epoch'])} per epoch, "
         f"{fmt_ratio(s1['ratio_50'])} for 50 epochs (reference extrapolated) | "
-        f"{verdict(s1['ratio_epoch'] >= 20 and s1['ratio_50'] >= 20)} |",
-        f"| HE scoring >= 70 % of the bare chunked matmul + logsumexp (worst routing) | "
-        f"{100 * s2['he']:.0f} % | {verdict(s2['he'] >= 0.7)} |",
-        f"| RecLag scoring >= 70 % of the bare chunked matmul + logsumexp (worst routing) | "
-        f"{100 * s2['reclag']:.0f} % | {verdict(s2['reclag'] >= 0.7)} |",
-        f"| HE scoring {cfg['n_test_memory']:,} x {cfg['n_features']} vs "
+        f"{verdict(s1['ratio_epoch'] >= 20 and s1['ratio_50'] >= 20)} |"),
+        (f"| HE scoring >= 70 % of the bare chunked matmul + logsumexp (worst routing) | "
+        f"{100 * s2['he']:.0f} % | {verdict(s2['he'] >= 0.7)} |"),
+        (f"| RecLag scoring >= 70 % of the bare chunked matmul + logsumexp (worst routing) | "
+        f"{100 * s2['reclag']:.0f} % | {verdict(s2['reclag'] >= 0.7)} |"),
+        (f"| HE scoring {cfg['n_test_memory']:,} x {cfg['n_features']} vs "
         f"{cfg['n_classes'] * cfg['n_per_class']:,} stored: < 1 GiB above the inputs | "
-        f"{s3['peak_mib']:,.0f} MiB | {verdict(s3['ok'])} |",
+        f"{s3['peak_mib']:,.0f} MiB | {verdict(s3['ok'])} |"),
         "",
     ]
     elapsed = time.perf_counter() - started
     footer = [
-        f"Total run time {elapsed / 60:.1f} min. Load average (1/5/15 min) at the start: "
-        f"{load_start}; at the end: {loadavg()}.",
+        (f"Total run time {elapsed / 60:.1f} min. Load average (1/5/15 min) at the start: "
+        f"{load_start}; at the end: {loadavg()}."),
         "",
     ]
     output.parent.mkdir(parents=True, exist_ok=True)
