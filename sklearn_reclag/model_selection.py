@@ -31,6 +31,12 @@ parameter                         what it moves        select with
 balanced accuracy at the fitted threshold; use them as extra entries of a multi-metric
 ``scoring`` dict, not to select on their own (accepting every row maximises the TPR).
 
+In a Pipeline only the final detector drops the OOD_LABEL rows: a scaler or PCA in front of
+it is fitted on them too. That is harmless for the cross-validated scores of a search, but
+refit the chosen pipeline on the ID rows alone (``refit=False``, then
+``clone(pipeline).set_params(**search.best_params_).fit(X_id, y_id)``), as
+``sklearn_reclag.benchmark`` does.
+
 To tune a ranking parameter and the threshold together, pass a dict to ``scoring`` and pick
 the one ``refit`` selects on, e.g. ``scoring={"fpr95": fpr95_scorer, "bacc":
 ood_balanced_accuracy_scorer}, refit="bacc"``.
