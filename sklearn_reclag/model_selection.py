@@ -32,8 +32,9 @@ balanced accuracy at the fitted threshold; use them as extra entries of a multi-
 ``scoring`` dict, not to select on their own (accepting every row maximises the TPR).
 
 In a Pipeline only the final detector drops the OOD_LABEL rows: a scaler or PCA in front of
-it is fitted on them too. That is harmless for the cross-validated scores of a search, but
-refit the chosen pipeline on the ID rows alone (``refit=False``, then
+it is fitted on them too. Within a search the OOD rows of the training folds then shape the
+preprocessing (keep such steps insensitive to a few outliers, or fit them beforehand on ID
+rows), and refit the chosen pipeline on the ID rows alone (``refit=False``, then
 ``clone(pipeline).set_params(**search.best_params_).fit(X_id, y_id)``), as
 ``sklearn_reclag.benchmark`` does.
 
