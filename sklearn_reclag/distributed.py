@@ -122,10 +122,14 @@ def score_dask_array(estimator, X, method="score_samples"):
     if X.numblocks[1] != 1:
         X = X.rechunk({1: -1})
     dtype = _ROW_METHODS[method]
+    import dask
+
+    # One graph key holds the estimator, so a cluster ships it to each worker once rather
+    # than inside every block's task (an HE model carries all its stored patterns).
     return da.map_blocks(
         _apply_to_block,
         X,
-        estimator=estimator,
+        estimator=dask.delayed(estimator, pure=True),
         method=method,
         dtype=dtype,
         drop_axis=1,
