@@ -31,7 +31,7 @@ class Method:
     uses_head: bool = False
 
 
-class PeerScore(BaseEstimator):
+class _PeerScore(BaseEstimator):
     """Adapter giving a peer outlier detector the suite's ``score_samples`` convention.
 
     PyOD's ``decision_function`` is higher for outliers: it is negated. scikit-learn's
@@ -129,11 +129,11 @@ def peer_methods(*, random_state=0):
             "The peer detectors need PyOD: pip install 'sklearn-reclag[peers]'."
         ) from exc
     return [
-        Method("PyOD KNN", PeerScore(KNN())),
-        Method("PyOD LOF", PeerScore(LOF())),
-        Method("PyOD IForest", PeerScore(IForest(random_state=random_state))),
-        Method("PyOD ECOD", PeerScore(ECOD())),
-        Method("GaussianMixture", PeerScore(GaussianMixture(
+        Method("PyOD KNN", _PeerScore(KNN())),
+        Method("PyOD LOF", _PeerScore(LOF())),
+        Method("PyOD IForest", _PeerScore(IForest(random_state=random_state))),
+        Method("PyOD ECOD", _PeerScore(ECOD())),
+        Method("GaussianMixture", _PeerScore(GaussianMixture(
             n_components=5, covariance_type="diag", random_state=random_state))),
     ]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sklearn_reclag.__main__ import main
-from sklearn_reclag.benchmark import PeerScore, format_markdown, summarize
+from sklearn_reclag.benchmark import _PeerScore, format_markdown, summarize
 from sklearn_reclag.datasets import save_features_npz
 
 
@@ -98,7 +98,7 @@ def test_peer_scores_are_higher_for_inliers():
     X = rng.normal(size=(200, 3))
     far = 8 + rng.normal(size=(20, 3))
     for peer in (KNN(), GaussianMixture(2, random_state=0)):
-        scorer = PeerScore(peer).fit(X)
+        scorer = _PeerScore(peer).fit(X)
         assert scorer.score_samples(X).min() > scorer.score_samples(far).max()
 
 
