@@ -118,11 +118,11 @@ def _plots(runs, output, device):
 
     first_seed = runs[0]["seed"]
     scores = {run["method"]: run["results"]["scores"] for run in runs if run["seed"] == first_seed}
-    ood_sets = [name for name in next(iter(scores.values())) if name != "ID"]
+    any_method = next(iter(scores.values()))  # every method scored the same rows
     figures = {}
-    for ood in ood_sets:
-        n_id, n_ood = len(next(iter(scores.values()))["ID"]), len(next(iter(scores.values()))[ood])
-        y_true = np.r_[np.zeros(n_id, dtype=int), np.full(n_ood, OOD_LABEL)]
+    for ood in [name for name in any_method if name != "ID"]:
+        y_true = np.r_[np.zeros(len(any_method["ID"]), dtype=int),
+                       np.full(len(any_method[ood]), OOD_LABEL)]
         ax = plotting.plot_roc_curves(
             {method: np.r_[s["ID"], s[ood]] for method, s in scores.items()}, y_true)
         ax.set_title(f"ROC: ID test rows vs {ood}")
