@@ -63,12 +63,29 @@ class InconsistentVersionWarning(UserWarning):
 
 
 class TorchEstimatorMixin:
-    """Pickling shared by every estimator of the suite (detectors and classifiers).
+    """What every torch estimator of the suite shares (detectors and classifiers).
 
-    The pickled state records the sklearn-reclag version, and unpickling warns when it
-    differs (as scikit-learn does for its own version). A model fitted on CUDA resumes on
-    the CPU of a machine without one: fitted arrays are numpy, only ``device_`` moves.
+    Batched evaluation: ``_batch_kwargs`` moves the fitted numpy arrays named in
+    ``_tensor_attributes`` to ``device_`` once per call and gives :func:`map_batches`
+    its arguments. Pickling: the pickled state records the sklearn-reclag version, and
+    unpickling warns when it differs (as scikit-learn does for its own version). A model
+    fitted on CUDA resumes on the CPU of a machine without one: fitted arrays are numpy,
+    only ``device_`` moves.
     """
+
+    # Names of fitted numpy attributes that the batched computations need as tensors.
+    _tensor_attributes: tuple = ()
+
+    def _batch_kwargs(self, names=None):
+        device = torch.device(self.device_)
+        dtype = resolve_dtype(self.dtype)
+        names = self._tensor_attributes if names is None else names
+        return dict(
+            batch_size=self.batch_size,
+            device=device,
+            dtype=dtype,
+            state={name: as_tensor(getattr(self, name), device, dtype) for name in names},
+        )
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -118,8 +135,6 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
     }
 
-    # Names of fitted numpy attributes that _score_batch needs as tensors.
-    _tensor_attributes: tuple = ()
     # Whether fit needs class labels (or a head to provide them).
     _needs_classes = True
 
@@ -149,7 +164,6 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
         self._validate_params()
         X, y = self._validate_fit_data(X, y)
         self.device_ = str(resolve_device(self.device))
-        resolve_dtype(self.dtype)
         self._fit(X, y)
         self.offset_ = float(self._fit_offset(X))
         return self
@@ -273,20 +287,6 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
         ).astype(np.intp)
 
     # -------------------------------------------------------------- scoring
-    def _device_state(self, names, device, dtype):
-        return {name: as_tensor(getattr(self, name), device, dtype) for name in names}
-
-    def _batch_kwargs(self, names=None):
-        device = torch.device(self.device_)
-        dtype = resolve_dtype(self.dtype)
-        names = self._tensor_attributes if names is None else names
-        return dict(
-            batch_size=self.batch_size,
-            device=device,
-            dtype=dtype,
-            state=self._device_state(names, device, dtype),
-        )
-
     def _score_array(self, X):
         return map_batches(self._score_batch, X, **self._batch_kwargs())
 

@@ -224,6 +224,7 @@ n_classes), default='normal'
     (20, 67)
     """
 
+    _tensor_attributes = ("memories_",)
     _parameter_constraints: dict = {
         "n": [Interval(Integral, 1, None, closed="left")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
@@ -398,16 +399,7 @@ n_classes), default='normal'
         return (_interaction(s * h_on, self.n, self.interaction) - f_off.unsqueeze(1)).sum(2)
 
     def _map(self, fn, X):
-        device = torch.device(self.device_)
-        dtype = resolve_dtype(self.dtype)
-        return map_batches(
-            fn,
-            X,
-            batch_size=self.batch_size,
-            device=device,
-            dtype=dtype,
-            state={"memories": as_tensor(self.memories_, device, dtype)},
-        )
+        return map_batches(fn, X, **self._batch_kwargs())
 
     def _check_X(self, X):
         check_is_fitted(self)
@@ -446,7 +438,7 @@ n_classes), default='normal'
             ``classes_[1]`` is predicted), as scikit-learn's binary classifiers return.
         """
         X = self._check_X(X)
-        decision = self._map(lambda V, state: self._log_odds(V, state["memories"]), X)
+        decision = self._map(lambda V, state: self._log_odds(V, state["memories_"]), X)
         if len(self.classes_) == 2:
             return decision[:, 1] - decision[:, 0]
         return decision
@@ -465,7 +457,7 @@ n_classes), default='normal'
         X = self._check_X(X)
         # argmax of the drives x_a: the same class as argmax c_a, without tanh's saturation.
         index = self._map(
-            lambda V, state: self._label_drive(V, state["memories"]).argmax(dim=1), X
+            lambda V, state: self._label_drive(V, state["memories_"]).argmax(dim=1), X
         )
         return self.classes_[index.astype(np.intp)]
 
@@ -485,7 +477,7 @@ n_classes), default='normal'
         """
         X = self._check_X(X)
         return self._map(
-            lambda V, state: torch.softmax(self._log_odds(V, state["memories"]), dim=1), X
+            lambda V, state: torch.softmax(self._log_odds(V, state["memories_"]), dim=1), X
         )
 
     def score_samples(self, X):
@@ -505,7 +497,7 @@ n_classes), default='normal'
         X = self._check_X(X)
 
         def neg_energy(V, state):
-            memories = state["memories"]
+            memories = state["memories_"]
             labels = memories[:, V.shape[1]:]
             predicted = self._label_drive(V, memories).argmax(dim=1)
             h = V @ memories[:, : V.shape[1]].T - labels.sum(dim=1) + 2 * labels.T[predicted]
@@ -623,7 +615,7 @@ n_classes), default='normal'
         return (plus - minus).sum(dim=1)
 
     def _relax_asynchronous(self, batch, state, *, orders):
-        memories = state["memories"]
+        memories = state["memories_"]
         n_neurons = memories.shape[1]
         sigma, free = batch[:, :n_neurons].clone(), batch[:, n_neurons:] > 0
         s = self._scale(n_neurons)
@@ -647,7 +639,7 @@ n_classes), default='normal'
         return torch.hstack([sigma, (~changed).to(sigma.dtype).unsqueeze(1)])
 
     def _relax_synchronous(self, batch, state, *, max_iter):
-        memories = state["memories"]
+        memories = state["memories_"]
         n_neurons = memories.shape[1]
         sigma, free = batch[:, :n_neurons].clone(), batch[:, n_neurons:] > 0
         s = self._scale(n_neurons)

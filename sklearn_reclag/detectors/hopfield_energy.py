@@ -138,7 +138,7 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         self.random_state = random_state
 
     def _fit_memories(self, X, labels, n_banks):
-        dtype = np.float32 if self.dtype == "float32" else np.float64
+        dtype = np.dtype(self.dtype)
         counts = np.bincount(labels, minlength=n_banks)
         if self.patterns == "mean":
             sums = np.zeros((n_banks, X.shape[1]))
