@@ -89,13 +89,17 @@ def resolve_dtype(dtype):
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}.") from None
 
 
-def as_tensor(array, device, dtype):
-    """A tensor copy of ``array`` on ``device``; the caller's array is never aliased.
+def as_tensor(array, device, dtype, *, copy=True):
+    """``array`` as a tensor on ``device``.
 
-    Copying (rather than ``torch.from_numpy``) guarantees that no in-place torch
-    operation can reach the user's data, and handles read-only memmaps.
+    By default a copy, so that no in-place torch operation can reach the user's data.
+    ``copy=False`` shares the memory of a writeable CPU array that already has ``dtype``
+    (and copies otherwise): only for callers that never write to the tensor.
     """
-    return torch.tensor(np.asarray(array), device=device, dtype=dtype)
+    array = np.asarray(array)
+    if not copy and array.flags.writeable:
+        return torch.as_tensor(array, device=device, dtype=dtype)
+    return torch.tensor(array, device=device, dtype=dtype)
 
 
 def to_numpy(tensor):
@@ -109,13 +113,15 @@ def iter_slices(n_rows, batch_size):
         yield slice(start, min(start + batch_size, n_rows))
 
 
-def map_batches(fn, X, *, batch_size, device, dtype, state=None):
+def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False):
     """Apply ``fn(V, state)`` to ``X`` one chunk ``V`` of rows at a time, on ``device``.
 
     Only one chunk of ``X`` lives on the device at a time, so memory stays bounded for any
     number of rows. ``fn`` takes a (batch, n_features) tensor and the ``state`` mapping
     (fitted tensors already on ``device``) and returns a tensor whose first dimension is
-    the batch; the results are concatenated on the host as float64.
+    the batch; the results are concatenated on the host as float64 (a new array).
+    ``read_only=True`` promises that ``fn`` never writes to ``V``: a CPU chunk of ``X``
+    that already has ``dtype`` is then passed as a view, without a copy.
 
     Returns
     -------
@@ -125,19 +131,28 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None):
     outputs = []
     with torch.no_grad():
         for rows in iter_slices(X.shape[0], batch_size):
-            outputs.append(to_numpy(fn(as_tensor(X[rows], device, dtype), state)))
+            V = as_tensor(X[rows], device, dtype, copy=not read_only)
+            outputs.append(to_numpy(fn(V, state)))
     if not outputs:
         return np.empty((0,), dtype=np.float64)
     return np.concatenate(outputs, axis=0)
 
 
+# Above this many non-empty banks in one chunk, a loop of one product per bank costs more
+# in per-call overhead than one padded batched product, provided the padding stays small.
+_LOOP_MAX_BANKS = 64
+_PADDING_MAX_FACTOR = 4
+
+
 def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memory_chunk=4096):
     """``lse(beta * Xi_c v + bias_c)`` of every query against its own bank c only.
 
-    The queries are grouped by bank into a padded (C, W, D) tensor (W the largest group),
-    so one batched matrix product per memory chunk scores every query against its bank
-    alone: about C times less work than :func:`class_logsumexp` when the groups are
-    balanced, and never more.
+    The queries are sorted by bank; each bank then scores its contiguous group of queries
+    with one fused product (``addmm``) per memory chunk: about C times less work than
+    :func:`class_logsumexp`, whatever the mix of banks in the chunk. When the chunk
+    touches many banks (more than 64) whose groups are balanced, the groups are padded
+    into one (C, W, D) block instead and scored by one batched product, so that many
+    tiny banks do not cost one call each; the padding is then at most 4x the queries.
 
     Parameters
     ----------
@@ -145,8 +160,8 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
     route : int64 tensor of shape (B,)
         The bank of each query.
     banks, bank_mask, beta, bias, memory_chunk
-        As in :func:`class_logsumexp`; the largest intermediate has
-        C * W * memory_chunk entries.
+        As in :func:`class_logsumexp` (``memory_chunk`` memory slots per product); the
+        largest intermediate has at most 4 * B * memory_chunk entries.
 
     Returns
     -------
@@ -154,25 +169,46 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
     """
     n_queries, n_features = queries.shape
     n_banks, n_slots, _ = banks.shape
+    # Padding slots get a -inf offset, so product + offset gives the masked logits at once.
+    offset = banks.new_zeros((n_banks, n_slots)) if bias is None else bias
+    offset = offset.masked_fill(~bank_mask, -math.inf)
     order = torch.argsort(route, stable=True)
+    grouped = queries.index_select(0, order)
     counts = torch.bincount(route, minlength=n_banks)
-    starts = torch.cumsum(counts, 0) - counts
-    sorted_route = route[order]
-    position = torch.arange(n_queries, device=queries.device) - starts[sorted_route]
-    width = int(counts.max())
-    grouped = queries.new_zeros((n_banks, width, n_features))
-    grouped[sorted_route, position] = queries[order]
-    running = torch.full((n_banks, width), -math.inf, device=queries.device,
-                         dtype=queries.dtype)
-    for slots in iter_slices(n_slots, memory_chunk):
-        logits = beta * torch.bmm(grouped, banks[:, slots].transpose(1, 2))
-        if bias is not None:
-            logits = logits + bias[:, None, slots]
-        logits = logits.masked_fill(~bank_mask[:, None, slots], -math.inf)
-        running = torch.logaddexp(running, torch.logsumexp(logits, dim=2))
-    out = torch.empty(n_queries, device=queries.device, dtype=queries.dtype)
-    out[order] = running[sorted_route, position]
+    sizes = counts.tolist()
+    present = [c for c in range(n_banks) if sizes[c]]
+    width = max(sizes, default=0)
+    if len(present) > _LOOP_MAX_BANKS and n_banks * width <= _PADDING_MAX_FACTOR * n_queries:
+        sorted_route = route[order]
+        position = torch.arange(n_queries, device=queries.device) - (
+            torch.cumsum(counts, 0) - counts)[sorted_route]
+        block = queries.new_zeros((n_banks, width, n_features))
+        block[sorted_route, position] = grouped
+        running = None
+        for slots in iter_slices(n_slots, memory_chunk):
+            logits = torch.baddbmm(offset[:, None, slots], block,
+                                   banks[:, slots].transpose(1, 2), alpha=beta)
+            running = _log_add(running, torch.logsumexp(logits, dim=2))
+        sorted_out = running[sorted_route, position]
+    else:
+        sorted_out = torch.empty(n_queries, device=queries.device, dtype=queries.dtype)
+        ends = np.cumsum(sizes)
+        for c in present:
+            rows = slice(ends[c] - sizes[c], ends[c])
+            running = None
+            for slots in iter_slices(n_slots, memory_chunk):
+                logits = torch.addmm(offset[c, slots], grouped[rows], banks[c, slots].T,
+                                     alpha=beta)
+                running = _log_add(running, torch.logsumexp(logits, dim=1))
+            sorted_out[rows] = running
+    out = torch.empty_like(sorted_out)
+    out[order] = sorted_out
     return out
+
+
+def _log_add(running, value):
+    """Online logsumexp: merge a chunk's ``value`` into ``running`` (None at the start)."""
+    return value if running is None else torch.logaddexp(running, value)
 
 
 def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=4096):

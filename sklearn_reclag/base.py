@@ -276,19 +276,21 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
 
     @staticmethod
     def _head_logits(V, state):
-        return V @ state["head_coef_"].T + state["head_intercept_"]
+        return torch.addmm(state["head_intercept_"], V, state["head_coef_"].T)
 
     def _predict_class_index(self, X):
         """Index into ``classes_`` of the head's prediction for each row (int array)."""
         return map_batches(
             lambda V, state: self._head_logits(V, state).argmax(dim=1),
             X,
+            read_only=True,
             **self._batch_kwargs(("head_coef_", "head_intercept_")),
         ).astype(np.intp)
 
     # -------------------------------------------------------------- scoring
     def _score_array(self, X):
-        return map_batches(self._score_batch, X, **self._batch_kwargs())
+        # Scoring never writes to its input chunk (tests/test_*::*not_mutated).
+        return map_batches(self._score_batch, X, read_only=True, **self._batch_kwargs())
 
     def score_samples(self, X):
         """Score of each row: higher means more in-distribution.

@@ -52,6 +52,31 @@ def test_map_batches_covers_every_row_once(rng):
     np.testing.assert_allclose(out, X.sum(axis=1) + 1.0)
 
 
+@pytest.mark.parametrize("read_only", [False, True])
+def test_map_batches_copies_unless_read_only(rng, read_only):
+    """read_only=True hands views of a matching-dtype CPU array to fn (no copy); a
+    read-only array or a dtype change is still copied; the output is always new."""
+    X = rng.normal(size=(20, 3))
+    seen = []
+
+    def fn(V, state):
+        seen.append(np.shares_memory(V.numpy(), X))
+        return V
+
+    kwargs = {"batch_size": 8, "device": torch.device("cpu"), "read_only": read_only}
+    out = map_batches(fn, X, dtype=torch.float64, **kwargs)
+    assert seen == [read_only] * 3
+    assert not np.shares_memory(out, X)
+    np.testing.assert_array_equal(out, X)
+
+    seen.clear()
+    map_batches(fn, X, dtype=torch.float32, **kwargs)
+    assert seen == [False] * 3
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    map_batches(lambda V, state: V, frozen, dtype=torch.float64, **kwargs)  # no warning
+
+
 @pytest.mark.parametrize("memory_chunk", [1, 3, 100])
 def test_class_logsumexp_equals_numpy_over_ragged_banks(rng, memory_chunk):
     beta = 0.7
@@ -129,3 +154,30 @@ def test_routed_logsumexp_equals_the_routed_column_of_class_logsumexp(rng, memor
                               memory_chunk=memory_chunk)
     np.testing.assert_allclose(routed.numpy(), full[torch.arange(11), route].numpy(),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("spread", ["all banks, balanced", "few banks", "one bank"])
+@pytest.mark.parametrize("memory_chunk", [1, 3, 100])
+def test_routed_logsumexp_over_many_banks(rng, spread, memory_chunk):
+    """Many banks take the padded batched product when the groups are balanced and the
+    per-bank loop otherwise; both equal the routed column of class_logsumexp, including
+    a bank whose slots are all padding (-inf)."""
+    n_banks, n_queries = 80, 400
+    queries = torch.tensor(rng.normal(size=(n_queries, 6)))
+    banks = torch.tensor(rng.normal(size=(n_banks, 5, 6)))
+    mask = torch.tensor(rng.random((n_banks, 5)) < 0.7)
+    mask[:, 0] = True
+    mask[7] = False
+    bias = torch.tensor(rng.normal(size=(n_banks, 5)))
+    route = {
+        "all banks, balanced": rng.permutation(np.arange(n_queries) % n_banks),
+        "few banks": rng.choice([3, 7, 50], size=n_queries),
+        "one bank": np.full(n_queries, 11),
+    }[spread]
+    route = torch.tensor(route)
+    full = class_logsumexp(queries, banks, mask, 0.8, bias=bias)
+    routed = routed_logsumexp(queries, route, banks, mask, 0.8, bias=bias,
+                              memory_chunk=memory_chunk)
+    np.testing.assert_allclose(routed.numpy(), full[torch.arange(n_queries), route].numpy(),
+                               rtol=1e-12)
+    assert np.isneginf(routed.numpy()[route.numpy() == 7]).all()

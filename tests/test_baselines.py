@@ -114,11 +114,14 @@ def test_scores_do_not_depend_on_batch_size(rng, Detector):
     np.testing.assert_allclose(full, chunked, rtol=1e-6)
 
 
+# The detectors' dtype matches X's: scoring then reads views of X, never copies.
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("Detector", DETECTORS)
-def test_inputs_are_not_modified(rng, Detector):
+def test_inputs_are_not_modified(rng, Detector, dtype):
     X, y, (coef, intercept) = _problem(rng)
+    X = X.astype(dtype)
     copies = [a.copy() for a in (X, y, coef, intercept)]
-    det = Detector(head=(coef, intercept), device="cpu").fit(X, y)
+    det = Detector(head=(coef, intercept), device="cpu", dtype=dtype).fit(X, y)
     det.score_samples(X)
     det.predict(X)
     for original, copy in zip((X, y, coef, intercept), copies):

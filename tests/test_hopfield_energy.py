@@ -122,7 +122,8 @@ def test_without_labels_a_fitted_head_gives_the_labels(data):
 
 def test_chunked_scoring_bounds_memory_and_matches(data, monkeypatch):
     """Tiny chunks of rows and of stored patterns give the same scores, and no block
-    larger than the budget (rows x classes x memory chunk) is ever built."""
+    larger than the budget (rows x classes x memory chunk for routing='max', 4 x rows x
+    memory chunk for routing='predicted') is ever built."""
     X, y, X_test, head = data
     for routing in ("predicted", "max"):
         whole = HopfieldEnergyDetector(beta=0.5, routing=routing, head=head, device="cpu",
@@ -137,8 +138,7 @@ def test_chunked_scoring_bounds_memory_and_matches(data, monkeypatch):
             return real_class(queries, banks, mask, beta, bias=bias, memory_chunk=memory_chunk)
 
         def spy_routed(queries, route, banks, mask, beta, *, bias, memory_chunk):
-            width = int(np.bincount(route.numpy(), minlength=banks.shape[0]).max())
-            blocks.append(banks.shape[0] * width * min(memory_chunk, banks.shape[1]))
+            blocks.append(4 * queries.shape[0] * min(memory_chunk, banks.shape[1]))
             return real_routed(queries, route, banks, mask, beta, bias=bias,
                                memory_chunk=memory_chunk)
 
@@ -192,11 +192,16 @@ def test_class_never_classified_correctly_stores_all_its_rows():
     assert np.isfinite(det.score_samples(X)).all()
 
 
-def test_inputs_are_not_modified(data):
-    """fit and score_samples leave the caller's arrays as they were."""
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("routing", ["predicted", "max"])
+def test_inputs_are_not_modified(data, dtype, routing):
+    """fit and score_samples leave the caller's arrays as they were (with a matching
+    dtype scoring reads views of X)."""
     X, y, X_test, head = data
+    X, X_test = X.astype(dtype), X_test.astype(dtype)
     X_copy, y_copy, test_copy = X.copy(), y.copy(), X_test.copy()
-    HopfieldEnergyDetector(head=head, device="cpu").fit(X, y).score_samples(X_test)
+    det = HopfieldEnergyDetector(head=head, routing=routing, device="cpu", dtype=dtype)
+    det.fit(X, y).score_samples(X_test)
     np.testing.assert_array_equal(X, X_copy)
     np.testing.assert_array_equal(y, y_copy)
     np.testing.assert_array_equal(X_test, test_copy)

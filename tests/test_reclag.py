@@ -327,12 +327,17 @@ def test_bad_input_raises_clear_error(data, params, change, match):
         RecLagDetector(device="cpu", **params).fit(X, y)
 
 
-def test_inputs_are_not_modified(data):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inputs_are_not_modified(data, dtype):
+    """With a matching dtype scoring reads views of X; nothing writes to them."""
     X, y, X_test, head = data
+    X, X_test = X.astype(dtype), X_test.astype(dtype)
     copies = X.copy(), y.copy(), X_test.copy()
-    det = _fit(data)
+    det = _fit((X, y, X_test, head), dtype=dtype)
     det.score_samples(X_test)
-    det.transform(X_test)
+    det.predict(X_test)
+    retrieved = det.transform(X_test)
+    assert not np.shares_memory(retrieved, X_test)
     for original, copy in zip((X, y, X_test), copies, strict=True):
         np.testing.assert_array_equal(original, copy)
 

@@ -183,7 +183,8 @@ class _MemoryBankDetector(BaseOODDetector):
     def _routed_lse(self, V, state, bank_index):
         """``lse(beta * Xi_c v)`` (B,) against each row's own bank c only."""
         banks, mask = state["memories_"], state["memory_mask_"] > 0.5
-        memory_chunk = max(1, _SCORE_BLOCK // (V.shape[0] * banks.shape[0]))
+        # routed_logsumexp's largest block: 4 * rows * memory_chunk entries.
+        memory_chunk = max(1, _SCORE_BLOCK // (4 * V.shape[0]))
         return routed_logsumexp(V, bank_index, banks, mask, self.beta,
                                 bias=self._memory_bias(banks), memory_chunk=memory_chunk)
 
