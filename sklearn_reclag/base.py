@@ -55,6 +55,8 @@ def drop_ood_rows(X, y):
             f"Every row of y is OOD_LABEL ({OOD_LABEL}): there are no in-distribution "
             "rows to fit on."
         )
+    if keep.all():
+        return X, y
     return X[keep], y[keep]
 
 

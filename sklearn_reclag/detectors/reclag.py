@@ -83,7 +83,7 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
 
 
 # -------------------------------------------------------------------------- solver 'sae'
-def draw_memories(probs, uniforms, n_valid):
+def draw_memories(probs, uniforms, last):
     """Categorical draws by inverse CDF: the first index whose cumulative probability
     reaches u.
 
@@ -91,22 +91,36 @@ def draw_memories(probs, uniforms, n_valid):
     ----------
     probs : tensor of shape (C, M, B)
         A distribution over the M memories for each of the B rows of each class.
-    uniforms : tensor of shape (C, S, B), values in [0, 1)
-    n_valid : tensor of shape (C, 1, 1)
-        Real memories per class; rounding of the cumulative sum never picks padding.
+    uniforms : tensor of shape (C, B, S), values in [0, 1)
+        The S uniform numbers of each row (rows first: the layout searchsorted reads).
+    last : tensor of shape (C, 1, 1)
+        Index of the last real memory of each class (0 for an empty bank): rounding of
+        the cumulative sum never picks padding.
 
     Returns
     -------
     tensor of shape (C, S, B) of int64
     """
-    cdf = probs.cumsum(dim=1)
-    index = (cdf[:, None, :, :] < uniforms[:, :, None, :]).sum(dim=2)
-    # clamp(min=0): a class without memories (an empty bank) draws slot 0 of its padding.
-    return torch.minimum(index, (n_valid - 1).clamp(min=0))
+    cdf = probs.cumsum(dim=1).transpose(1, 2).contiguous()
+    # searchsorted (left) counts the cumulative probabilities below u, without the
+    # (C, S, M, B) comparison block a broadcast comparison would build.
+    index = torch.searchsorted(cdf, uniforms).transpose(1, 2)
+    return torch.minimum(index, last)
+
+
+def _padding_logits(memory_mask, dtype):
+    """(C, M, 1): 0 on real memories, -inf on padding (added to logits, it masks them)."""
+    return torch.zeros(memory_mask.shape, dtype=dtype, device=memory_mask.device).masked_fill_(
+        ~memory_mask, -math.inf)[:, :, None]
+
+
+def _last_memory(memory_mask):
+    return (memory_mask.sum(dim=1) - 1).clamp_(min=0)[:, None, None]
 
 
 def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="categorical",
-                      x_sq=None, compute_loss=True):
+                      x_sq=None, compute_loss=True, padding_logits=None, last_memory=None,
+                      out=None):
     """The official objective on one batch per class, and its gradient.
 
     For each class (specs/reclag.md), with z = softmax(beta * x Xi^T), S memories
@@ -140,6 +154,11 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
         ``|x|^2`` of the rows, when the caller has it already.
     compute_loss : bool, default=True
         False skips the loss (the gradient does not need it) and returns None for it.
+    padding_logits, last_memory : tensors, default=None
+        ``memory_mask`` in the forms the step uses, when the caller has them already
+        (a training loop computes them once).
+    out : tensor of shape (C, M, D), default=None
+        Where to write the gradient (a training loop reuses one buffer).
 
     Returns
     -------
@@ -147,33 +166,41 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     grad : tensor of shape (C, M, D)
     """
     n_draws, batch, n_features = uniforms.shape[1], x.shape[1], x.shape[2]
+    uniforms_by_row = uniforms.transpose(1, 2)
+    if not uniforms_by_row.is_contiguous():
+        uniforms_by_row = uniforms_by_row.contiguous()
     x_sq = (x * x).sum(dim=-1) if x_sq is None else x_sq
+    if padding_logits is None:
+        padding_logits = _padding_logits(memory_mask, x.dtype)
+    if last_memory is None:
+        last_memory = _last_memory(memory_mask)
     # Memories on dim 1 and rows last: a softmax over a short middle dimension is fast.
-    padding = ~memory_mask[:, :, None]
     dots = torch.bmm(memories, x.transpose(1, 2))  # (C, M, B)
-    z = torch.softmax((beta * dots).masked_fill(padding, -math.inf), dim=1)
-    probs = z
-    if sampler == "official":
-        probs = torch.softmax(z.masked_fill(padding, -math.inf), dim=1)
-    drawn = draw_memories(probs, uniforms, memory_mask.sum(dim=1)[:, None, None])  # (C, S, B)
+    z = torch.softmax(torch.add(padding_logits, dots, alpha=beta), dim=1)
+    probs = z if sampler == "categorical" else torch.softmax(z + padding_logits, dim=1)
+    drawn = draw_memories(probs, uniforms_by_row, last_memory)  # (C, S, B)
 
-    # Per draw: z of the drawn memory and |x - xi_s|^2 = |x|^2 - 2 x.xi_s + |xi_s|^2.
+    # |x - xi|^2 = |x|^2 - 2 x.xi + |xi|^2 for every (memory, row), then per draw.
+    sq_norms = torch.linalg.vector_norm(memories, dim=-1, keepdim=True).square_()
+    sq_dist = dots.mul(-2.0).add_(sq_norms).add_(x_sq[:, None, :])
+    sq_dist = sq_dist.gather(1, drawn).clamp_(min=0)
     z_drawn = z.gather(1, drawn)
-    sq_norms = torch.linalg.vector_norm(memories, dim=-1, keepdim=True).square_().expand_as(dots)
-    sq_dist = (sq_norms.gather(1, drawn) - 2 * dots.gather(1, drawn)).add_(x_sq[:, None, :])
-    sq_dist.clamp_(min=0)
-    p = torch.exp(-0.5 * sq_dist).add_(_WEIGHT_EPS)
-    w = p.div_(p.mean(dim=1, keepdim=True))
+    w = torch.exp(sq_dist * -0.5).add_(_WEIGHT_EPS)
+    w = w.div_(w.mean(dim=1, keepdim=True))
     loss = None
     if compute_loss:
         loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).mean(dim=(1, 2))
 
     a = w * z_drawn / (z_drawn + _LOG_EPS)
-    weighted = torch.zeros_like(dots).scatter_add_(1, drawn, w)
-    coef = torch.zeros_like(dots).scatter_add_(1, drawn, a).sub_(z * a.sum(dim=1, keepdim=True))
-    coef.mul_(beta).add_(weighted, alpha=2.0 / n_features)
+    # coef = beta (A - z sum_s a_s) + (2/D) W, with one scatter of beta a + (2/D) w.
+    src = torch.add(w, a, alpha=beta * n_features / 2).mul_(2.0 / n_features)
+    coef = torch.zeros_like(dots).scatter_add_(1, drawn, src)
+    coef.sub_(z * a.sum(dim=1, keepdim=True).mul_(beta))
     scale = 1.0 / (n_draws * batch)
-    grad = memories * weighted.sum(dim=2, keepdim=True).mul_(2.0 * scale / n_features)
+    # sum_b W[mu, b] from the draws directly: W itself is not needed.
+    weight_sum = torch.zeros_like(sq_norms[:, :, 0]).scatter_add_(
+        1, drawn.flatten(1), w.flatten(1))
+    grad = torch.mul(memories, weight_sum[:, :, None].mul_(2.0 * scale / n_features), out=out)
     return loss, grad.baddbmm_(coef, x, alpha=-scale)
 
 
@@ -186,7 +213,8 @@ class _MaskedAdam:
     for the bias corrections. The batched run thus equals one torch.optim.Adam per class.
     Idleness enters as zero interpolation weights and step sizes, which leave a class
     exactly as it was; the per-class factors of a whole epoch are computed once, on the
-    host, in float64 as torch's Adam does.
+    host, in float64 as torch's Adam does. A step allocates nothing: its temporaries go
+    to one scratch buffer.
     """
 
     def __init__(self, param, n_batches, *, lr, betas=_ADAM_BETAS, eps=_ADAM_EPS):
@@ -194,29 +222,37 @@ class _MaskedAdam:
         self.n_batches = np.asarray(n_batches)
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
+        self._scratch = torch.empty_like(param)
+        # sqrt of zeros and subnormals takes a slow path on x86 CPUs (about 5x); adding
+        # the smallest normal number changes sqrt(v) by at most sqrt(tiny) (1e-19 in
+        # float32), far below eps.
+        self._tiny = torch.finfo(param.dtype).tiny
 
     def epoch_factors(self, epoch):
-        """Per (batch index, class): lerp weights of the two moments, step size and
-        sqrt of the second bias correction, as a tensor of shape (n_batches, 4, C)."""
+        """Per (batch index, class): lerp weights of the two moments, ``eps * b2`` and
+        ``step_size * b2`` (b2 the square root of the second bias correction), as a
+        tensor of shape (n_batches, 4, C)."""
         beta1, beta2 = self.betas
         b = np.arange(self.n_batches.max())[:, None]
         active = b < self.n_batches
         t = epoch * self.n_batches + np.minimum(b + 1, np.maximum(self.n_batches, 1))
+        bias2 = np.sqrt(1 - beta2**t)
         return np.stack([
             (1 - beta1) * active,
             (1 - beta2) * active,
-            active * self.lr / (1 - beta1**t),
-            np.sqrt(1 - beta2**t),
+            self.eps * bias2,
+            active * self.lr / (1 - beta1**t) * bias2,
         ], axis=1)
 
     def step(self, param, grad, factors):
         """Update ``param`` (C, M, D) in place; ``factors`` is one row of epoch_factors."""
-        lerp1, lerp2, step_size, bias2 = factors[:, :, None, None]
+        lerp1, lerp2, eps, step_size = factors[:, :, None, None]
         self.exp_avg.lerp_(grad, lerp1)
-        self.exp_avg_sq.lerp_(grad * grad, lerp2)
-        denom = self.exp_avg_sq.sqrt().div_(bias2).add_(self.eps)
-        # step_size / denom in one pass; a zero step size (idle class) gives 0 exactly.
-        param.addcdiv_(self.exp_avg, denom.div_(step_size), value=-1.0)
+        self.exp_avg_sq.lerp_(torch.mul(grad, grad, out=self._scratch), lerp2)
+        # step_size m / (sqrt(v) / b2 + eps) = (step_size b2) m / (sqrt(v) + eps b2); a
+        # zero step size (idle class) gives 0 exactly.
+        denom = torch.add(self.exp_avg_sq, self._tiny, out=self._scratch).sqrt_()
+        param.addcdiv_(self.exp_avg, denom.add_(eps).div_(step_size), value=-1.0)
 
 
 def fit_sae(data, counts, memories, memory_mask, *, beta, n_draws, max_epochs, batch_size,
@@ -252,19 +288,29 @@ def fit_sae(data, counts, memories, memory_mask, *, beta, n_draws, max_epochs, b
     n_batches = np.asarray(counts) // batch_size
     memories = memories.clone()  # updated in place
     optimizer = _MaskedAdam(memories, n_batches, lr=lr)
-    data_sq = (data * data).sum(dim=-1)
+    # One contiguous (C, B, D) block per batch index, and the mask in the forms the step
+    # uses: computed once, not at every step.
+    n_steps = int(n_batches.max(initial=0))
+    batches = data[:, : n_steps * batch_size].reshape(
+        data.shape[0], n_steps, batch_size, data.shape[2]).transpose(0, 1).contiguous()
+    batches_sq = torch.linalg.vector_norm(batches, dim=-1).square_()
+    mask_kwargs = {"padding_logits": _padding_logits(memory_mask, memories.dtype),
+                   "last_memory": _last_memory(memory_mask)}
+    grad_buffer = torch.empty_like(memories)
     epochs = tqdm(range(max_epochs), desc="RecLag (sae)", unit="epoch", disable=verbose <= 0)
     for epoch in epochs:
-        epoch_uniforms = uniforms(epoch)
+        # (n_batches, C, S, B) viewed as (..., C, S, B) with rows-first memory, once per
+        # epoch: see draw_memories.
+        epoch_uniforms = uniforms(epoch).transpose(-1, -2).contiguous().transpose(-1, -2)
         factors = torch.as_tensor(
             optimizer.epoch_factors(epoch), device=memories.device, dtype=memories.dtype
         )
         losses = []
-        for b in range(int(n_batches.max(initial=0))):
-            rows = slice(b * batch_size, (b + 1) * batch_size)
+        for b in range(n_steps):
             loss, grad = sae_loss_and_grad(
-                data[:, rows], memories, memory_mask, epoch_uniforms[b], beta=beta,
-                sampler=sampler, x_sq=data_sq[:, rows], compute_loss=verbose > 0,
+                batches[b], memories, memory_mask, epoch_uniforms[b], beta=beta,
+                sampler=sampler, x_sq=batches_sq[b], compute_loss=verbose > 0, out=grad_buffer,
+                **mask_kwargs,
             )
             optimizer.step(memories, grad, factors[b])
             if verbose > 0:
@@ -476,6 +522,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             X, labels, n_banks, self.n_memories, init=self.init, init_norm=self.init_norm,
             random_state=rng,
         )
+        # A private array: the solvers read it in place (as_tensor(copy=False)).
         data, row_mask = pad_banks(X, labels, n_banks)
         memories = as_tensor(init, device, dtype)
         memory_mask = as_tensor(mask, device, torch.bool)
@@ -485,7 +532,8 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                 self.n_iter_ = self.max_epochs
             else:
                 memories, self.n_iter_ = fit_em(
-                    as_tensor(data, device, dtype), as_tensor(row_mask, device, dtype),
+                    as_tensor(data, device, dtype, copy=False),
+                    as_tensor(row_mask, device, dtype),
                     memories, memory_mask, beta=self.beta, max_iter=self.max_epochs,
                 )
         # Padding slots hold zeros whatever the solver did there (an empty bank's updates
@@ -516,9 +564,9 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             return torch.rand(shape, generator=generator, device=device, dtype=dtype)
 
         return fit_sae(
-            as_tensor(data, device, dtype), counts, memories, memory_mask, beta=self.beta,
-            n_draws=self.n_draws,
-            max_epochs=self.max_epochs, batch_size=self.learning_batch_size, lr=self.lr,
+            as_tensor(data, device, dtype, copy=False), counts, memories, memory_mask,
+            beta=self.beta, n_draws=self.n_draws, max_epochs=self.max_epochs,
+            batch_size=self.learning_batch_size, lr=self.lr,
             uniforms=uniforms, sampler=self.sampler, verbose=self.verbose,
         )
 
