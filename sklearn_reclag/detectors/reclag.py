@@ -192,16 +192,16 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
         loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).mean(dim=(1, 2))
 
     a = w * z_drawn / (z_drawn + _LOG_EPS)
-    # coef = beta (A - z sum_s a_s) + (2/D) W, with one scatter of beta a + (2/D) w.
-    src = torch.add(w, a, alpha=beta * n_features / 2).mul_(2.0 / n_features)
-    coef = torch.zeros_like(dots).scatter_add_(1, drawn, src)
-    coef.sub_(z * a.sum(dim=1, keepdim=True).mul_(beta))
+    # coef / beta = (A - z sum_s a_s) + (2 / (beta D)) W, with one scatter for A and W.
+    coef = torch.zeros_like(dots).scatter_add_(
+        1, drawn, torch.add(a, w, alpha=2.0 / (beta * n_features)))
+    coef.addcmul_(z, a.sum(dim=1, keepdim=True), value=-1.0)
     scale = 1.0 / (n_draws * batch)
-    # sum_b W[mu, b] from the draws directly: W itself is not needed.
+    # sum_b W[mu, b] from the draws directly.
     weight_sum = torch.zeros_like(sq_norms[:, :, 0]).scatter_add_(
         1, drawn.flatten(1), w.flatten(1))
-    grad = torch.mul(memories, weight_sum[:, :, None].mul_(2.0 * scale / n_features), out=out)
-    return loss, grad.baddbmm_(coef, x, alpha=-scale)
+    grad = torch.mul(memories, weight_sum[:, :, None], out=out)
+    return loss, grad.baddbmm_(coef, x, beta=2.0 * scale / n_features, alpha=-scale * beta)
 
 
 class _MaskedAdam:
