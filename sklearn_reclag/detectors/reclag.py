@@ -175,14 +175,16 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     if last_memory is None:
         last_memory = _last_memory(memory_mask)
     # Memories on dim 1 and rows last: a softmax over a short middle dimension is fast.
-    dots = torch.bmm(memories, x.transpose(1, 2))  # (C, M, B)
-    z = torch.softmax(torch.add(padding_logits, dots, alpha=beta), dim=1)
+    # beta * x.xi, -inf on padding (C, M, B).
+    logits = torch.baddbmm(padding_logits, memories, x.transpose(1, 2), alpha=beta)
+    z = torch.softmax(logits, dim=1)
     probs = z if sampler == "categorical" else torch.softmax(z + padding_logits, dim=1)
     drawn = draw_memories(probs, uniforms_by_row, last_memory)  # (C, S, B)
 
-    # |x - xi|^2 = |x|^2 - 2 x.xi + |xi|^2 for every (memory, row), then per draw.
+    # |x - xi|^2 = |x|^2 - 2 x.xi + |xi|^2 for every (memory, row), then per draw (never
+    # padding, whose -inf logits give +inf here).
     sq_norms = torch.linalg.vector_norm(memories, dim=-1, keepdim=True).square_()
-    sq_dist = dots.mul(-2.0).add_(sq_norms).add_(x_sq[:, None, :])
+    sq_dist = torch.add(sq_norms, logits, alpha=-2.0 / beta).add_(x_sq[:, None, :])
     sq_dist = sq_dist.gather(1, drawn).clamp_(min=0)
     z_drawn = z.gather(1, drawn)
     w = torch.exp(sq_dist * -0.5).add_(_WEIGHT_EPS)
@@ -193,7 +195,7 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
 
     a = w * z_drawn / (z_drawn + _LOG_EPS)
     # coef / beta = (A - z sum_s a_s) + (2 / (beta D)) W, with one scatter for A and W.
-    coef = torch.zeros_like(dots).scatter_add_(
+    coef = torch.zeros_like(logits).scatter_add_(
         1, drawn, torch.add(a, w, alpha=2.0 / (beta * n_features)))
     coef.addcmul_(z, a.sum(dim=1, keepdim=True), value=-1.0)
     scale = 1.0 / (n_draws * batch)
