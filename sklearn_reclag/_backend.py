@@ -170,8 +170,7 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
     n_queries, n_features = queries.shape
     n_banks, n_slots, _ = banks.shape
     # Padding slots get a -inf offset, so product + offset gives the masked logits at once.
-    offset = banks.new_zeros((n_banks, n_slots)) if bias is None else bias
-    offset = offset.masked_fill(~bank_mask, -math.inf)
+    offset = _masked_offset(banks, bank_mask, bias)
     order = torch.argsort(route, stable=True)
     grouped = queries.index_select(0, order)
     counts = torch.bincount(route, minlength=n_banks)
@@ -235,15 +234,24 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=
     tensor of shape (B, C)
         ``log sum_{mu in bank c} exp(beta * xi_mu . v)``; -inf for an empty bank.
     """
-    n_queries = queries.shape[0]
+    n_queries, n_features = queries.shape
     n_classes, n_slots, _ = banks.shape
-    running = torch.full(
-        (n_queries, n_classes), -math.inf, device=queries.device, dtype=queries.dtype
-    )
+    offset = _masked_offset(banks, bank_mask, bias)
+    running = None
     for slots in iter_slices(n_slots, memory_chunk):
-        logits = beta * torch.einsum("bd,cmd->bcm", queries, banks[:, slots])
-        if bias is not None:
-            logits = logits + bias[:, slots]
-        logits = logits.masked_fill(~bank_mask[:, slots], -math.inf)
-        running = torch.logaddexp(running, torch.logsumexp(logits, dim=2))
+        width = slots.stop - slots.start
+        # One GEMM with the scale and the offsets in its epilogue: no extra pass over the
+        # (B, C * chunk) logits to scale or mask them.
+        logits = torch.addmm(offset[:, slots].reshape(-1), queries,
+                             banks[:, slots].reshape(-1, n_features).T, alpha=beta)
+        lse = torch.logsumexp(logits.view(n_queries, n_classes, width), dim=2)
+        running = _log_add(running, lse)
+    if running is None:  # no memory slots at all
+        return queries.new_full((n_queries, n_classes), -math.inf)
     return running
+
+
+def _masked_offset(banks, bank_mask, bias):
+    """(C, M) term added to the logits: ``bias`` (or 0), -inf on padding slots."""
+    offset = banks.new_zeros(bank_mask.shape) if bias is None else bias
+    return offset.masked_fill(~bank_mask, -math.inf)
