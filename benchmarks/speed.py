@@ -60,6 +60,9 @@ from sklearn_reclag.detectors._banks import pad_banks
 from sklearn_reclag.detectors.reclag import initial_memories
 from sklearn_reclag.metrics import fpr_at_tpr
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collect_results import collect  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 2**30
 MIB = 2**20
@@ -782,6 +785,8 @@ def main(argv=None):
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(out + summary + body + footer))
     print(f"wrote {output}")
+    if args.output is None and not args.quick:
+        print(f"wrote {collect()}")
     return output
 
 

@@ -13,7 +13,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_reclag import RecLagDetector
 from sklearn_reclag._reference import fit_reclag_reference, reference_loss
-from sklearn_reclag.detectors.reclag import fit_sae, initial_memories, sae_loss_and_grad
+from sklearn_reclag.detectors.reclag import (
+    fit_sae,
+    initial_memories,
+    sae_batches,
+    sae_loss_and_grad,
+)
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +160,19 @@ def test_transform_with_gamma_below_n_memories_leaves_the_origin(data):
 
 
 # ------------------------------------------------------------------- the 'sae' solver
-def _padded(X, y, n_classes):
-    counts = np.bincount(y, minlength=n_classes)
-    data = np.zeros((n_classes, counts.max(), X.shape[1]))
-    for c in range(n_classes):
-        data[c, : counts[c]] = X[y == c]
-    return data, counts
+def test_sae_batches_are_each_class_rows_in_order_batch_major(rng):
+    """batches[b, c] holds rows b*B .. (b+1)*B - 1 of class c in their order in X; a
+    class's last partial batch is dropped and its exhausted steps are zeros."""
+    y = rng.permutation(np.repeat([0, 1, 2], [23, 9, 4]))
+    X = rng.normal(size=(len(y), 3))
+    batches, n_batches = sae_batches(X, y, 4, 4)
+    assert batches.shape == (5, 4, 4, 3)
+    assert n_batches.tolist() == [5, 2, 1, 0]
+    for c in range(4):
+        rows = X[y == c]
+        for b in range(5):
+            expected = rows[4 * b:4 * b + 4] if b < n_batches[c] else np.zeros((4, 3))
+            np.testing.assert_array_equal(batches[b, c], expected)
 
 
 @pytest.mark.parametrize("sampler", ["categorical", "official"])
@@ -202,10 +214,11 @@ def test_sae_batched_equals_per_class_reference_step_for_step(sampler, epochs):
         lr=0.05, init_memories=init, sampler=sampler, dtype=torch.float64,
         uniforms=lambda c, e, b: uniforms[e, b, c],
     )
-    data, counts = _padded(X, y, 3)
+    batches, n_batches = sae_batches(X, y, 3, batch)
+    assert n_batches.tolist() == [5, 2, 0]
     got = fit_sae(
-        torch.tensor(data), counts, torch.tensor(init), torch.tensor(mask),
-        beta=0.7, n_draws=n_draws, max_epochs=epochs, batch_size=batch, lr=0.05,
+        torch.tensor(batches), n_batches, torch.tensor(init), torch.tensor(mask),
+        beta=0.7, n_draws=n_draws, max_epochs=epochs, lr=0.05,
         uniforms=lambda e: torch.tensor(uniforms[e]), sampler=sampler,
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-10)

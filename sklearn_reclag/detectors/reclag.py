@@ -257,29 +257,61 @@ class _MaskedAdam:
         param.addcdiv_(self.exp_avg, denom.add_(eps).div_(step_size), value=-1.0)
 
 
-def fit_sae(data, counts, memories, memory_mask, *, beta, n_draws, max_epochs, batch_size,
-            lr, uniforms, sampler="categorical", verbose=0):
-    """Train the memories of every class by the official objective, all classes at once.
+def sae_batches(X, labels, n_banks, batch_size):
+    """The training batches of every class, batch-major: what :func:`fit_sae` reads.
 
-    Batches are taken in order, without shuffling, and the last partial batch of each class
-    is dropped (as the official code does): class c has ``counts[c] // batch_size``
-    batches per epoch and is idle once they are used up, so the batched run equals one
-    run per class.
+    Batches are taken in order, without shuffling, and the last partial batch of each
+    class is dropped, as the official code does.
 
     Parameters
     ----------
-    data : tensor of shape (C, N, D)
-        Stored patterns of each class, padded.
-    counts : array-like of shape (C,) of int
-        Real rows of each class in ``data``.
+    X : ndarray of shape (n_samples, n_features)
+    labels : ndarray of shape (n_samples,) of int
+        Bank index of each row, in ``range(n_banks)``.
+    n_banks : int
+    batch_size : int
+
+    Returns
+    -------
+    batches : ndarray of shape (n_steps, n_banks, batch_size, n_features)
+        ``batches[b, c]`` is the b-th batch of class c (zeros once class c has no batch
+        left); one contiguous block per step.
+    n_batches : ndarray of shape (n_banks,) of int
+        Batches per class; ``n_steps = n_batches.max()``.
+    """
+    labels = np.asarray(labels, dtype=np.intp)
+    n_batches = np.bincount(labels, minlength=n_banks) // batch_size
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    position = np.arange(len(order)) - np.searchsorted(sorted_labels, sorted_labels)
+    keep = position < n_batches[sorted_labels] * batch_size
+    rows, banks, position = order[keep], sorted_labels[keep], position[keep]
+    batches = np.zeros((int(n_batches.max(initial=0)), n_banks, batch_size, X.shape[1]),
+                       dtype=X.dtype)
+    batches[position // batch_size, banks, position % batch_size] = X[rows]
+    return batches, n_batches
+
+
+def fit_sae(batches, n_batches, memories, memory_mask, *, beta, n_draws, max_epochs,
+            lr, uniforms, sampler="categorical", verbose=0):
+    """Train the memories of every class by the official objective, all classes at once.
+
+    Class c has ``n_batches[c]`` batches per epoch, taken in order, and is idle once
+    they are used up, so the batched run equals one run per class.
+
+    Parameters
+    ----------
+    batches : tensor of shape (n_steps, C, B, D)
+        The training batches, batch-major (see :func:`sae_batches`).
+    n_batches : array-like of shape (C,) of int
+        Batches per class.
     memories : tensor of shape (C, M, D)
         Initial memories (zeros on padding).
     memory_mask : bool tensor of shape (C, M)
     uniforms : callable
-        ``uniforms(epoch)`` returns a tensor of shape (n_batches, C, n_draws,
-        batch_size) of values in [0, 1): the randomness of one epoch's draws. Passing the
-        same numbers to :func:`sklearn_reclag._reference.fit_reclag_reference` gives the
-        same draws.
+        ``uniforms(epoch)`` returns a tensor of shape (n_steps, C, n_draws, B) of values
+        in [0, 1): the randomness of one epoch's draws. Passing the same numbers to
+        :func:`sklearn_reclag._reference.fit_reclag_reference` gives the same draws.
     verbose : int
         > 0 shows a progress bar over epochs.
 
@@ -287,14 +319,11 @@ def fit_sae(data, counts, memories, memory_mask, *, beta, n_draws, max_epochs, b
     -------
     memories : tensor of shape (C, M, D)
     """
-    n_batches = np.asarray(counts) // batch_size
+    n_batches = np.asarray(n_batches)
+    n_steps = batches.shape[0]
     memories = memories.clone()  # updated in place
     optimizer = _MaskedAdam(memories, n_batches, lr=lr)
-    # One contiguous (C, B, D) block per batch index, and the mask in the forms the step
-    # uses: computed once, not at every step.
-    n_steps = int(n_batches.max(initial=0))
-    batches = data[:, : n_steps * batch_size].reshape(
-        data.shape[0], n_steps, batch_size, data.shape[2]).transpose(0, 1).contiguous()
+    # |x|^2 of every row and the mask in the forms the step uses: once, not per step.
     batches_sq = torch.linalg.vector_norm(batches, dim=-1).square_()
     mask_kwargs = {"padding_logits": _padding_logits(memory_mask, memories.dtype),
                    "last_memory": _last_memory(memory_mask)}
@@ -524,15 +553,15 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             X, labels, n_banks, self.n_memories, init=self.init, init_norm=self.init_norm,
             random_state=rng,
         )
-        # A private array: the solvers read it in place (as_tensor(copy=False)).
-        data, row_mask = pad_banks(X, labels, n_banks)
         memories = as_tensor(init, device, dtype)
         memory_mask = as_tensor(mask, device, torch.bool)
         with torch.no_grad():
             if self.solver == "sae":
-                memories = self._fit_sae(data, row_mask, memories, memory_mask, rng)
+                memories = self._fit_sae(X, labels, n_banks, memories, memory_mask, rng)
                 self.n_iter_ = self.max_epochs
             else:
+                # A private array: EM reads it in place (as_tensor(copy=False)).
+                data, row_mask = pad_banks(X, labels, n_banks)
                 memories, self.n_iter_ = fit_em(
                     as_tensor(data, device, dtype, copy=False),
                     as_tensor(row_mask, device, dtype),
@@ -544,11 +573,11 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         self.memories_ = to_numpy(memories)
         self.memory_mask_ = mask
 
-    def _fit_sae(self, data, row_mask, memories, memory_mask, rng):
-        counts = row_mask.sum(axis=1)
-        idle = counts < self.learning_batch_size
+    def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng):
+        batches, n_batches = sae_batches(X, labels, n_banks, self.learning_batch_size)
+        idle = n_batches == 0
         if idle.any() and self.max_epochs > 0:
-            names = np.arange(len(counts)) if self.classes_ is None else self.classes_
+            names = np.arange(n_banks) if self.classes_ is None else self.classes_
             warnings.warn(
                 f"Classes {names[idle].tolist()} have fewer stored patterns than "
                 f"learning_batch_size={self.learning_batch_size}: their memories keep "
@@ -559,16 +588,15 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         device, dtype = memories.device, memories.dtype
         generator = torch.Generator(device=device)
         generator.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-        n_batches = int((counts // self.learning_batch_size).max())
-        shape = (n_batches, len(counts), self.n_draws, self.learning_batch_size)
+        shape = (batches.shape[0], n_banks, self.n_draws, self.learning_batch_size)
 
         def uniforms(epoch):
             return torch.rand(shape, generator=generator, device=device, dtype=dtype)
 
+        # A private array: fit_sae reads it in place (as_tensor(copy=False)).
         return fit_sae(
-            as_tensor(data, device, dtype, copy=False), counts, memories, memory_mask,
-            beta=self.beta, n_draws=self.n_draws, max_epochs=self.max_epochs,
-            batch_size=self.learning_batch_size, lr=self.lr,
+            as_tensor(batches, device, dtype, copy=False), n_batches, memories, memory_mask,
+            beta=self.beta, n_draws=self.n_draws, max_epochs=self.max_epochs, lr=self.lr,
             uniforms=uniforms, sampler=self.sampler, verbose=self.verbose,
         )
 
