@@ -171,14 +171,15 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
     n_banks, n_slots, _ = banks.shape
     # Padding slots get a -inf offset, so product + offset gives the masked logits at once.
     offset = _masked_offset(banks, bank_mask, bias)
-    order = torch.argsort(route, stable=True)
-    grouped = queries.index_select(0, order)
+    # Rows already grouped by bank (training data sorted by class) need no sorting copy.
+    order = None if bool((route[1:] >= route[:-1]).all()) else torch.argsort(route, stable=True)
+    grouped = queries if order is None else queries.index_select(0, order)
     counts = torch.bincount(route, minlength=n_banks)
     sizes = counts.tolist()
     present = [c for c in range(n_banks) if sizes[c]]
     width = max(sizes, default=0)
     if len(present) > _LOOP_MAX_BANKS and n_banks * width <= _PADDING_MAX_FACTOR * n_queries:
-        sorted_route = route[order]
+        sorted_route = route if order is None else route[order]
         position = torch.arange(n_queries, device=queries.device) - (
             torch.cumsum(counts, 0) - counts)[sorted_route]
         block = queries.new_zeros((n_banks, width, n_features))
@@ -200,6 +201,8 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
                                      alpha=beta)
                 running = _log_add(running, torch.logsumexp(logits, dim=1))
             sorted_out[rows] = running
+    if order is None:
+        return sorted_out
     out = torch.empty_like(sorted_out)
     out[order] = sorted_out
     return out

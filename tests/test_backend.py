@@ -156,12 +156,14 @@ def test_routed_logsumexp_equals_the_routed_column_of_class_logsumexp(rng, memor
                                rtol=1e-12)
 
 
-@pytest.mark.parametrize("spread", ["all banks, balanced", "few banks", "one bank"])
+@pytest.mark.parametrize(
+    "spread", ["all banks, balanced", "all banks, sorted", "few banks", "few banks, sorted",
+               "one bank"])
 @pytest.mark.parametrize("memory_chunk", [1, 3, 100])
 def test_routed_logsumexp_over_many_banks(rng, spread, memory_chunk):
     """Many banks take the padded batched product when the groups are balanced and the
-    per-bank loop otherwise; both equal the routed column of class_logsumexp, including
-    a bank whose slots are all padding (-inf)."""
+    per-bank loop otherwise, rows already sorted by bank skip the sort; all equal the
+    routed column of class_logsumexp, including a bank whose slots are all padding."""
     n_banks, n_queries = 80, 400
     queries = torch.tensor(rng.normal(size=(n_queries, 6)))
     banks = torch.tensor(rng.normal(size=(n_banks, 5, 6)))
@@ -171,7 +173,9 @@ def test_routed_logsumexp_over_many_banks(rng, spread, memory_chunk):
     bias = torch.tensor(rng.normal(size=(n_banks, 5)))
     route = {
         "all banks, balanced": rng.permutation(np.arange(n_queries) % n_banks),
+        "all banks, sorted": np.sort(np.arange(n_queries) % n_banks),
         "few banks": rng.choice([3, 7, 50], size=n_queries),
+        "few banks, sorted": np.sort(rng.choice([3, 7, 50], size=n_queries)),
         "one bank": np.full(n_queries, 11),
     }[spread]
     route = torch.tensor(route)
