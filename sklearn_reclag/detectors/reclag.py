@@ -99,13 +99,12 @@ def draw_memories(probs, uniforms, last):
 
     Returns
     -------
-    tensor of shape (C, S, B) of int64
+    tensor of shape (C, B, S) of int64, rows first like ``uniforms``
     """
     cdf = probs.cumsum(dim=1).transpose(1, 2).contiguous()
     # searchsorted (left) counts the cumulative probabilities below u, without the
     # (C, S, M, B) comparison block a broadcast comparison would build.
-    index = torch.searchsorted(cdf, uniforms).transpose(1, 2)
-    return torch.minimum(index, last)
+    return torch.searchsorted(cdf, uniforms).clamp_(max=last)
 
 
 def _padding_logits(memory_mask, dtype):
@@ -179,30 +178,31 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     logits = torch.baddbmm(padding_logits, memories, x.transpose(1, 2), alpha=beta)
     z = torch.softmax(logits, dim=1)
     probs = z if sampler == "categorical" else torch.softmax(z + padding_logits, dim=1)
-    drawn = draw_memories(probs, uniforms_by_row, last_memory)  # (C, S, B)
+    # The per-draw quantities below are (C, B, S), rows first like the draws.
+    drawn = draw_memories(probs, uniforms_by_row, last_memory)
 
     # |x - xi|^2 = |x|^2 - 2 x.xi + |xi|^2 for every (memory, row), then per draw (never
     # padding, whose -inf logits give +inf here).
-    sq_norms = torch.linalg.vector_norm(memories, dim=-1, keepdim=True).square_()
+    sq_norms = torch.linalg.vecdot(memories, memories)[:, :, None]
     sq_dist = torch.add(sq_norms, logits, alpha=-2.0 / beta).add_(x_sq[:, None, :])
-    sq_dist = sq_dist.gather(1, drawn).clamp_(min=0)
-    z_drawn = z.gather(1, drawn)
+    sq_dist = sq_dist.transpose(1, 2).gather(2, drawn).clamp_(min=0)
+    z_drawn = z.transpose(1, 2).gather(2, drawn)
     w = torch.exp(sq_dist * -0.5).add_(_WEIGHT_EPS)
-    w = w.div_(w.mean(dim=1, keepdim=True))
+    w = w.div_(w.mean(dim=2, keepdim=True))
     loss = None
     if compute_loss:
         loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).mean(dim=(1, 2))
 
     a = w * z_drawn / (z_drawn + _LOG_EPS)
     # coef / beta = (A - z sum_s a_s) + (2 / (beta D)) W, with one scatter for A and W.
-    coef = torch.zeros_like(logits).scatter_add_(
-        1, drawn, torch.add(a, w, alpha=2.0 / (beta * n_features)))
-    coef.addcmul_(z, a.sum(dim=1, keepdim=True), value=-1.0)
+    coef = torch.zeros_like(logits)
+    coef.transpose(1, 2).scatter_add_(2, drawn, torch.add(a, w, alpha=2.0 / (beta * n_features)))
+    coef.addcmul_(z, a.sum(dim=2)[:, None, :], value=-1.0)
     scale = 1.0 / (n_draws * batch)
     # sum_b W[mu, b] from the draws directly.
-    weight_sum = torch.zeros_like(sq_norms[:, :, 0]).scatter_add_(
-        1, drawn.flatten(1), w.flatten(1))
-    grad = torch.mul(memories, weight_sum[:, :, None], out=out)
+    weight_sum = torch.zeros_like(sq_norms).scatter_add_(
+        1, drawn.view(drawn.shape[0], -1, 1), w.view(w.shape[0], -1, 1))
+    grad = torch.mul(memories, weight_sum, out=out)
     return loss, grad.baddbmm_(coef, x, beta=2.0 * scale / n_features, alpha=-scale * beta)
 
 
