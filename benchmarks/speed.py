@@ -350,7 +350,8 @@ def section_fit(cfg, device, seed, repeats, out):
         "|---:|---:|---|---:|---:|",
         *[f"| {r['threads'][0]} | {r['threads'][1]} | {r['ref']['ref_epoch']:.3f} / "
           f"{r['batched']['batched_epoch']:.4f} | {fmt_ratio(r['epoch'])} | "
-          f"{fmt_ratio(r['fit50'])} |" for r in [*same.values(), best]],
+          f"{fmt_ratio(r['fit50'])} |"
+          for r in [*same.values(), *([best] if ref_T != batched_T else [])]],
         "",
         (f"- Each side at its fastest thread count (reference {ref_T}, batched "
         f"{batched_T}): speed-up per epoch **{fmt_ratio(best['epoch'])}**, of a whole "

@@ -281,14 +281,13 @@ def sae_batches(X, labels, n_banks, batch_size):
     """
     labels = np.asarray(labels, dtype=np.intp)
     n_batches = np.bincount(labels, minlength=n_banks) // batch_size
-    order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
-    position = np.arange(len(order)) - np.searchsorted(sorted_labels, sorted_labels)
-    keep = position < n_batches[sorted_labels] * batch_size
-    rows, banks, position = order[keep], sorted_labels[keep], position[keep]
     batches = np.zeros((int(n_batches.max(initial=0)), n_banks, batch_size, X.shape[1]),
                        dtype=X.dtype)
-    batches[position // batch_size, banks, position % batch_size] = X[rows]
+    for c in np.flatnonzero(n_batches):
+        rows = np.flatnonzero(labels == c)[: n_batches[c] * batch_size]
+        # Straight into the batch-major slots, without a temporary copy of the rows.
+        np.take(X, rows.reshape(n_batches[c], batch_size), axis=0,
+                out=batches[: n_batches[c], c], mode="clip")
     return batches, n_batches
 
 
