@@ -265,10 +265,9 @@ def sae_batches(X, labels, n_banks, batch_size):
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-    labels : ndarray of shape (n_samples,) of int
-        Bank index of each row, in ``range(n_banks)``.
-    n_banks : int
+    X, labels, n_banks
+        The rows, the bank index of each row and the number of banks, as in
+        :func:`~sklearn_reclag.detectors._banks.pad_banks`.
     batch_size : int
 
     Returns
