@@ -590,10 +590,13 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         device, dtype = memories.device, memories.dtype
         generator = torch.Generator(device=device)
         generator.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-        shape = (batches.shape[0], n_banks, self.n_draws, self.learning_batch_size)
+        # Drawn rows-first, the layout the draws read (see draw_memories), and handed over
+        # as a (n_steps, C, S, B) view: no transposed copy per epoch.
+        shape = (batches.shape[0], n_banks, self.learning_batch_size, self.n_draws)
 
         def uniforms(epoch):
-            return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+            return torch.rand(shape, generator=generator, device=device,
+                              dtype=dtype).transpose(-1, -2)
 
         # A private array: fit_sae reads it in place (as_tensor(copy=False)).
         return fit_sae(
