@@ -488,6 +488,14 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     update rule then goes. With ``energy='full'`` the step gate is ``decision_function >
     0`` (the full score against ``offset_``), so ``transform`` agrees with ``predict``.
 
+    ``solver='sae'`` trains every class in one batched program: a step is two batched
+    matrix products and a few dozen small tensor operations for all classes at once, with
+    no memory allocated per step. Fit holds one extra copy of the stored patterns, laid
+    out batch-major (:func:`sae_batches`). On a CPU the small operations' dispatch cost
+    bounds the speed; the products use torch's intra-op threads
+    (``torch.set_num_threads``). benchmarks/RESULTS.md times it against the
+    one-class-at-a-time formulation.
+
     Examples
     --------
     >>> from sklearn.datasets import load_digits
