@@ -170,7 +170,7 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
     n_queries, n_features = queries.shape
     n_banks, n_slots, _ = banks.shape
     # Padding slots get a -inf offset, so product + offset gives the masked logits at once.
-    offset = _masked_offset(banks, bank_mask, bias)
+    offset = masked_offset(banks, bank_mask, bias)
     # Rows already grouped by bank (training data sorted by class) need no sorting copy.
     order = None if bool((route[1:] >= route[:-1]).all()) else torch.argsort(route, stable=True)
     grouped = queries if order is None else queries.index_select(0, order)
@@ -239,7 +239,7 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=
     """
     n_queries, n_features = queries.shape
     n_classes, n_slots, _ = banks.shape
-    offset = _masked_offset(banks, bank_mask, bias)
+    offset = masked_offset(banks, bank_mask, bias)
     running = None
     for slots in iter_slices(n_slots, memory_chunk):
         width = slots.stop - slots.start
@@ -254,7 +254,7 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=
     return running
 
 
-def _masked_offset(banks, bank_mask, bias):
+def masked_offset(banks, bank_mask, bias=None):
     """(C, M) term added to the logits: ``bias`` (or 0), -inf on padding slots."""
     offset = banks.new_zeros(bank_mask.shape) if bias is None else bias
     return offset.masked_fill(~bank_mask, -math.inf)

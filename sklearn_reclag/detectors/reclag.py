@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
-from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
+from .._backend import as_tensor, map_batches, masked_offset, resolve_dtype, to_numpy
 from ._banks import _MemoryBankDetector, pad_banks
 from .baselines import _HEAD_DOC
 from .hopfield_energy import _BANK_DOC, _BANK_FITTED_DOC, _HEAD_Y_DOC
@@ -108,12 +108,6 @@ def draw_memories(probs, uniforms, last):
     return torch.searchsorted(cdf, uniforms).clamp_(max=last)
 
 
-def _padding_logits(memory_mask, dtype):
-    """(C, M, 1): 0 on real memories, -inf on padding (added to logits, it masks them)."""
-    return torch.zeros(memory_mask.shape, dtype=dtype, device=memory_mask.device).masked_fill_(
-        ~memory_mask, -math.inf)[:, :, None]
-
-
 def _last_memory(memory_mask):
     return (memory_mask.sum(dim=1) - 1).clamp_(min=0)[:, None, None]
 
@@ -155,7 +149,8 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     compute_loss : bool, default=True
         False skips the loss (the gradient does not need it) and returns None for it.
     padding_logits, last_memory : tensors, default=None
-        ``memory_mask`` in the forms the step uses, when the caller has them already
+        ``memory_mask`` in the forms the step uses (0 / -inf of shape (C, M, 1), index
+        of the last real memory of shape (C, 1, 1)), when the caller has them already
         (a training loop computes them once).
     out : tensor of shape (C, M, D), default=None
         Where to write the gradient (a training loop reuses one buffer).
@@ -166,12 +161,11 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     grad : tensor of shape (C, M, D)
     """
     n_draws, batch, n_features = uniforms.shape[1], x.shape[1], x.shape[2]
-    uniforms_by_row = uniforms.transpose(1, 2)
-    if not uniforms_by_row.is_contiguous():
-        uniforms_by_row = uniforms_by_row.contiguous()
+    # searchsorted reads rows first; uniforms drawn that way (the estimator's) need no copy.
+    uniforms_by_row = uniforms.transpose(1, 2).contiguous()
     x_sq = (x * x).sum(dim=-1) if x_sq is None else x_sq
     if padding_logits is None:
-        padding_logits = _padding_logits(memory_mask, x.dtype)
+        padding_logits = masked_offset(memories, memory_mask)[:, :, None]
     if last_memory is None:
         last_memory = _last_memory(memory_mask)
     # Memories on dim 1 and rows last: a softmax over a short middle dimension is fast.
@@ -327,14 +321,12 @@ def fit_sae(batches, n_batches, memories, memory_mask, *, beta, n_draws, max_epo
     optimizer = _MaskedAdam(memories, n_batches, lr=lr)
     # |x|^2 of every row and the mask in the forms the step uses: once, not per step.
     batches_sq = torch.linalg.vector_norm(batches, dim=-1).square_()
-    mask_kwargs = {"padding_logits": _padding_logits(memory_mask, memories.dtype),
+    mask_kwargs = {"padding_logits": masked_offset(memories, memory_mask)[:, :, None],
                    "last_memory": _last_memory(memory_mask)}
     grad_buffer = torch.empty_like(memories)
     epochs = tqdm(range(max_epochs), desc="RecLag (sae)", unit="epoch", disable=verbose <= 0)
     for epoch in epochs:
-        # (n_batches, C, S, B) viewed as (..., C, S, B) with rows-first memory, once per
-        # epoch: see draw_memories.
-        epoch_uniforms = uniforms(epoch).transpose(-1, -2).contiguous().transpose(-1, -2)
+        epoch_uniforms = uniforms(epoch)
         factors = torch.as_tensor(
             optimizer.epoch_factors(epoch), device=memories.device, dtype=memories.dtype
         )
@@ -489,12 +481,12 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     0`` (the full score against ``offset_``), so ``transform`` agrees with ``predict``.
 
     ``solver='sae'`` trains every class in one batched program: a step is two batched
-    matrix products and a few dozen small tensor operations for all classes at once, with
-    no memory allocated per step. Fit holds one extra copy of the stored patterns, laid
-    out batch-major (:func:`sae_batches`). On a CPU the small operations' dispatch cost
-    bounds the speed; the products use torch's intra-op threads
-    (``torch.set_num_threads``). benchmarks/RESULTS.md times it against the
-    one-class-at-a-time formulation.
+    matrix products and a few dozen small tensor operations for all classes at once; the
+    gradient and Adam's temporaries reuse buffers allocated once per fit. Fit holds one
+    extra copy of the stored patterns, laid out batch-major (:func:`sae_batches`). On a
+    CPU the small operations' dispatch cost bounds the speed; the products use torch's
+    intra-op threads (``torch.set_num_threads``). benchmarks/RESULTS.md times it against
+    the one-class-at-a-time formulation.
 
     Examples
     --------
@@ -599,7 +591,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         generator = torch.Generator(device=device)
         generator.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
         # Drawn rows-first, the layout the draws read (see draw_memories), and handed over
-        # as a (n_steps, C, S, B) view: no transposed copy per epoch.
+        # as a (n_steps, C, S, B) view: no transposed copy at each step.
         shape = (batches.shape[0], n_banks, self.learning_batch_size, self.n_draws)
 
         def uniforms(epoch):
