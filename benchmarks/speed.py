@@ -452,7 +452,7 @@ def interleaved_times(fns, device, rounds):
     return times
 
 
-def section_throughput(cfg, device, seed, repeats, out, he_model, X_train, rl_model):
+def section_throughput(cfg, device, seed, out, he_model, rl_model):
     n_test, D = cfg["n_test_throughput"], cfg["n_features"]
     C = cfg["n_classes"]
     # Held-out rows of the training classes (scoring speed can depend on the data).
@@ -782,7 +782,7 @@ def main(argv=None):
     he = HopfieldEnergyDetector(beta=HE_BETA, head=head, device=device).fit(X, y)
     rl = RecLagDetector(**OFFICIAL, solver="em", head=head, device=device,
                         random_state=args.seed).fit(X, y)
-    s2 = section_throughput(cfg, device, args.seed, repeats, body, he, X, rl)
+    s2 = section_throughput(cfg, device, args.seed, body, he, rl)
     print(f"[{time.perf_counter() - started:.0f}s] 2. throughput: HE {100 * s2['he']:.0f} %, "
           f"RecLag {100 * s2['reclag']:.0f} %", flush=True)
     s3 = section_memory(cfg, device, args.seed, args.threads, body, he)
