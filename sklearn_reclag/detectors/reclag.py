@@ -102,9 +102,10 @@ def draw_memories(probs, uniforms, last):
     -------
     tensor of shape (C, B, S) of int64, rows first like ``uniforms``
     """
-    cdf = probs.cumsum(dim=1).transpose(1, 2).contiguous()
-    # searchsorted (left) counts the cumulative probabilities below u, without the
-    # (C, S, M, B) comparison block a broadcast comparison would build.
+    # Summed along the transposed view, the cumulative sums come out rows first and
+    # contiguous, as searchsorted reads them. searchsorted (left) counts the cumulative
+    # probabilities below u, without the (C, B, S, M) block a broadcast comparison builds.
+    cdf = torch.cumsum(probs.transpose(1, 2), dim=2)
     return torch.searchsorted(cdf, uniforms).clamp_(max=last)
 
 
@@ -160,10 +161,11 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     loss : tensor of shape (C,) or None
     grad : tensor of shape (C, M, D)
     """
-    n_draws, batch, n_features = uniforms.shape[1], x.shape[1], x.shape[2]
+    batch, n_features = x.shape[1], x.shape[2]
     # searchsorted reads rows first; uniforms drawn that way (the estimator's) need no copy.
     uniforms_by_row = uniforms.transpose(1, 2).contiguous()
-    x_sq = (x * x).sum(dim=-1) if x_sq is None else x_sq
+    if x_sq is None:
+        x_sq = torch.linalg.vector_norm(x, dim=-1).square_()
     if padding_logits is None:
         padding_logits = masked_offset(memories, memory_mask)[:, :, None]
     if last_memory is None:
@@ -176,29 +178,35 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     # The per-draw quantities below are (C, B, S), rows first like the draws.
     drawn = draw_memories(probs, uniforms_by_row, last_memory)
 
-    # |x - xi|^2 = |x|^2 - 2 x.xi + |xi|^2 for every (memory, row), then per draw (never
-    # padding, whose -inf logits give +inf here).
+    # log p = -|x - xi|^2 / 2 = x.xi - |xi|^2 / 2 - |x|^2 / 2 for every (memory, row),
+    # then per draw (never padding, whose -inf logits give -inf here).
     # vector_norm, not vecdot: vecdot allocates a (C, M, D) product first.
-    sq_norms = torch.linalg.vector_norm(memories, dim=-1, keepdim=True).square_()
-    sq_dist = torch.add(sq_norms, logits, alpha=-2.0 / beta).add_(x_sq[:, None, :])
-    sq_dist = sq_dist.transpose(1, 2).gather(2, drawn).clamp_(min=0)
+    norms = torch.linalg.vector_norm(memories, dim=-1, keepdim=True)
+    log_p = torch.div(logits, beta).addcmul_(norms, norms, value=-0.5)
+    log_p = log_p.sub_(x_sq[:, None, :], alpha=0.5).transpose(1, 2).gather(2, drawn)
     z_drawn = z.transpose(1, 2).gather(2, drawn)
-    # exp is clamped at exp(-80) (about 2e-35, still normal in float32): below that p is
-    # lost in the 1e-16 added anyway, and subnormal results make exp 5x slower.
-    w = (sq_dist * -0.5).clamp_(min=_EXP_FLOOR).exp_().add_(_WEIGHT_EPS)
-    w = w.div_(w.mean(dim=2, keepdim=True))
     loss = None
     if compute_loss:
-        loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).mean(dim=(1, 2))
+        sq_dist = log_p.clamp(max=0.0).mul_(-2.0)
+    # |x - xi|^2 >= 0 up to rounding, hence the clamp at 0. exp is clamped at exp(-80)
+    # (about 2e-35, still normal in float32): below that p is lost in the 1e-16 added
+    # anyway, and subnormal results make exp 5x slower.
+    w = log_p.clamp_(min=_EXP_FLOOR, max=0.0).exp_().add_(_WEIGHT_EPS)
+    # Normalised to sum 1 over the draws: w_s / mean_s(w) = S w_s / sum_s(w), and the
+    # factor S cancels against the 1 / S of the mean over draws.
+    w = w.div_(w.sum(dim=2, keepdim=True))
+    scale = 1.0 / batch
+    if compute_loss:
+        loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).sum(dim=(1, 2))
+        loss = loss.mul_(scale)
 
     a = w * z_drawn / (z_drawn + _LOG_EPS)
     # coef / beta = (A - z sum_s a_s) + (2 / (beta D)) W, with one scatter for A and W.
     coef = torch.zeros_like(logits)
     coef.transpose(1, 2).scatter_add_(2, drawn, torch.add(a, w, alpha=2.0 / (beta * n_features)))
     coef.addcmul_(z, a.sum(dim=2)[:, None, :], value=-1.0)
-    scale = 1.0 / (n_draws * batch)
     # sum_b W[mu, b] from the draws directly.
-    weight_sum = torch.zeros_like(sq_norms).scatter_add_(
+    weight_sum = torch.zeros_like(norms).scatter_add_(
         1, drawn.view(drawn.shape[0], -1, 1), w.view(w.shape[0], -1, 1))
     grad = torch.mul(memories, weight_sum, out=out)
     return loss, grad.baddbmm_(coef, x, beta=2.0 * scale / n_features, alpha=-scale * beta)
@@ -228,25 +236,29 @@ class _MaskedAdam:
         # float32), far below eps.
         self._tiny = torch.finfo(param.dtype).tiny
 
-    def epoch_factors(self, epoch):
-        """Per (batch index, class): lerp weights of the two moments, ``eps * b2`` and
-        ``step_size * b2`` (b2 the square root of the second bias correction), as a
-        tensor of shape (n_batches, 4, C)."""
+    def epoch_factors(self, epoch, device, dtype):
+        """The per-class factors of each step of an epoch: for step b, the lerp weights of
+        the two moments, ``eps * b2`` and ``step_size * b2`` (b2 the square root of the
+        second bias correction), each a tensor of shape (C, 1, 1)."""
         beta1, beta2 = self.betas
         b = np.arange(self.n_batches.max())[:, None]
         active = b < self.n_batches
         t = epoch * self.n_batches + np.minimum(b + 1, np.maximum(self.n_batches, 1))
         bias2 = np.sqrt(1 - beta2**t)
-        return np.stack([
+        factors = np.stack([
             (1 - beta1) * active,
             (1 - beta2) * active,
             self.eps * bias2,
             active * self.lr / (1 - beta1**t) * bias2,
-        ], axis=1)
+        ], axis=1)[:, :, :, None, None]
+        # Split once per epoch: indexing inside the step loop costs more than the step's
+        # small products.
+        return [step.unbind(0) for step in torch.as_tensor(factors, device=device,
+                                                            dtype=dtype).unbind(0)]
 
     def step(self, param, grad, factors):
-        """Update ``param`` (C, M, D) in place; ``factors`` is one row of epoch_factors."""
-        lerp1, lerp2, eps, step_size = factors[:, :, None, None]
+        """Update ``param`` (C, M, D) in place; ``factors`` is one step of epoch_factors."""
+        lerp1, lerp2, eps, step_size = factors
         self.exp_avg.lerp_(grad, lerp1)
         self.exp_avg_sq.lerp_(torch.mul(grad, grad, out=self._scratch), lerp2)
         # step_size m / (sqrt(v) / b2 + eps) = (step_size b2) m / (sqrt(v) + eps b2); a
@@ -316,30 +328,28 @@ def fit_sae(batches, n_batches, memories, memory_mask, *, beta, n_draws, max_epo
     memories : tensor of shape (C, M, D)
     """
     n_batches = np.asarray(n_batches)
-    n_steps = batches.shape[0]
     memories = memories.clone()  # updated in place
     optimizer = _MaskedAdam(memories, n_batches, lr=lr)
-    # |x|^2 of every row and the mask in the forms the step uses: once, not per step.
-    batches_sq = torch.linalg.vector_norm(batches, dim=-1).square_()
+    # What every step reads, computed or split into per-step views once: |x|^2 of every
+    # row, the mask in the forms the step uses.
+    steps = list(zip(batches.unbind(0), torch.linalg.vector_norm(batches, dim=-1).square_()))
     mask_kwargs = {"padding_logits": masked_offset(memories, memory_mask)[:, :, None],
                    "last_memory": _last_memory(memory_mask)}
     grad_buffer = torch.empty_like(memories)
     epochs = tqdm(range(max_epochs), desc="RecLag (sae)", unit="epoch", disable=verbose <= 0)
     for epoch in epochs:
-        epoch_uniforms = uniforms(epoch)
-        factors = torch.as_tensor(
-            optimizer.epoch_factors(epoch), device=memories.device, dtype=memories.dtype
-        )
+        step_inputs = zip(steps, uniforms(epoch).unbind(0),
+                          optimizer.epoch_factors(epoch, memories.device, memories.dtype))
         losses = []
-        for b in range(n_steps):
+        for (x, x_sq), step_uniforms, factors in step_inputs:
             loss, grad = sae_loss_and_grad(
-                batches[b], memories, memory_mask, epoch_uniforms[b], beta=beta,
-                sampler=sampler, x_sq=batches_sq[b], compute_loss=verbose > 0, out=grad_buffer,
-                **mask_kwargs,
+                x, memories, memory_mask, step_uniforms, beta=beta, sampler=sampler,
+                x_sq=x_sq, compute_loss=verbose > 0, out=grad_buffer, **mask_kwargs,
             )
-            optimizer.step(memories, grad, factors[b])
+            optimizer.step(memories, grad, factors)
             if verbose > 0:
-                losses.append(loss[torch.as_tensor(b < n_batches, device=loss.device)].mean())
+                # The classes this step trains: those whose step size is not zero.
+                losses.append(loss[factors[3].view(-1) > 0].mean())
         if losses:
             epochs.set_postfix(loss=float(torch.stack(losses).mean()))
     return memories
