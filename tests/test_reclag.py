@@ -13,12 +13,15 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_reclag import RecLagDetector
 from sklearn_reclag._reference import fit_reclag_reference, reference_loss
-from sklearn_reclag.detectors.reclag import (
+from sklearn_reclag.detectors._sae import (
+    _MaskedAdam,
+    adam_factors,
     fit_sae,
-    initial_memories,
     sae_batches,
     sae_loss_and_grad,
 )
+from sklearn_reclag.detectors._sae_kernels import adam_step, draws_and_weights
+from sklearn_reclag.detectors.reclag import initial_memories
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +186,11 @@ def test_sae_gradient_equals_autograd_of_reference_loss(sampler):
     memories = torch.tensor(rng.normal(scale=1.5, size=(2, 3, 4)))
     mask = torch.tensor([[True, True, True], [True, True, False]])
     memories[1, 2] = 0.0
-    u = torch.tensor(rng.uniform(size=(2, 5, 8)))
+    u = torch.tensor(rng.uniform(size=(2, 8, 5)))
     loss, grad = sae_loss_and_grad(x, memories, mask, u, beta=1.3, sampler=sampler)
     for c in range(2):
         xi = memories[c][mask[c]].clone().requires_grad_(True)
-        expected = reference_loss(x[c], xi, u[c], beta=1.3, sampler=sampler)
+        expected = reference_loss(x[c], xi, u[c].T, beta=1.3, sampler=sampler)
         expected.backward()
         assert float(loss[c]) == pytest.approx(expected.item(), rel=1e-12)
         np.testing.assert_allclose(grad[c][mask[c]].numpy(), xi.grad.numpy(), rtol=1e-10,
@@ -195,31 +198,78 @@ def test_sae_gradient_equals_autograd_of_reference_loss(sampler):
         assert (grad[c][~mask[c]] == 0).all()
 
 
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
+@pytest.mark.parametrize("sampler", ["categorical", "official"])
+def test_compiled_step_equals_torch_step(dtype, rtol, sampler):
+    """One step of the compiled CPU kernels gives the loss, the gradient and the Adam
+    update of the torch form, in float64 and float32. Class 1 has padding memories (their
+    gradient is 0), class 2 is idle this step (it does not move)."""
+    rng = np.random.default_rng(5)
+    n_banks, n_memories, batch, n_features, beta = 3, 4, 6, 5, 1.3
+    x = torch.tensor(rng.normal(size=(n_banks, batch, n_features)), dtype=dtype)
+    memories = torch.tensor(rng.normal(scale=1.5, size=(n_banks, n_memories, n_features)),
+                            dtype=dtype)
+    mask = torch.tensor([[True] * 4, [True, True, False, False], [True] * 4])
+    memories[~mask] = 0.0
+    u = torch.tensor(rng.uniform(size=(n_banks, batch, 3)), dtype=dtype)
+    factors = adam_factors(np.array([2, 2, 0]), 0, lr=0.05)[0]  # classes 0 and 1 step
+
+    loss, grad = sae_loss_and_grad(x, memories, mask, u, beta=beta, sampler=sampler)
+    expected = memories.clone()
+    _MaskedAdam(expected).step(expected, grad, torch.tensor(factors[:, :, None, None],
+                                                            dtype=dtype).unbind(0))
+
+    padding = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, -np.inf)[:, :, None]
+    logits = torch.baddbmm(padding, memories, x.transpose(1, 2), alpha=beta)
+    np_dtype = logits.numpy().dtype
+    coef = np.empty_like(logits.numpy())
+    weight_sum = np.empty((n_banks, n_memories), dtype=np_dtype)
+    got_loss = np.empty(n_banks, dtype=np_dtype)
+    sq_norms = (memories**2).sum(dim=-1).numpy()
+    draws_and_weights(logits.numpy(), torch.softmax(logits, dim=1).numpy(),
+                      (x**2).sum(dim=-1).numpy(), sq_norms, u.numpy(),
+                      mask.sum(dim=1).numpy() - 1, beta, n_features, sampler == "official",
+                      coef, weight_sum, got_loss)
+    got_grad = torch.bmm(torch.from_numpy(coef), x).numpy()
+    got = memories.numpy().copy()
+    adam_step(got, got_grad, weight_sum, np.zeros_like(got), np.zeros_like(got),
+              factors.astype(np_dtype), 2.0 / (batch * n_features), -beta / batch, sq_norms,
+              np.finfo(np_dtype).tiny)
+
+    np.testing.assert_allclose(got_loss, loss.numpy(), rtol=rtol)
+    np.testing.assert_allclose(got_grad[:2], grad[:2].numpy(), rtol=rtol, atol=rtol * 1e-2)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=rtol, atol=rtol * 1e-2)
+    np.testing.assert_array_equal(got[2], memories[2].numpy())
+    np.testing.assert_allclose(sq_norms[:2], (got[:2] ** 2).sum(axis=-1), rtol=rtol)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "torch"])
 @pytest.mark.parametrize("sampler", ["categorical", "official"])
 @pytest.mark.parametrize("epochs", [1, 2, 4])
-def test_sae_batched_equals_per_class_reference_step_for_step(sampler, epochs):
+def test_sae_batched_equals_per_class_reference_step_for_step(sampler, epochs, compiled):
     """Given the same draws, training all classes at once equals training each class on
-    its own with autograd and torch.optim.Adam, after every epoch. The classes have 5, 2
-    and 0 batches (idle classes must not move) and the last has fewer rows than memories."""
+    its own with autograd and torch.optim.Adam, after every epoch, in both forms of the
+    step (the compiled CPU kernels and torch operations). The classes have 5, 2 and 0
+    batches (idle classes must not move) and the last has fewer rows than memories."""
     rng = np.random.default_rng(4)
     y = np.repeat([0, 1, 2], [130, 60, 3])
     X = rng.normal(size=(len(y), 6)) + 2 * rng.normal(size=(3, 6))[y]
     n_memories, batch, n_draws = 4, 25, 3
     init, mask = initial_memories(X, y, 3, n_memories, init_norm=3.0, random_state=0)
     assert mask.sum(axis=1).tolist() == [4, 4, 3]
-    uniforms = rng.uniform(size=(epochs, 5, 3, n_draws, batch))
+    uniforms = rng.uniform(size=(epochs, 5, 3, batch, n_draws))
 
     expected = fit_reclag_reference(
         X, y, n_memories, beta=0.7, n_draws=n_draws, max_epochs=epochs, batch_size=batch,
         lr=0.05, init_memories=init, sampler=sampler, dtype=torch.float64,
-        uniforms=lambda c, e, b: uniforms[e, b, c],
+        uniforms=lambda c, e, b: uniforms[e, b, c].T,
     )
     batches, n_batches = sae_batches(X, y, 3, batch)
     assert n_batches.tolist() == [5, 2, 0]
     got = fit_sae(
         torch.tensor(batches), n_batches, torch.tensor(init), torch.tensor(mask),
-        beta=0.7, n_draws=n_draws, max_epochs=epochs, lr=0.05,
-        uniforms=lambda e: torch.tensor(uniforms[e]), sampler=sampler,
+        beta=0.7, max_epochs=epochs, lr=0.05, uniforms=lambda e: torch.tensor(uniforms[e]),
+        sampler=sampler, compiled=compiled,
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-10)
     np.testing.assert_array_equal(got[2].numpy(), init[2])  # no full batch: never moves
