@@ -113,7 +113,8 @@ def iter_slices(n_rows, batch_size):
         yield slice(start, min(start + batch_size, n_rows))
 
 
-def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False):
+def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False,
+                check_finite=False):
     """Apply ``fn(V, state)`` to ``X`` one chunk ``V`` of rows at a time, on ``device``.
 
     Only one chunk of ``X`` lives on the device at a time, so memory stays bounded for any
@@ -122,6 +123,8 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
     the batch; the results are concatenated on the host as float64 (a new array).
     ``read_only=True`` promises that ``fn`` never writes to ``V``: a CPU chunk of ``X``
     that already has ``dtype`` is then passed as a view, without a copy.
+    ``check_finite=True`` raises a ValueError if ``X`` holds NaN or infinity, checked on
+    the device chunk by chunk (see :meth:`TorchEstimatorMixin._validate_rows`).
 
     Returns
     -------
@@ -129,10 +132,16 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
     """
     state = {} if state is None else state
     outputs = []
+    finite = True
     with torch.no_grad():
         for rows in iter_slices(X.shape[0], batch_size):
             V = as_tensor(X[rows], device, dtype, copy=not read_only)
+            if check_finite:
+                # Accumulated on the device: no synchronisation per chunk.
+                finite = torch.isfinite(V).all() & finite
             outputs.append(to_numpy(fn(V, state)))
+    if check_finite and not bool(finite):
+        raise ValueError("Input X contains NaN or infinity.")
     if not outputs:
         return np.empty((0,), dtype=np.float64)
     return np.concatenate(outputs, axis=0)
@@ -144,24 +153,26 @@ _LOOP_MAX_BANKS = 64
 _PADDING_MAX_FACTOR = 4
 
 
-def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memory_chunk=4096):
+def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
+                     max_block=2**24):
     """``lse(beta * Xi_c v + bias_c)`` of every query against its own bank c only.
 
     The queries are sorted by bank; each bank then scores its contiguous group of queries
     with one fused product (``addmm``) per memory chunk: about C times less work than
-    :func:`class_logsumexp`, whatever the mix of banks in the chunk. When the chunk
-    touches many banks (more than 64) whose groups are balanced, the groups are padded
-    into one (C, W, D) block instead and scored by one batched product, so that many
-    tiny banks do not cost one call each; the padding is then at most 4x the queries.
+    :func:`class_logsumexp`, whatever the mix of banks in the chunk. The memory chunks
+    are sized by the group's own rows, so a small group takes its whole bank in one
+    product. When the chunk touches many banks (more than 64) whose groups are balanced,
+    the groups are padded into one (C, W, D) block instead and scored by one batched
+    product, so that many tiny banks do not cost one call each; the padding is then at
+    most 4x the queries.
 
     Parameters
     ----------
     queries : tensor of shape (B, D)
     route : int64 tensor of shape (B,)
         The bank of each query.
-    banks, bank_mask, beta, bias, memory_chunk
-        As in :func:`class_logsumexp` (``memory_chunk`` memory slots per product); the
-        largest intermediate has at most 4 * B * memory_chunk entries.
+    banks, bank_mask, beta, bias, max_block
+        As in :func:`class_logsumexp`.
 
     Returns
     -------
@@ -185,7 +196,7 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
         block = queries.new_zeros((n_banks, width, n_features))
         block[sorted_route, position] = grouped
         running = None
-        for slots in iter_slices(n_slots, memory_chunk):
+        for slots in iter_slices(n_slots, _memory_chunk(max_block, n_banks * width)):
             logits = torch.baddbmm(offset[:, None, slots], block,
                                    banks[:, slots].transpose(1, 2), alpha=beta)
             running = _log_add(running, torch.logsumexp(logits, dim=2))
@@ -196,7 +207,7 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
         for c in present:
             rows = slice(ends[c] - sizes[c], ends[c])
             running = None
-            for slots in iter_slices(n_slots, memory_chunk):
+            for slots in iter_slices(n_slots, _memory_chunk(max_block, sizes[c])):
                 logits = torch.addmm(offset[c, slots], grouped[rows], banks[c, slots].T,
                                      alpha=beta)
                 running = _log_add(running, torch.logsumexp(logits, dim=1))
@@ -208,12 +219,18 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None, memor
     return out
 
 
+def _memory_chunk(max_block, rows_per_slot):
+    """Memory slots per product so that a (rows x slots) block has at most ``max_block``
+    entries (one slot at the least)."""
+    return max(1, max_block // max(rows_per_slot, 1))
+
+
 def _log_add(running, value):
     """Online logsumexp: merge a chunk's ``value`` into ``running`` (None at the start)."""
     return value if running is None else torch.logaddexp(running, value)
 
 
-def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=4096):
+def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**24):
     """Per-class ``lse(beta * Xi_c v + bias_c)`` for every query, with bounded memory.
 
     Parameters
@@ -227,10 +244,11 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=
         Inverse temperature.
     bias : tensor of shape (C, M), default=None
         A per-memory term added to the logits (e.g. ``-beta |xi|^2 / 2``).
-    memory_chunk : int
-        How many memory slots per class are multiplied at a time. The largest
-        intermediate has B * C * memory_chunk entries; an online (running-max)
-        logsumexp merges the chunks, so no (B x C*M) matrix is ever built.
+    max_block : int, default=2**24
+        Most entries of a block of logits: the memory slots are multiplied a chunk at a
+        time, and an online (running-max) logsumexp merges the chunks, so no (B x C*M)
+        matrix is ever built. One slot per class at the least, so the block has at least
+        B * C entries.
 
     Returns
     -------
@@ -241,7 +259,7 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, memory_chunk=
     n_classes, n_slots, _ = banks.shape
     offset = masked_offset(banks, bank_mask, bias)
     running = None
-    for slots in iter_slices(n_slots, memory_chunk):
+    for slots in iter_slices(n_slots, _memory_chunk(max_block, n_queries * n_classes)):
         width = slots.stop - slots.start
         # One GEMM with the scale and the offsets in its epilogue: no extra pass over the
         # (B, C * chunk) logits to scale or mask them.

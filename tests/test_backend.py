@@ -52,6 +52,19 @@ def test_map_batches_covers_every_row_once(rng):
     np.testing.assert_allclose(out, X.sum(axis=1) + 1.0)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_map_batches_check_finite_refuses_non_finite_rows(rng, bad):
+    """check_finite (the device-side check of GPU scoring) raises a clear ValueError for a
+    NaN or infinity in any chunk, and lets finite input through."""
+    X = rng.normal(size=(20, 3))
+    kwargs = {"batch_size": 8, "device": torch.device("cpu"), "dtype": torch.float64,
+              "check_finite": True}
+    np.testing.assert_array_equal(map_batches(lambda V, state: V, X, **kwargs), X)
+    X[17, 1] = bad
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        map_batches(lambda V, state: V, X, **kwargs)
+
+
 @pytest.mark.parametrize("read_only", [False, True])
 def test_map_batches_copies_unless_read_only(rng, read_only):
     """read_only=True hands views of a matching-dtype CPU array to fn (no copy); a
@@ -77,8 +90,8 @@ def test_map_batches_copies_unless_read_only(rng, read_only):
     map_batches(lambda V, state: V, frozen, dtype=torch.float64, **kwargs)  # no warning
 
 
-@pytest.mark.parametrize("memory_chunk", [1, 3, 100])
-def test_class_logsumexp_equals_numpy_over_ragged_banks(rng, memory_chunk):
+@pytest.mark.parametrize("max_block", [1, 40, 2**24])
+def test_class_logsumexp_equals_numpy_over_ragged_banks(rng, max_block):
     beta = 0.7
     sizes = [5, 2, 4]  # ragged banks, padded to 5 slots
     D = 6
@@ -90,7 +103,7 @@ def test_class_logsumexp_equals_numpy_over_ragged_banks(rng, memory_chunk):
         mask[c, :size] = True
     got = class_logsumexp(
         torch.tensor(queries), torch.tensor(banks), torch.tensor(mask), beta,
-        memory_chunk=memory_chunk,
+        max_block=max_block,
     ).numpy()
     expected = np.stack(
         [logsumexp(beta * queries @ banks[c, :size].T, axis=1) for c, size in enumerate(sizes)],
@@ -104,7 +117,7 @@ def test_class_logsumexp_adds_the_per_memory_bias(rng):
     bias = rng.normal(size=(2, 5))
     got = class_logsumexp(
         torch.tensor(queries), torch.tensor(banks), torch.ones((2, 5), dtype=torch.bool), 0.5,
-        bias=torch.tensor(bias), memory_chunk=2,
+        bias=torch.tensor(bias), max_block=1,
     ).numpy()
     expected = logsumexp(0.5 * np.einsum("bd,cmd->bcm", queries, banks) + bias, axis=2)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
@@ -141,8 +154,8 @@ def test_pickled_device_falls_back_to_one_that_exists(monkeypatch):
         assert loadable_device("cuda") == "cpu"
 
 
-@pytest.mark.parametrize("memory_chunk", [1, 2, 100])
-def test_routed_logsumexp_equals_the_routed_column_of_class_logsumexp(rng, memory_chunk):
+@pytest.mark.parametrize("max_block", [1, 9, 2**24])
+def test_routed_logsumexp_equals_the_routed_column_of_class_logsumexp(rng, max_block):
     queries = torch.tensor(rng.normal(size=(11, 4)))
     banks = torch.tensor(rng.normal(size=(3, 5, 4)))
     mask = torch.tensor(rng.random((3, 5)) < 0.7)
@@ -151,7 +164,7 @@ def test_routed_logsumexp_equals_the_routed_column_of_class_logsumexp(rng, memor
     route = torch.tensor([2, 0, 0, 1, 2, 2, 2, 0, 1, 1, 2])
     full = class_logsumexp(queries, banks, mask, 0.8, bias=bias)
     routed = routed_logsumexp(queries, route, banks, mask, 0.8, bias=bias,
-                              memory_chunk=memory_chunk)
+                              max_block=max_block)
     np.testing.assert_allclose(routed.numpy(), full[torch.arange(11), route].numpy(),
                                rtol=1e-12)
 
@@ -159,8 +172,8 @@ def test_routed_logsumexp_equals_the_routed_column_of_class_logsumexp(rng, memor
 @pytest.mark.parametrize(
     "spread", ["all banks, balanced", "all banks, sorted", "few banks", "few banks, sorted",
                "one bank"])
-@pytest.mark.parametrize("memory_chunk", [1, 3, 100])
-def test_routed_logsumexp_over_many_banks(rng, spread, memory_chunk):
+@pytest.mark.parametrize("max_block", [1, 700, 2**24])
+def test_routed_logsumexp_over_many_banks(rng, spread, max_block):
     """Many banks take the padded batched product when the groups are balanced and the
     per-bank loop otherwise, rows already sorted by bank skip the sort; all equal the
     routed column of class_logsumexp, including a bank whose slots are all padding."""
@@ -181,7 +194,36 @@ def test_routed_logsumexp_over_many_banks(rng, spread, memory_chunk):
     route = torch.tensor(route)
     full = class_logsumexp(queries, banks, mask, 0.8, bias=bias)
     routed = routed_logsumexp(queries, route, banks, mask, 0.8, bias=bias,
-                              memory_chunk=memory_chunk)
+                              max_block=max_block)
     np.testing.assert_allclose(routed.numpy(), full[torch.arange(n_queries), route].numpy(),
                                rtol=1e-12)
     assert np.isneginf(routed.numpy()[route.numpy() == 7]).all()
+
+
+@pytest.mark.parametrize("max_block", [1, 50, 400])
+def test_logsumexp_blocks_stay_within_max_block(rng, monkeypatch, max_block):
+    """No product builds more than max_block logits (or, when even one memory slot per
+    bank exceeds it, one slot per product): checked on the products themselves. The
+    routed groups (sizes 30, 2 and 1) take as many slots per product as the budget
+    allows for their own rows."""
+    queries = torch.tensor(rng.normal(size=(33, 4)))
+    banks = torch.tensor(rng.normal(size=(3, 40, 4)))
+    mask = torch.ones(3, 40, dtype=torch.bool)
+    route = torch.tensor([0] * 30 + [1, 1, 2])
+    sizes = []
+    for name in ("addmm", "baddbmm"):
+        real = getattr(torch, name)
+
+        def spy(*args, _real=real, **kwargs):
+            out = _real(*args, **kwargs)
+            sizes.append(out.numel())
+            return out
+
+        monkeypatch.setattr(torch, name, spy)
+    class_logsumexp(queries, banks, mask, 0.5, max_block=max_block)
+    class_sizes, sizes[:] = list(sizes), []
+    routed_logsumexp(queries, route, banks, mask, 0.5, max_block=max_block)
+    assert max(class_sizes) <= max(max_block, 33 * 3)
+    assert max(sizes) <= max(max_block, 30)
+    # The group of 1 row takes min(40, max_block) slots per product.
+    assert min(40, max_block) in sizes

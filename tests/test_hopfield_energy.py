@@ -121,37 +121,31 @@ def test_without_labels_a_fitted_head_gives_the_labels(data):
 
 
 def test_chunked_scoring_bounds_memory_and_matches(data, monkeypatch):
-    """Tiny chunks of rows and of stored patterns give the same scores, and no block
-    larger than the budget (rows x classes x memory chunk for routing='max', 4 x rows x
-    memory chunk for routing='predicted') is ever built."""
+    """Tiny chunks of rows and of stored patterns give the same scores, and no product
+    larger than the budget is built while scoring (a chunk of 7 rows x 3 classes = 21
+    logits is the smallest block routing='max' can use)."""
     X, y, X_test, head = data
     for routing in ("predicted", "max"):
         whole = HopfieldEnergyDetector(beta=0.5, routing=routing, head=head, device="cpu",
                                        dtype="float64")
         expected = whole.fit(X, y).score_samples(X_test)
+        chunked = HopfieldEnergyDetector(beta=0.5, routing=routing, head=head, device="cpu",
+                                         dtype="float64", batch_size=7).fit(X, y)
 
-        blocks = []
-        real_class, real_routed = _banks.class_logsumexp, _banks.routed_logsumexp
-
-        def spy_class(queries, banks, mask, beta, *, bias, memory_chunk):
-            blocks.append(queries.shape[0] * banks.shape[0] * min(memory_chunk, banks.shape[1]))
-            return real_class(queries, banks, mask, beta, bias=bias, memory_chunk=memory_chunk)
-
-        def spy_routed(queries, route, banks, mask, beta, *, bias, memory_chunk):
-            blocks.append(4 * queries.shape[0] * min(memory_chunk, banks.shape[1]))
-            return real_routed(queries, route, banks, mask, beta, bias=bias,
-                               memory_chunk=memory_chunk)
-
+        sizes = []
         with monkeypatch.context() as patch:
+            for name in ("addmm", "baddbmm"):
+                real = getattr(torch, name)
+
+                def spy(*args, _real=real, **kwargs):
+                    out = _real(*args, **kwargs)
+                    sizes.append(out.numel())
+                    return out
+
+                patch.setattr(torch, name, spy)
             patch.setattr(_banks, "_SCORE_BLOCK", 30)
-            patch.setattr(_banks, "class_logsumexp", spy_class)
-            patch.setattr(_banks, "routed_logsumexp", spy_routed)
-            chunked = HopfieldEnergyDetector(
-                beta=0.5, routing=routing, head=head, device="cpu", dtype="float64",
-                batch_size=7,
-            ).fit(X, y)
             np.testing.assert_allclose(chunked.score_samples(X_test), expected, rtol=1e-10)
-        assert blocks and max(blocks) <= 30
+        assert sizes and max(sizes) <= 30
 
 
 def test_max_patterns_subsamples_each_bank_reproducibly(data):
@@ -239,12 +233,17 @@ def test_wrong_number_of_features_at_score_time(data):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_scores_equal_cpu_scores(data):
-    """The CUDA path computes the same scores as the CPU path."""
+    """The CUDA path computes the same scores as the CPU path, and refuses NaN (checked
+    on the device) with the same kind of error."""
     X, y, X_test, head = data
     cpu = HopfieldEnergyDetector(beta=0.5, head=head, device="cpu", dtype="float64").fit(X, y)
     gpu = HopfieldEnergyDetector(beta=0.5, head=head, device="cuda", dtype="float64").fit(X, y)
     assert gpu.device_.startswith("cuda")
     np.testing.assert_allclose(gpu.score_samples(X_test), cpu.score_samples(X_test), rtol=1e-9)
+    X_bad = X_test.copy()
+    X_bad[-1, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        gpu.score_samples(X_bad)
 
 
 @parametrize_with_checks(

@@ -176,17 +176,14 @@ class _MemoryBankDetector(BaseOODDetector):
     def _class_lse(self, V, state):
         """Per-class ``lse(beta * Xi_c v)`` (B, C), in blocks of bounded size."""
         banks, mask = state["memories_"], state["memory_mask_"] > 0.5
-        memory_chunk = max(1, _SCORE_BLOCK // (V.shape[0] * banks.shape[0]))
         return class_logsumexp(V, banks, mask, self.beta, bias=self._memory_bias(banks),
-                               memory_chunk=memory_chunk)
+                               max_block=_SCORE_BLOCK)
 
     def _routed_lse(self, V, state, bank_index):
         """``lse(beta * Xi_c v)`` (B,) against each row's own bank c only."""
         banks, mask = state["memories_"], state["memory_mask_"] > 0.5
-        # routed_logsumexp's largest block: 4 * rows * memory_chunk entries.
-        memory_chunk = max(1, _SCORE_BLOCK // (4 * V.shape[0]))
         return routed_logsumexp(V, bank_index, banks, mask, self.beta,
-                                bias=self._memory_bias(banks), memory_chunk=memory_chunk)
+                                bias=self._memory_bias(banks), max_block=_SCORE_BLOCK)
 
     def _memory_bias(self, banks):
         """Per-memory logit bias of ``energy='density'``: ``-beta |xi|^2 / 2``, else None."""
@@ -208,12 +205,13 @@ class _MemoryBankDetector(BaseOODDetector):
         return logits.argmax(dim=1)
 
     def _score_batch(self, V, state):
-        predicted = self._predicted_bank(V, state)
-        if self.routing == "predicted" and predicted is not None:
+        # The head is read for routing='predicted' only (None: no head, one bank).
+        predicted = self._predicted_bank(V, state) if self.routing == "predicted" else None
+        if predicted is not None:
             # Only the predicted bank matters: score against it alone.
             lse = self._routed_lse(V, state, predicted)
         else:
-            lse = route(self._class_lse(V, state), self.routing, predicted)
+            lse = route(self._class_lse(V, state), self.routing)
         return self._add_visible_energy(lse / self.beta, V)
 
     def _add_visible_energy(self, score, V):
