@@ -87,7 +87,20 @@ class TorchEstimatorMixin:
             device=device,
             dtype=dtype,
             state={name: as_tensor(getattr(self, name), device, dtype) for name in names},
+            check_finite=device.type != "cpu",
         )
+
+    def _validate_rows(self, X):
+        """``validate_data`` for the rows to predict on (not in fit).
+
+        NaN and infinity are refused where the rows are computed on: by scikit-learn on
+        the host for the CPU; on a GPU by :func:`map_batches` (``check_finite``, set by
+        ``_batch_kwargs``), on each chunk as it arrives, since a pass over X on the host
+        would cost about as much as the GPU's whole scoring.
+        """
+        on_host = torch.device(self.device_).type == "cpu"
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                             ensure_all_finite=on_host)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -140,7 +153,7 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
     # Whether fit needs class labels (or a head to provide them).
     _needs_classes = True
 
-    def __init__(self, *, contamination=0.05, device="auto", dtype="float32", batch_size=4096):
+    def __init__(self, *, contamination=0.05, device="auto", dtype="float32", batch_size=16384):
         self.contamination = contamination
         self.device = device
         self.dtype = dtype
@@ -306,8 +319,7 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self._score_array(X)
+        return self._score_array(self._validate_rows(X))
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: positive for rows accepted as in-distribution.

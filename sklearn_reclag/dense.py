@@ -403,8 +403,7 @@ n_classes), default='normal'
 
     def _check_X(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self._check_range(X, warn=False)
+        return self._check_range(self._validate_rows(X), warn=False)
 
     def _check_range(self, X, *, warn):
         outside = (np.abs(X) > 1 + _RANGE_TOL).mean() if warn else 0.0

@@ -233,6 +233,10 @@ def test_cuda_scores_match_cpu(rng, Detector):
     gpu = Detector(head=head, device="cuda").fit(X, y)
     assert gpu.device_.startswith("cuda")
     np.testing.assert_allclose(gpu.score_samples(X), cpu, rtol=1e-4, atol=1e-5)
+    # On a GPU, NaN and infinity are refused on the device (not by a host pass).
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        gpu.score_samples(X)
 
 
 # ---------------------------------------------------------------- model selection

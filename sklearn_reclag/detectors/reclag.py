@@ -23,10 +23,10 @@ from sklearn.base import OneToOneFeatureMixin, TransformerMixin
 from sklearn.cluster import KMeans
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
-from ._banks import _MemoryBankDetector, pad_banks
+from ._banks import _SCORE_BLOCK, _MemoryBankDetector, pad_banks
 from ._sae import fit_sae, sae_batches
 from .baselines import _HEAD_DOC
 from .hopfield_energy import _BANK_DOC, _BANK_FITTED_DOC, _HEAD_Y_DOC
@@ -178,10 +178,13 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Torch device, for learning and scoring; 'auto' uses CUDA when available.
     dtype : {{'float32', 'float64'}}, default='float32'
         Precision of the torch computation.
-    batch_size : int, default=4096
-        Rows scored or transformed at a time; bounds the memory of scoring.
+    batch_size : int, default=16384
+        Rows scored at a time (moved to the device together); bounds the memory of
+        scoring. ``transform`` takes fewer when a chunk's (rows, memories, features)
+        block of retrieval would exceed 2**24 values.
     random_state : int, RandomState instance or None, default=None
-        Seeds the initial memories and a torch.Generator for the draws of 'sae'.
+        Seeds the initial memories and a torch.Generator for the draws of 'sae' (on the
+        host, so the draws are the same on every device).
     verbose : int, default=0
         > 0 shows a progress bar over the epochs of 'sae'.
 
@@ -259,7 +262,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                  solver="sae", n_draws=5, max_epochs=50, learning_batch_size=50, lr=1e-3,
                  init="random", init_norm=10.0, sampler="categorical", energy="lse",
                  routing="predicted", head=None, max_iter=10, device="auto",
-                 dtype="float32", batch_size=4096, random_state=None, verbose=0):
+                 dtype="float32", batch_size=16384, random_state=None, verbose=0):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
         )
@@ -322,12 +325,13 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                 stacklevel=5,  # the caller of fit
             )
         device, dtype = memories.device, memories.dtype
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+        # Drawn on the host whatever the device (an epoch's draws are small), so that a
+        # random_state gives the same draws on every device.
+        generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
         shape = (batches.shape[0], n_banks, self.learning_batch_size, self.n_draws)
 
         def uniforms(epoch):
-            return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+            return torch.rand(shape, generator=generator, dtype=dtype).to(device)
 
         # A private array: fit_sae reads it in place (as_tensor(copy=False)).
         return fit_sae(
@@ -367,8 +371,11 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         states : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return map_batches(self._retrieve_batch, X, **self._batch_kwargs())
+        kwargs = self._batch_kwargs()
+        # Retrieval gathers each row's bank: a (rows, memories, features) block.
+        per_row = self.memories_.shape[1] * self.memories_.shape[2]
+        kwargs["batch_size"] = min(self.batch_size, max(1, _SCORE_BLOCK // per_row))
+        return map_batches(self._retrieve_batch, self._validate_rows(X), **kwargs)
 
     def _retrieve_batch(self, V, state):
         banks, mask = state["memories_"], state["memory_mask_"] > 0.5
