@@ -83,12 +83,20 @@ class TorchEstimatorMixin:
         dtype = resolve_dtype(self.dtype)
         names = self._tensor_attributes if names is None else names
         return dict(
-            batch_size=self.batch_size,
+            batch_size=self._rows_per_chunk(device),
             device=device,
             dtype=dtype,
             state={name: as_tensor(getattr(self, name), device, dtype) for name in names},
             check_finite=device.type != "cpu",
         )
+
+    def _rows_per_chunk(self, device):
+        """``batch_size``, or for None the default of the device: 4096 rows on a CPU (a
+        chunk of a few MiB stays in cache while it is sorted and multiplied; measured
+        slower beyond 8192), 16384 on a GPU (fewer transfers and kernel launches)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 4096 if device.type == "cpu" else 16384
 
     def _validate_rows(self, X):
         """``validate_data`` for the rows to predict on (not in fit).
@@ -147,13 +155,13 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     # Whether fit needs class labels (or a head to provide them).
     _needs_classes = True
 
-    def __init__(self, *, contamination=0.05, device="auto", dtype="float32", batch_size=16384):
+    def __init__(self, *, contamination=0.05, device="auto", dtype="float32", batch_size=None):
         self.contamination = contamination
         self.device = device
         self.dtype = dtype
@@ -235,7 +243,10 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
                 f"intercept_) or a tuple (coef, intercept); got {type(head).__name__}."
             )
         coef = np.array(coef, dtype=np.float64, ndmin=2)
-        intercept = np.array(intercept, dtype=np.float64, ndmin=1)
+        intercept = np.array(intercept, dtype=np.float64)
+        if intercept.ndim == 0:
+            # A classifier fitted with fit_intercept=False has the scalar intercept_ 0.0.
+            intercept = np.full(coef.shape[0], float(intercept))
         if coef.ndim != 2 or coef.shape[1] != X.shape[1]:
             raise ValueError(
                 f"head coef has shape {coef.shape}, expected (n_classes, {X.shape[1]}) "

@@ -125,7 +125,7 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
 
     def __init__(self, patterns="all", beta=0.01, *, routing="predicted", energy="lse",
                  max_patterns=None, head=None, contamination=0.05, device="auto",
-                 dtype="float32", batch_size=16384, random_state=None):
+                 dtype="float32", batch_size=None, random_state=None):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
         )

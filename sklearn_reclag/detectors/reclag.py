@@ -178,10 +178,10 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Torch device, for learning and scoring; 'auto' uses CUDA when available.
     dtype : {{'float32', 'float64'}}, default='float32'
         Precision of the torch computation.
-    batch_size : int, default=16384
+    batch_size : int or None, default=None
         Rows scored at a time (moved to the device together); bounds the memory of
-        scoring. ``transform`` takes fewer when a chunk's (rows, memories, features)
-        block of retrieval would exceed 2**24 values.
+        scoring. None: 4096 on a CPU, 16384 on a GPU. ``transform`` takes fewer when a
+        chunk's (rows, memories, features) block of retrieval would exceed 2**24 values.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial memories and a torch.Generator for the draws of 'sae' (on the
         host, so the draws are the same on every device).
@@ -262,7 +262,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                  solver="sae", n_draws=5, max_epochs=50, learning_batch_size=50, lr=1e-3,
                  init="random", init_norm=10.0, sampler="categorical", energy="lse",
                  routing="predicted", head=None, max_iter=10, device="auto",
-                 dtype="float32", batch_size=16384, random_state=None, verbose=0):
+                 dtype="float32", batch_size=None, random_state=None, verbose=0):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
         )
@@ -360,7 +360,11 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         ``v <- C(G(v)) * Xi_c^T softmax(beta * Xi_c v)`` for at most ``max_iter`` steps,
         stopping once no state moves; c is the bank the row is routed to ('pooled': every
         memory). Rows with ``G(v) <= 0`` fall into the OOD attractor: zeros when
-        ``gamma_ >= M`` (see Notes).
+        ``gamma_ >= M`` (see Notes). With ``energy='density'`` the softmax also holds
+        each memory's ``-beta |xi|^2 / 2`` (``softmax(-beta |v - xi|^2 / 2)``, the
+        mixture's posterior over its components), so a step is one mean-shift step of the
+        Gaussian mixture that the score is the log-density of, and the gate compares that
+        score with ``offset_``.
 
         Parameters
         ----------
@@ -374,7 +378,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         kwargs = self._batch_kwargs()
         # Retrieval gathers each row's bank: a (rows, memories, features) block.
         per_row = self.memories_.shape[1] * self.memories_.shape[2]
-        kwargs["batch_size"] = min(self.batch_size, max(1, _SCORE_BLOCK // per_row))
+        kwargs["batch_size"] = min(kwargs["batch_size"], max(1, _SCORE_BLOCK // per_row))
         return map_batches(self._retrieve_batch, self._validate_rows(X), **kwargs)
 
     def _retrieve_batch(self, V, state):
