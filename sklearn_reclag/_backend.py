@@ -60,7 +60,7 @@ def resolve_device(device):
     return resolved
 
 
-def loadable_device(device_name):
+def loadable_device(device_name, *, warn=True):
     """The device a fitted model should run on after unpickling.
 
     A model fitted on a GPU and loaded on a machine without one falls back to the CPU
@@ -72,12 +72,13 @@ def loadable_device(device_name):
     if torch.cuda.is_available() and index < torch.cuda.device_count():
         return device_name
     fallback, where = ("cuda:0", "'cuda:0'") if torch.cuda.is_available() else ("cpu", "the CPU")
-    warnings.warn(
-        f"This model was fitted on {device_name!r}, which is not available here; "
-        f"it will run on {where}.",
-        UserWarning,
-        stacklevel=3,
-    )
+    if warn:
+        warnings.warn(
+            f"This model was fitted on {device_name!r}, which is not available here; "
+            f"it will run on {where}.",
+            UserWarning,
+            stacklevel=3,
+        )
     return fallback
 
 

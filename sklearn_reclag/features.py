@@ -8,6 +8,7 @@ and :func:`linear_head` hands that network's last :class:`torch.nn.Linear` to a 
     make_pipeline(TorchFeatureExtractor(net), EnergyDetector(head=linear_head(net)))
 """
 
+import io
 from contextlib import contextmanager
 from numbers import Integral
 
@@ -17,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._backend import map_batches, resolve_device, resolve_dtype
+from ._backend import loadable_device, map_batches, resolve_device, resolve_dtype
 from .base import TorchEstimatorMixin
 
 
@@ -296,6 +297,30 @@ class TorchFeatureExtractor(
     @property
     def _n_features_out(self):
         return self.n_features_out_
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # A torch module that lives on a GPU is pickled as a CPU copy (through torch's
+        # own serialisation: no second copy on the GPU), so that the extractor loads on a
+        # machine without one; __setstate__ puts it back on its GPU where there is one.
+        # (A skorch net does this itself.)
+        if isinstance(self.module, torch.nn.Module):
+            device = _module_device(self.module)
+            if device is not None and device.type != "cpu":
+                buffer = io.BytesIO()
+                torch.save(self.module, buffer)
+                buffer.seek(0)
+                state["module"] = torch.load(buffer, map_location="cpu", weights_only=False)
+                state["_module_device"] = str(device)
+        return state
+
+    def __setstate__(self, state):
+        device = state.pop("_module_device", None)
+        super().__setstate__(state)
+        # Where that GPU is missing the module stays on the CPU (transform moves it to
+        # device_ anyway, and the base class has warned about device_).
+        if device is not None and loadable_device(device, warn=False) == device:
+            self.module.to(device)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

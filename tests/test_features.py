@@ -1,5 +1,7 @@
 """TorchFeatureExtractor and linear_head: exact features, a module left as it was, Pipelines."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from skorch import NeuralNetClassifier
 
-from sklearn_reclag import EnergyDetector
+from sklearn_reclag import EnergyDetector, features
 from sklearn_reclag.datasets import DigitsCNN, train_digits_cnn
 from sklearn_reclag.features import TorchFeatureExtractor, linear_head
 
@@ -222,6 +224,40 @@ def test_module_of_a_wrong_type_is_refused():
 
 
 # ------------------------------------------------------------------------------- devices
+def test_pickle_of_a_gpu_network_holds_a_cpu_copy(rng, monkeypatch):
+    """An extractor whose network lives on a GPU pickles a CPU copy of it and its device,
+    so it loads on a machine without one (device_ falls back to the CPU with a warning)
+    and extracts the same features. The GPU is simulated: the module's device is
+    reported as cuda:0."""
+    net = _mlp()
+    X = rng.normal(size=(10, 6))
+    extractor = TorchFeatureExtractor(net, device="cpu").fit(X)
+    expected = extractor.transform(X)
+    extractor.device_ = "cuda:0"
+    monkeypatch.setattr(features, "_module_device", lambda module: torch.device("cuda:0"))
+    state = extractor.__getstate__()
+    assert state["module"] is not net and state["_module_device"] == "cuda:0"
+    payload = pickle.dumps(extractor)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="fitted on 'cuda:0'.*CPU"):
+        loaded = pickle.loads(payload)
+    assert loaded.device_ == "cpu"
+    assert all(p.device.type == "cpu" for p in loaded.module.parameters())
+    np.testing.assert_array_equal(loaded.transform(X), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pickle_of_a_network_on_cuda_loads_back_on_cuda(rng):
+    net = _mlp().to("cuda")
+    X = rng.normal(size=(10, 6))
+    extractor = TorchFeatureExtractor(net, device="cuda").fit(X)
+    loaded = pickle.loads(pickle.dumps(extractor))
+    assert all(p.device.type == "cuda" for p in loaded.module.parameters())
+    np.testing.assert_allclose(loaded.transform(X), extractor.transform(X), rtol=1e-6)
+
+
 @pytest.mark.cuda
 def test_cuda_features_equal_cpu_features_and_module_returns_to_cpu(rng):
     net = _mlp()
