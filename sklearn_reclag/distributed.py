@@ -72,7 +72,10 @@ def score_dask_array(estimator, X, method="score_samples"):
     Parameters
     ----------
     estimator : fitted estimator
-        Any fitted estimator of the suite (or of scikit-learn) with ``method``.
+        A fitted estimator (of the suite or of scikit-learn) whose ``method`` returns
+        one number per row: the detectors' three methods, a classifier's ``predict``
+        with integer labels. (``DensePolynomialHopfield.decision_function`` returns one
+        column per class and is refused when the blocks are computed.)
     X : dask.array.Array of shape (n_samples, n_features)
         Features, chunked along the rows.
     method : {'score_samples', 'decision_function', 'predict'}, default='score_samples'
@@ -141,4 +144,15 @@ def _apply_to_block(block, *, estimator, method):
     # Empty blocks happen (e.g. after slicing); the estimators reject 0 rows.
     if block.shape[0] == 0:
         return np.empty((0,), dtype=_ROW_METHODS[method])
-    return np.asarray(getattr(estimator, method)(block), dtype=_ROW_METHODS[method])
+    result = np.asarray(getattr(estimator, method)(block))
+    if result.shape != (block.shape[0],):
+        raise ValueError(
+            f"score_dask_array needs one value per row, but {type(estimator).__name__}."
+            f"{method} returned shape {result.shape} for {block.shape[0]} rows."
+        )
+    if not np.issubdtype(result.dtype, np.number):
+        raise ValueError(
+            f"score_dask_array needs numbers, but {type(estimator).__name__}.{method} "
+            f"returned {result.dtype} values (e.g. string class labels)."
+        )
+    return result.astype(_ROW_METHODS[method], copy=False)

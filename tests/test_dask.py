@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-from sklearn_reclag import EnergyDetector, ReActDetector
+from sklearn_reclag import DensePolynomialHopfield, EnergyDetector, ReActDetector
 from sklearn_reclag.distributed import score_dask_array
 from sklearn_reclag.metrics import fpr95_scorer
 from sklearn_reclag.model_selection import make_ood_dataset, ood_balanced_accuracy_scorer
@@ -85,6 +85,21 @@ def test_bad_input_is_reported(fitted):
         score_dask_array(det, X_dask[:, 0])
     with pytest.raises(NotFittedError):
         score_dask_array(EnergyDetector(), X_dask)
+
+
+def test_methods_without_one_number_per_row_are_refused_when_computed():
+    """A classifier's per-class decision_function and string predictions cannot be
+    stacked as one number per row: computing the blocks says so."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(60, 4))
+    y = np.array(["a", "b", "c"])[rng.integers(0, 3, 60)]
+    model = DensePolynomialHopfield(n_memories=6, max_epochs=2, device="cpu",
+                                    random_state=0).fit(X, y)
+    X_dask = da.from_array(X, chunks=(30, 4))
+    with pytest.raises(ValueError, match=r"one value per row.*shape \(30, 3\)"):
+        score_dask_array(model, X_dask, method="decision_function").compute()
+    with pytest.raises(ValueError, match="string class labels"):
+        score_dask_array(model, X_dask, method="predict").compute()
 
 
 def test_missing_dask_names_the_extra_to_install(fitted, monkeypatch):
