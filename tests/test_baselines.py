@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp, softmax
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.svm import LinearSVC
 
 from sklearn_reclag import OOD_LABEL, EnergyDetector, MSPDetector, ReActDetector
 from sklearn_reclag.metrics import fpr95_scorer
@@ -154,6 +155,23 @@ def test_wrong_number_of_features_is_rejected(rng):
     det = EnergyDetector(head=head, device="cpu").fit(X, y)
     with pytest.raises(ValueError, match="features"):
         det.predict(X[:, :-1])
+
+
+@pytest.mark.parametrize("fitted", [True, False])
+@pytest.mark.parametrize("Head", [LinearSVC, RidgeClassifier])
+def test_head_without_intercept_gets_zero_logit_offsets(rng, Head, fitted):
+    """A linear classifier fitted with fit_intercept=False (scalar intercept_ 0.0), fitted
+    or to be fitted, is a head whose logits are X @ coef_.T."""
+    X, y, _ = _problem(rng)
+    head = Head(fit_intercept=False)
+    if fitted:
+        head.fit(X, y)
+    det = EnergyDetector(head=head, device="cpu", dtype="float64").fit(X, y)
+    if fitted:
+        np.testing.assert_array_equal(det.head_coef_, head.coef_)
+    np.testing.assert_array_equal(det.head_intercept_, np.zeros(4))
+    np.testing.assert_allclose(det.score_samples(X), logsumexp(X @ det.head_coef_.T, axis=1),
+                               rtol=1e-10)
 
 
 @pytest.mark.parametrize(

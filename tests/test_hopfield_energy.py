@@ -12,7 +12,7 @@ from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_reclag import HopfieldEnergyDetector
+from sklearn_reclag import OOD_LABEL, HopfieldEnergyDetector
 from sklearn_reclag.detectors import _banks
 
 
@@ -100,6 +100,21 @@ def test_float32_default_matches_float64(data):
     np.testing.assert_allclose(
         s32.score_samples(X_test), s64.score_samples(X_test), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("patterns", ["all", "mean"])
+def test_fit_ignores_ood_rows(data, patterns):
+    """Rows labelled OOD_LABEL are not stored and do not move the offset."""
+    X, y, X_test, head = data
+    X_ood = np.random.default_rng(1).normal(scale=5.0, size=(25, X.shape[1]))
+    X_all, y_all = np.vstack([X_ood, X]), np.r_[np.full(25, OOD_LABEL), y]
+    params = {"patterns": patterns, "beta": 0.5, "head": head, "device": "cpu",
+              "dtype": "float64"}
+    with_ood = HopfieldEnergyDetector(**params).fit(X_all, y_all)
+    without = HopfieldEnergyDetector(**params).fit(X, y)
+    np.testing.assert_array_equal(with_ood.memories_, without.memories_)
+    assert with_ood.offset_ == without.offset_
+    np.testing.assert_array_equal(with_ood.score_samples(X_test), without.score_samples(X_test))
 
 
 def test_without_labels_one_bank_of_all_rows(data):

@@ -5,8 +5,13 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, cross_val_score
 
-import sklearn_reclag
-from sklearn_reclag import OOD_LABEL, EnergyDetector, ReActDetector
+from sklearn_reclag import (
+    OOD_LABEL,
+    DensePolynomialHopfield,
+    EnergyDetector,
+    ReActDetector,
+    RecLagDetector,
+)
 from sklearn_reclag.metrics import fpr95_scorer, fpr_at_tpr, ood_auroc_scorer
 from sklearn_reclag.model_selection import (
     fpr_at_threshold,
@@ -173,17 +178,9 @@ def test_contamination_moves_only_threshold_scores_and_refit_follows_the_chosen_
     assert grid.best_score_ == res["mean_test_bacc"][grid.best_index_]
 
 
-def _public_estimator(name):
-    est = getattr(sklearn_reclag, name, None)
-    if est is None:
-        pytest.skip(f"{name} is not in sklearn_reclag yet")
-    return est
-
-
 def test_reclag_grid_search_over_beta_and_gamma(ood_data):
     """GridSearchCV(RecLagDetector(), {beta, gamma}) runs with the OOD scorers; FPR95 is
     flat in gamma (it only moves the threshold) and refit follows balanced accuracy."""
-    RecLagDetector = _public_estimator("RecLagDetector")
     X, y = ood_data
     grid = GridSearchCV(
         RecLagDetector(solver="em", device="cpu", random_state=0),
@@ -204,7 +201,6 @@ def test_reclag_grid_search_over_beta_and_gamma(ood_data):
 def test_dense_polynomial_hopfield_grid_search_over_n(ood_data):
     """The classifier's n is selected on FPR95 of its score_samples with the default
     (stratified) CV, OOD rows in every fold."""
-    DensePolynomialHopfield = _public_estimator("DensePolynomialHopfield")
     X, y = ood_data
     grid = GridSearchCV(
         DensePolynomialHopfield(device="cpu", random_state=0), {"n": [2, 3]},

@@ -13,8 +13,7 @@ from matplotlib.collections import PathCollection  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-import sklearn_reclag  # noqa: E402
-from sklearn_reclag import OOD_LABEL, EnergyDetector  # noqa: E402
+from sklearn_reclag import OOD_LABEL, EnergyDetector, RecLagDetector  # noqa: E402
 from sklearn_reclag.plotting import (  # noqa: E402
     plot_energy_landscape,
     plot_roc_curves,
@@ -103,9 +102,6 @@ def test_missing_matplotlib_names_the_extra_to_install(monkeypatch):
 # ------------------------------------------------------------- energy landscape
 @pytest.fixture(scope="module")
 def reclag_2d():
-    RecLagDetector = getattr(sklearn_reclag, "RecLagDetector", None)
-    if RecLagDetector is None:
-        pytest.skip("RecLagDetector is not in sklearn_reclag yet")
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(3, 0.5, (60, 2)), rng.normal(-3, 0.5, (60, 2))]
     y = np.r_[np.zeros(60, int), np.ones(60, int)]

@@ -25,7 +25,11 @@ def test_usage_examples_run_in_order(capsys):
     rejected = namespace["reclag"].predict(namespace["X_ood"][:5]) == -1
     assert not namespace["retrieved"][rejected].any()
     exec(compile(_block_after("usage-grid-search", "python"), "README search", "exec"), namespace)
-    assert set(namespace["search"].best_params_) == {"beta", "contamination"}
+    assert set(namespace["search"].best_params_) == {"beta"}
+    # The threshold search starts from the beta chosen on FPR95.
+    threshold = namespace["threshold"]
+    assert set(threshold.best_params_) == {"contamination"}
+    assert threshold.best_estimator_.beta == namespace["search"].best_params_["beta"]
 
 
 def test_every_python_block_is_tested():

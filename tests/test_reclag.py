@@ -13,7 +13,7 @@ from scipy.special import logsumexp, softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_reclag import RecLagDetector
+from sklearn_reclag import OOD_LABEL, RecLagDetector
 from sklearn_reclag._reference import fit_reclag_reference, reference_loss
 from sklearn_reclag.detectors._sae import (
     _MaskedAdam,
@@ -382,6 +382,23 @@ def test_initial_memories_have_the_official_norm(data, init):
         assert np.isclose(memories[1][:, None] / 10, unit[y == 1][None]).all(2).any(1).all()
 
 
+@pytest.mark.parametrize("solver", ["sae", "em"])
+def test_fit_ignores_ood_rows(data, solver):
+    """Rows labelled OOD_LABEL (held-out OOD rows of a CV split) do not reach the memories,
+    gamma_ or the stored patterns: the fit equals the fit without them."""
+    X, y, X_test, head = data
+    X_ood = np.random.default_rng(1).normal(scale=5.0, size=(30, X.shape[1]))
+    order = np.random.default_rng(2).permutation(len(X) + 30)
+    X_all = np.vstack([X, X_ood])[order]
+    y_all = np.r_[y, np.full(30, OOD_LABEL)][order]
+    with_ood = _fit((X_all, y_all, X_test, head), solver=solver)
+    keep = y_all != OOD_LABEL
+    without = _fit((X_all[keep], y_all[keep], X_test, head), solver=solver)
+    np.testing.assert_array_equal(with_ood.memories_, without.memories_)
+    assert with_ood.gamma_ == without.gamma_
+    np.testing.assert_array_equal(with_ood.score_samples(X_test), without.score_samples(X_test))
+
+
 def test_without_labels_one_bank(data):
     """y=None and no head: one bank of n_memories memories learned on every row."""
     X = data[0]
@@ -422,8 +439,8 @@ def test_inputs_are_not_modified(data, dtype):
     det.predict(X_test)
     retrieved = det.transform(X_test)
     assert not np.shares_memory(retrieved, X_test)
-    for original, copy in zip((X, y, X_test), copies, strict=True):
-        np.testing.assert_array_equal(original, copy)
+    for original, saved in zip((X, y, X_test), copies, strict=True):
+        np.testing.assert_array_equal(original, saved)
 
 
 @pytest.mark.cuda
