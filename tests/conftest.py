@@ -22,6 +22,23 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def product_sizes(monkeypatch):
+    """Entries of every result of torch.addmm and torch.baddbmm during the test, in a
+    list the test may clear: the sizes of the logits blocks that scoring builds."""
+    sizes = []
+    for name in ("addmm", "baddbmm"):
+        real = getattr(torch, name)
+
+        def spy(*args, _real=real, **kwargs):
+            out = _real(*args, **kwargs)
+            sizes.append(out.numel())
+            return out
+
+        monkeypatch.setattr(torch, name, spy)
+    return sizes
+
+
 @pytest.fixture(scope="session")
 def digits_split():
     """Digits pixels in [0, 1]: classes 0-4 in distribution, 5-9 out of distribution."""

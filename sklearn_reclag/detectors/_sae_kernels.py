@@ -20,10 +20,7 @@ import math
 import numba
 import numpy as np
 
-# Constants of the official objective (specs/reclag.md) and the exp floor, as in _sae.
-_WEIGHT_EPS = 1e-16
-_LOG_EPS = 1e-12
-_EXP_FLOOR = -80.0
+from ._sae import _EXP_FLOOR, _LOG_EPS, _WEIGHT_EPS
 
 _compiled = numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
