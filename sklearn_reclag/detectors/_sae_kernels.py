@@ -12,7 +12,7 @@ on the other devices, and the tests check that both forms take the same steps.
 ``error_model='numpy'``: a division by zero gives inf or NaN, as in numpy, instead of a
 check per division, which would keep the loops from being vectorised. Compiled code is
 cached on disk (``cache=True``): the first fit of a new installation compiles it once
-per dtype, in a second or two.
+per dtype, in about three seconds.
 """
 
 import math
