@@ -31,14 +31,17 @@ from sklearn.preprocessing import Normalizer
 
 from sklearn_reclag import OOD_LABEL, RecLagDetector
 from sklearn_reclag.datasets import load_digits_ood_features
-from sklearn_reclag.metrics import fpr95_scorer, fpr_at_tpr, ood_auroc, ood_auroc_scorer
-from sklearn_reclag.model_selection import (
+from sklearn_reclag.metrics import (
+    fpr95_scorer,
     fpr_at_threshold_scorer,
-    make_ood_dataset,
+    fpr_at_tpr,
+    ood_auroc,
+    ood_auroc_scorer,
     ood_balanced_accuracy,
     ood_balanced_accuracy_scorer,
     tpr_at_threshold_scorer,
 )
+from sklearn_reclag.model_selection import make_ood_dataset
 
 
 def main(output_dir="output"):

@@ -10,7 +10,7 @@ benchmark data in :mod:`sklearn_reclag.datasets`, dask helpers in
 
 __version__ = "0.1.0"
 
-from .base import OOD_LABEL  # noqa: E402
+from ._labels import OOD_LABEL  # noqa: E402
 from .dense import DensePolynomialHopfield, capacity  # noqa: E402
 from .detectors import (  # noqa: E402
     EnergyDetector,

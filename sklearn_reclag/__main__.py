@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from ._backend import resolve_device
-from .base import OOD_LABEL
+from ._labels import OOD_LABEL
 from .benchmark import METRICS, default_methods, format_markdown, peer_methods, \
     run_quality_benchmark, summarize
 

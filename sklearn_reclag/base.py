@@ -6,16 +6,19 @@ the linear head, device handling, chunked scoring, the contamination offset and 
 """
 
 import warnings
+from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from ._labels import OOD_LABEL, drop_ood_rows, is_ood_label  # noqa: F401 (re-exported)
 from ._backend import (
     as_tensor,
     loadable_device,
@@ -24,44 +27,18 @@ from ._backend import (
     resolve_dtype,
 )
 
-OOD_LABEL = -1
-"""Label of out-of-distribution rows in ``y``: fit ignores them, the OOD scorers use them."""
+class InconsistentVersionWarning(_SklearnVersionWarning):
+    """A pickled estimator was saved with another sklearn-reclag version.
 
-
-def is_ood_label(y):
-    """Boolean mask of the entries of ``y`` equal to :data:`OOD_LABEL`.
-
-    Works for numeric and for string/object labels (a string is never OOD_LABEL).
+    A subclass of scikit-learn's warning of the same name, so that a filter on
+    scikit-learn's warning catches this one too.
     """
-    y = np.asarray(y)
-    if y.dtype.kind in "iuf":
-        return y == OOD_LABEL
-    if y.dtype.kind in "bUS":
-        return np.zeros(y.shape, dtype=bool)
-    return np.array([isinstance(v, (int, np.integer)) and v == OOD_LABEL for v in y], dtype=bool)
 
+    def __init__(self, message):
+        self.message = message
 
-def drop_ood_rows(X, y):
-    """The rows of ``(X, y)`` whose label is not :data:`OOD_LABEL` (fit ignores OOD rows).
-
-    Raises
-    ------
-    ValueError
-        If every row is OOD.
-    """
-    keep = ~is_ood_label(y)
-    if not keep.any():
-        raise ValueError(
-            f"Every row of y is OOD_LABEL ({OOD_LABEL}): there are no in-distribution "
-            "rows to fit on."
-        )
-    if keep.all():
-        return X, y
-    return X[keep], y[keep]
-
-
-class InconsistentVersionWarning(UserWarning):
-    """A pickled estimator was saved with another sklearn-reclag version."""
+    def __str__(self):
+        return self.message
 
 
 class TorchEstimatorMixin:
@@ -86,7 +63,7 @@ class TorchEstimatorMixin:
             batch_size=self._rows_per_chunk(device),
             device=device,
             dtype=dtype,
-            state={name: as_tensor(getattr(self, name), device, dtype) for name in names},
+            state={name: _state_tensor(getattr(self, name), device, dtype) for name in names},
             check_finite=device.type != "cpu",
         )
 
@@ -129,23 +106,25 @@ class TorchEstimatorMixin:
         super().__setstate__(state)
 
 
+def _state_tensor(value, device, dtype):
+    """A fitted attribute on the device: boolean masks stay boolean, numbers take dtype."""
+    if isinstance(value, np.ndarray) and value.dtype == bool:
+        return as_tensor(value, device, torch.bool)
+    return as_tensor(value, device, dtype)
+
+
 def _package_version():
     from . import __version__
 
     return __version__
 
 
-class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
+class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclass=ABCMeta):
     """Shared behaviour of the OOD detectors (not for direct use).
 
-    Subclasses implement:
-
-    - ``_fit(X, y)``: learn the fitted attributes from the in-distribution rows
-      (``y`` holds class labels or is None);
-    - ``_score_batch(V, state)``: scores of one batch of rows ``V`` (a tensor on the
-      fitting device), higher = more in-distribution; ``state`` maps the names in
-      ``_tensor_attributes`` to the fitted arrays as tensors on the same device;
-    - optionally ``_fit_offset(X)`` when the threshold is not the contamination quantile.
+    A subclass implements the two abstract hooks, ``_fit`` and ``_score_batch``, and
+    optionally overrides ``_fit_offset`` when the threshold is not the contamination
+    quantile of the training scores.
 
     Fitted state is kept as numpy arrays so that a model pickled on a GPU machine loads
     anywhere; it is moved to the device once per scoring call.
@@ -161,13 +140,38 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
     # Whether fit needs class labels (or a head to provide them).
     _needs_classes = True
 
+    # The linear head, for the detectors that read logits or a predicted class: those
+    # take ``head`` as a constructor parameter, which shadows this default.
+    head = None
+
     def __init__(self, *, contamination=0.05, device="auto", dtype="float32", batch_size=None):
         self.contamination = contamination
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
 
+    # ------------------------------------------------------------ the hooks
+    @abstractmethod
+    def _fit(self, X, y):
+        """Learn the fitted attributes from the in-distribution rows.
+
+        ``X`` is validated, without OOD_LABEL rows; ``y`` holds their class labels, or is
+        None. ``device_`` is set already.
+        """
+
+    @abstractmethod
+    def _score_batch(self, V, state):
+        """Scores of one batch of rows, higher = more in-distribution.
+
+        ``V`` is a (batch, n_features) tensor on ``device_``; ``state`` maps the names in
+        ``_tensor_attributes`` to the fitted arrays as tensors on the same device. Returns
+        a (batch,) tensor. Must not write to ``V`` (it may be a view of the user's X).
+        """
+
     # ------------------------------------------------------------------ fit
+    # Not skipping nested validation: a head given as an unfitted scikit-learn
+    # classifier is cloned and fitted here and must validate its own parameters.
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Fit the detector on in-distribution features.
 
@@ -184,7 +188,6 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
         self : object
             The fitted detector.
         """
-        self._validate_params()
         X, y = self._validate_fit_data(X, y)
         self.device_ = str(resolve_device(self.device))
         self._fit(X, y)
@@ -206,7 +209,7 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator):
         return X, y
 
     def _requires_y(self):
-        return self._needs_classes and getattr(self, "head", None) is None
+        return self._needs_classes and self.head is None
 
     def _fit_offset(self, X):
         """Threshold of ``decision_function``: accept ``1 - contamination`` of the rows."""

@@ -14,7 +14,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from .base import OOD_LABEL
+from ._labels import OOD_LABEL
 from .metrics import fpr95_scorer, fpr_at_tpr, ood_aupr, ood_auroc
 
 METRICS = {"FPR95": fpr_at_tpr, "AUROC": ood_auroc, "AUPR-In": ood_aupr}

@@ -14,7 +14,12 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -215,8 +220,8 @@ class TorchFeatureExtractor(
         "dtype": [StrOptions({"float32", "float64"})],
     }
 
-    def __init__(self, module, layer=None, input_shape=None, batch_size=256, device="auto",
-                 dtype="float32"):
+    def __init__(self, module, *, layer=None, input_shape=None, batch_size=256,
+                 device="auto", dtype="float32"):
         self.module = module
         self.layer = layer
         self.input_shape = input_shape
@@ -224,6 +229,8 @@ class TorchFeatureExtractor(
         self.device = device
         self.dtype = dtype
 
+    # The module is the user's object, not a scikit-learn estimator: nothing nested to validate.
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Check that the network accepts the rows of X; nothing is trained.
 
@@ -239,7 +246,6 @@ class TorchFeatureExtractor(
         self : object
             The fitted extractor.
         """
-        self._validate_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         _check_input_shape(self.input_shape, X.shape[1])
         module = _as_module(self.module)

@@ -10,9 +10,9 @@ ID rows at 95 % OOD recall) is available with ``positive="ood"``.
 import numbers
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, make_scorer, roc_auc_score, roc_curve
 
-from .base import is_ood_label
+from ._labels import is_ood_label
 
 _POSITIVES = ("id", "ood")
 
@@ -236,3 +236,109 @@ fpr95_scorer = make_ood_scorer("fpr", tpr=0.95)
 
 ood_auroc_scorer = make_ood_scorer("auroc")
 """Scorer returning the OOD AUROC (ID positive) from ``estimator.score_samples``."""
+
+
+# ------------------------------------------------------- metrics of predict (the threshold)
+def _accepted(y_true, y_pred):
+    """``(is_id, accepted)`` boolean arrays from OOD labels and ``predict``'s +1 / -1."""
+    if y_true is None:
+        raise ValueError(
+            "This OOD metric needs y_true: OOD_LABEL (-1) for OOD rows, class labels for "
+            "ID rows."
+        )
+    is_id, y_pred = _check_inputs(y_true, y_pred)
+    unexpected = np.setdiff1d(np.unique(y_pred), [-1, 1])
+    if unexpected.size:
+        raise ValueError(
+            f"y_pred must hold +1 (ID) and -1 (OOD) as an OOD detector's predict returns; "
+            f"got the values {unexpected[:5]}. For a classifier, select on its scores with "
+            "fpr95_scorer instead."
+        )
+    return is_id, y_pred == 1
+
+
+def tpr_at_threshold(y_true, y_pred):
+    """Fraction of in-distribution rows that ``predict`` accepts (+1).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_pred : array-like of shape (n_samples,)
+        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
+
+    Returns
+    -------
+    tpr : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.metrics import tpr_at_threshold
+    >>> tpr_at_threshold([0, 1, 2, 3, -1], [1, 1, 1, -1, 1])
+    0.75
+    """
+    is_id, accepted = _accepted(y_true, y_pred)
+    return float(accepted[is_id].mean())
+
+
+def fpr_at_threshold(y_true, y_pred):
+    """Fraction of OOD rows that ``predict`` wrongly accepts (+1): lower is better.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_pred : array-like of shape (n_samples,)
+        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
+
+    Returns
+    -------
+    fpr : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.metrics import fpr_at_threshold
+    >>> fpr_at_threshold([0, 0, -1, -1], [1, 1, 1, -1])
+    0.5
+    """
+    is_id, accepted = _accepted(y_true, y_pred)
+    return float(accepted[~is_id].mean())
+
+
+def ood_balanced_accuracy(y_true, y_pred):
+    """Mean of the ID acceptance rate and the OOD rejection rate of ``predict``.
+
+    ``(TPR + (1 - FPR)) / 2`` at the detector's fitted threshold: 1 for a perfect
+    split, 0.5 for a detector that accepts (or rejects) everything, whatever the share of
+    OOD rows. Unlike FPR95 or AUROC it depends on the threshold, so it is the criterion
+    for ``gamma`` and ``contamination``.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
+    y_pred : array-like of shape (n_samples,)
+        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
+
+    Returns
+    -------
+    balanced_accuracy : float
+
+    Examples
+    --------
+    >>> from sklearn_reclag.metrics import ood_balanced_accuracy
+    >>> ood_balanced_accuracy([0, 0, -1, -1], [1, 1, 1, -1])
+    0.75
+    """
+    is_id, accepted = _accepted(y_true, y_pred)
+    return float((accepted[is_id].mean() + (~accepted[~is_id]).mean()) / 2)
+
+
+ood_balanced_accuracy_scorer = make_scorer(ood_balanced_accuracy)
+"""Scorer of :func:`ood_balanced_accuracy` on ``estimator.predict`` (greater is better)."""
+
+fpr_at_threshold_scorer = make_scorer(fpr_at_threshold, greater_is_better=False)
+"""Scorer returning ``-fpr_at_threshold`` on ``estimator.predict`` (greater is better)."""
+
+tpr_at_threshold_scorer = make_scorer(tpr_at_threshold)
+"""Scorer of :func:`tpr_at_threshold` on ``estimator.predict``; report it, don't select on it."""

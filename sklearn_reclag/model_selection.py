@@ -17,8 +17,7 @@ ranking metric flat and need a metric of ``predict``:
 parameter                         what it moves        select with
 ================================  ===================  ===================================
 ``beta`` (RecLag, HE)             the ranking          ``fpr95_scorer`` (or
-                                                       ``ood_auroc_scorer``, both in
-                                                       :mod:`sklearn_reclag.metrics`)
+                                                       ``ood_auroc_scorer``)
 ``n`` (DensePolynomialHopfield)   the ranking          ``fpr95_scorer`` / AUROC
 ``n_memories`` (RecLag)           the ranking          ``fpr95_scorer`` / AUROC
 ``temperature`` (Energy, ReAct)   the ranking          ``fpr95_scorer`` / AUROC
@@ -27,7 +26,7 @@ parameter                         what it moves        select with
 ``contamination`` (detectors)     only the threshold   ``ood_balanced_accuracy_scorer``
 ================================  ===================  ===================================
 
-``fpr_at_threshold_scorer`` and ``tpr_at_threshold_scorer`` report the two halves of the
+All these scorers live in :mod:`sklearn_reclag.metrics`. ``fpr_at_threshold_scorer`` and ``tpr_at_threshold_scorer`` report the two halves of the
 balanced accuracy at the fitted threshold; use them as extra entries of a multi-metric
 ``scoring`` dict, not to select on their own (accepting every row maximises the TPR).
 
@@ -44,20 +43,24 @@ ood_balanced_accuracy_scorer}, refit="bacc"``.
 """
 
 import numpy as np
-from sklearn.metrics import make_scorer
 from sklearn.utils import check_array, check_random_state, column_or_1d
 
-from .base import OOD_LABEL, is_ood_label
-from .metrics import _check_inputs
+from ._labels import OOD_LABEL, is_ood_label
+# The threshold metrics and their scorers live in metrics.py with the others; they stay
+# importable from here, where earlier releases defined them.
+from .metrics import (  # noqa: F401
+    fpr_at_threshold,
+    fpr_at_threshold_scorer,
+    ood_balanced_accuracy,
+    ood_balanced_accuracy_scorer,
+    tpr_at_threshold,
+    tpr_at_threshold_scorer,
+)
 
 __all__ = [
-    "fpr_at_threshold",
-    "fpr_at_threshold_scorer",
+    "OOD_LABEL",
+    "is_ood_label",
     "make_ood_dataset",
-    "ood_balanced_accuracy",
-    "ood_balanced_accuracy_scorer",
-    "tpr_at_threshold",
-    "tpr_at_threshold_scorer",
 ]
 
 
@@ -132,108 +135,3 @@ def make_ood_dataset(X_id, y_id, X_ood, *, shuffle=True, random_state=None):
         order = check_random_state(random_state).permutation(len(y))
         X, y = X[order], y[order]
     return X, y
-
-
-def _accepted(y_true, y_pred):
-    """``(is_id, accepted)`` boolean arrays from OOD labels and ``predict``'s +1 / -1."""
-    if y_true is None:
-        raise ValueError(
-            "This OOD metric needs y_true: OOD_LABEL (-1) for OOD rows, class labels for "
-            "ID rows."
-        )
-    is_id, y_pred = _check_inputs(y_true, y_pred)
-    unexpected = np.setdiff1d(np.unique(y_pred), [-1, 1])
-    if unexpected.size:
-        raise ValueError(
-            f"y_pred must hold +1 (ID) and -1 (OOD) as an OOD detector's predict returns; "
-            f"got the values {unexpected[:5]}. For a classifier, select on its scores with "
-            "fpr95_scorer instead."
-        )
-    return is_id, y_pred == 1
-
-
-def tpr_at_threshold(y_true, y_pred):
-    """Fraction of in-distribution rows that ``predict`` accepts (+1).
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,)
-        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
-    y_pred : array-like of shape (n_samples,)
-        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
-
-    Returns
-    -------
-    tpr : float
-
-    Examples
-    --------
-    >>> from sklearn_reclag.model_selection import tpr_at_threshold
-    >>> tpr_at_threshold([0, 1, 2, 3, -1], [1, 1, 1, -1, 1])
-    0.75
-    """
-    is_id, accepted = _accepted(y_true, y_pred)
-    return float(accepted[is_id].mean())
-
-
-def fpr_at_threshold(y_true, y_pred):
-    """Fraction of OOD rows that ``predict`` wrongly accepts (+1): lower is better.
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,)
-        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
-    y_pred : array-like of shape (n_samples,)
-        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
-
-    Returns
-    -------
-    fpr : float
-
-    Examples
-    --------
-    >>> from sklearn_reclag.model_selection import fpr_at_threshold
-    >>> fpr_at_threshold([0, 0, -1, -1], [1, 1, 1, -1])
-    0.5
-    """
-    is_id, accepted = _accepted(y_true, y_pred)
-    return float(accepted[~is_id].mean())
-
-
-def ood_balanced_accuracy(y_true, y_pred):
-    """Mean of the ID acceptance rate and the OOD rejection rate of ``predict``.
-
-    ``(TPR + (1 - FPR)) / 2`` at the detector's fitted threshold: 1 for a perfect
-    split, 0.5 for a detector that accepts (or rejects) everything, whatever the share of
-    OOD rows. Unlike FPR95 or AUROC it depends on the threshold, so it is the criterion
-    for ``gamma`` and ``contamination``.
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,)
-        OOD_LABEL (-1) for OOD rows, any other label for ID rows; or boolean "is ID".
-    y_pred : array-like of shape (n_samples,)
-        +1 (accepted as ID) or -1 (rejected as OOD), as a detector's ``predict`` returns.
-
-    Returns
-    -------
-    balanced_accuracy : float
-
-    Examples
-    --------
-    >>> from sklearn_reclag.model_selection import ood_balanced_accuracy
-    >>> ood_balanced_accuracy([0, 0, -1, -1], [1, 1, 1, -1])
-    0.75
-    """
-    is_id, accepted = _accepted(y_true, y_pred)
-    return float((accepted[is_id].mean() + (~accepted[~is_id]).mean()) / 2)
-
-
-ood_balanced_accuracy_scorer = make_scorer(ood_balanced_accuracy)
-"""Scorer of :func:`ood_balanced_accuracy` on ``estimator.predict`` (greater is better)."""
-
-fpr_at_threshold_scorer = make_scorer(fpr_at_threshold, greater_is_better=False)
-"""Scorer returning ``-fpr_at_threshold`` on ``estimator.predict`` (greater is better)."""
-
-tpr_at_threshold_scorer = make_scorer(tpr_at_threshold)
-"""Scorer of :func:`tpr_at_threshold` on ``estimator.predict``; report it, don't select on it."""

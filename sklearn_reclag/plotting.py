@@ -268,7 +268,7 @@ def _check_landscape(detector, class_index):
             f"{banks.shape[-1]} features (reduce them first, e.g. with PCA(2) in a Pipeline)."
         )
     mask = getattr(detector, "memory_mask_", None)
-    mask = np.ones(banks.shape[:2], bool) if mask is None else np.asarray(mask) > 0.5
+    mask = np.ones(banks.shape[:2], bool) if mask is None else np.asarray(mask, dtype=bool)
     if class_index is None:
         return banks[mask], float(detector.log_gamma_), float(detector.beta)
     if not isinstance(class_index, Integral) or not 0 <= class_index < banks.shape[0]:

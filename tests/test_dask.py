@@ -11,8 +11,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from sklearn_reclag import DensePolynomialHopfield, EnergyDetector, ReActDetector
 from sklearn_reclag.distributed import score_dask_array
-from sklearn_reclag.metrics import fpr95_scorer
-from sklearn_reclag.model_selection import make_ood_dataset, ood_balanced_accuracy_scorer
+from sklearn_reclag.metrics import fpr95_scorer, ood_balanced_accuracy_scorer
+from sklearn_reclag.model_selection import make_ood_dataset
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")

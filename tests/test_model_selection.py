@@ -12,16 +12,18 @@ from sklearn_reclag import (
     ReActDetector,
     RecLagDetector,
 )
-from sklearn_reclag.metrics import fpr95_scorer, fpr_at_tpr, ood_auroc_scorer
-from sklearn_reclag.model_selection import (
+from sklearn_reclag.metrics import (
+    fpr95_scorer,
     fpr_at_threshold,
     fpr_at_threshold_scorer,
-    make_ood_dataset,
+    fpr_at_tpr,
+    ood_auroc_scorer,
     ood_balanced_accuracy,
     ood_balanced_accuracy_scorer,
     tpr_at_threshold,
     tpr_at_threshold_scorer,
 )
+from sklearn_reclag.model_selection import make_ood_dataset
 
 
 @pytest.fixture(scope="module")

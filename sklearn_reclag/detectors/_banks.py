@@ -175,13 +175,13 @@ class _MemoryBankDetector(BaseOODDetector):
     # -------------------------------------------------------------- scoring
     def _class_lse(self, V, state):
         """Per-class ``lse(beta * Xi_c v)`` (B, C), in blocks of bounded size."""
-        banks, mask = state["memories_"], state["memory_mask_"] > 0.5
+        banks, mask = state["memories_"], state["memory_mask_"]
         return class_logsumexp(V, banks, mask, self.beta, bias=self._memory_bias(banks),
                                max_block=_SCORE_BLOCK)
 
     def _routed_lse(self, V, state, bank_index):
         """``lse(beta * Xi_c v)`` (B,) against each row's own bank c only."""
-        banks, mask = state["memories_"], state["memory_mask_"] > 0.5
+        banks, mask = state["memories_"], state["memory_mask_"]
         return routed_logsumexp(V, bank_index, banks, mask, self.beta,
                                 bias=self._memory_bias(banks), max_block=_SCORE_BLOCK)
 
@@ -200,7 +200,7 @@ class _MemoryBankDetector(BaseOODDetector):
         """
         if state.get("head_coef_") is None:
             return None
-        present = (state["memory_mask_"] > 0.5).any(dim=1)
+        present = state["memory_mask_"].any(dim=1)
         logits = self._head_logits(V, state).masked_fill(~present, -math.inf)
         return logits.argmax(dim=1)
 

@@ -14,41 +14,8 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
 
+from .._docstrings import fill_doc
 from ..base import BaseOODDetector
-
-_HEAD_DOC = """head : None, sklearn linear classifier or tuple (coef, intercept), default=None
-        The linear head whose logits the score reads. None fits a softmax regression
-        (:class:`~sklearn.linear_model.LogisticRegression`) on ``(X, y)``; an unfitted
-        classifier is cloned and fitted; a fitted one (``coef_``, ``intercept_``) or a tuple
-        with ``coef`` of shape (n_classes, n_features) is used as it is."""
-
-_COMMON_DOC = """contamination : float in (0, 0.5], default=0.05
-        Fraction of the training rows that ``predict`` rejects: ``offset_`` is that
-        quantile of the training scores (0.05 is the FPR95 operating point).
-    device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
-        Torch device; 'auto' uses CUDA when available. Resolved in ``fit``
-        (``device_``).
-    dtype : {'float32', 'float64'}, default='float32'
-        Precision of the torch computation.
-    batch_size : int or None, default=None
-        Rows scored at a time (moved to the device together); bounds the memory of
-        scoring. None: 4096 on a CPU, 16384 on a GPU."""
-
-_FITTED_DOC = """classes_ : ndarray of shape (n_classes,)
-        Class labels, in the order of the head's outputs.
-    head_coef_ : ndarray of shape (n_classes, n_features)
-        Weights of the head.
-    head_intercept_ : ndarray of shape (n_classes,)
-        Bias of the head.
-    offset_ : float
-        ``decision_function = score_samples - offset_``.
-    device_ : str
-        The resolved torch device.
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Names of the features seen during fit, when X has string column names."""
-
 
 class _LogitDetector(BaseOODDetector):
     """A detector that scores a function of the head's logits."""
@@ -67,19 +34,22 @@ class _LogitDetector(BaseOODDetector):
         self._fit_head(X, y)
 
 
+@fill_doc
 class MSPDetector(_LogitDetector):
-    __doc__ = f"""Maximum softmax probability (Hendrycks & Gimpel, 2017).
+    """Maximum softmax probability (Hendrycks & Gimpel, 2017).
 
     ``score_samples(v) = max_k softmax(W v + b)_k``.
 
     Parameters
     ----------
-    {_HEAD_DOC}
-    {_COMMON_DOC}
+    ${head}
+    ${contamination}
+    ${device}
 
     Attributes
     ----------
-    {_FITTED_DOC}
+    ${fitted_head}
+    ${fitted_common}
 
     See Also
     --------
@@ -99,8 +69,9 @@ class MSPDetector(_LogitDetector):
         return torch.softmax(self._head_logits(V, state), dim=1).amax(dim=1)
 
 
+@fill_doc
 class EnergyDetector(_LogitDetector):
-    __doc__ = f"""Energy score (Liu et al., 2020).
+    """Energy score (Liu et al., 2020).
 
     ``score_samples(v) = T * logsumexp((W v + b) / T)`` (the negative free energy).
 
@@ -108,12 +79,14 @@ class EnergyDetector(_LogitDetector):
     ----------
     temperature : float > 0, default=1.0
         The temperature T.
-    {_HEAD_DOC}
-    {_COMMON_DOC}
+    ${head}
+    ${contamination}
+    ${device}
 
     Attributes
     ----------
-    {_FITTED_DOC}
+    ${fitted_head}
+    ${fitted_common}
 
     See Also
     --------
@@ -147,8 +120,9 @@ class EnergyDetector(_LogitDetector):
         return self.temperature * torch.logsumexp(logits / self.temperature, dim=1)
 
 
+@fill_doc
 class ReActDetector(EnergyDetector):
-    __doc__ = f"""ReAct: energy score on clipped activations (Sun et al., 2021).
+    """ReAct: energy score on clipped activations (Sun et al., 2021).
 
     ``score_samples(v) = T * logsumexp((W min(v, c) + b) / T)`` where the clip value
     ``c = clip_`` is the ``percentile``-th percentile of every activation value of every
@@ -162,14 +136,16 @@ class ReActDetector(EnergyDetector):
         ReAct code uses 90; the RecLag repository's copy used 98).
     temperature : float > 0, default=1.0
         The temperature T.
-    {_HEAD_DOC}
-    {_COMMON_DOC}
+    ${head}
+    ${contamination}
+    ${device}
 
     Attributes
     ----------
     clip_ : float
         The clip value c.
-    {_FITTED_DOC}
+    ${fitted_head}
+    ${fitted_common}
 
     Examples
     --------

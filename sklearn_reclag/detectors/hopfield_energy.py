@@ -18,51 +18,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._banks import _MemoryBankDetector, pad_banks
-from .baselines import _COMMON_DOC, _HEAD_DOC
+from .._docstrings import fill_doc
 
-_BANK_DOC = """beta : float > 0
-        Inverse temperature of the log-sum-exp.
-    routing : {'predicted', 'max', 'pooled'}, default='predicted'
-        Which bank scores a row: 'predicted' the bank of the head's predicted class (as
-        the papers do), 'max' the bank with the largest log-sum-exp, 'pooled' one bank of
-        every memory (no classifier involved at scoring time).
-    energy : {'lse', 'full', 'density'}, default='lse'
-        'lse' scores ``(1/beta) * lse(beta * Xi_c v)``; 'full' also subtracts
-        ``|v|^2 / 2`` (the whole negative Hopfield energy, an extension beyond the
-        papers); 'density' (an extension too) scores
-        ``(1/beta) * lse(-beta * |v - xi|^2 / 2)`` over the bank, i.e. 'full' with each
-        memory's ``-beta |xi|^2 / 2`` inside the log-sum-exp: the scaled log-density of
-        an isotropic Gaussian mixture (variance 1/beta) on the memories, which no longer
-        favours memories of large norm. For large beta it tends to minus half the
-        squared distance to the nearest memory."""
-
-_BANK_FITTED_DOC = """memories_ : ndarray of shape (n_banks, n_slots, n_features)
-        The memories of every class, padded with zeros to the largest bank; one bank
-        when fitted without y and head.
-    memory_mask_ : ndarray of shape (n_banks, n_slots) of bool
-        True on the slots of ``memories_`` that hold a memory.
-    classes_ : ndarray of shape (n_banks,) or None
-        Class labels, in the order of the banks and of the head's outputs; None when
-        fitted without y and head.
-    head_coef_ : ndarray of shape (n_banks, n_features) or None
-        Weights of the head (None without a head).
-    head_intercept_ : ndarray of shape (n_banks,) or None
-        Bias of the head (None without a head).
-    device_ : str
-        The resolved torch device.
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Names of the features seen during fit, when X has string column names."""
-
-_HEAD_Y_DOC = """
-        With ``y=None`` and ``head=None``, every training row goes to one bank and no
-        head is fitted; with ``y=None`` and a fitted head, its predictions are the
-        labels."""
-
-
+@fill_doc
 class HopfieldEnergyDetector(_MemoryBankDetector):
-    __doc__ = f"""Modern Hopfield energy (HE) and simplified Hopfield energy (SHE) scores.
+    """Modern Hopfield energy (HE) and simplified Hopfield energy (SHE) scores.
 
     Zhang et al., "Out-of-distribution detection based on in-distribution data patterns
     memorization with modern Hopfield energy", ICLR 2023. The stored patterns X_c are the
@@ -80,21 +40,27 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
 
     Parameters
     ----------
-    patterns : {{'all', 'mean'}}, default='all'
+    patterns : {'all', 'mean'}, default='all'
         'all' stores every pattern (HE), 'mean' one mean per class (SHE).
-    {_BANK_DOC.replace("beta : float > 0", "beta : float > 0, default=0.01")}
-        The official value is 0.01 for ResNet features, 0.2 for WRN.
+    beta : float > 0, default=0.01
+        Inverse temperature of the log-sum-exp. The official value is 0.01 for ResNet
+        features, 0.2 for WRN.
+    ${routing_energy}
     max_patterns : int, default=None
         Keep at most this many randomly chosen patterns per class (drawn with
         ``random_state``); None keeps all.
-    {_HEAD_DOC}{_HEAD_Y_DOC}
-    {_COMMON_DOC}
+    ${head}${head_without_y}
+    ${contamination}
+    ${device}
     random_state : int, RandomState instance or None, default=None
         Seeds the subsampling of ``max_patterns``.
 
     Attributes
     ----------
-    {_BANK_FITTED_DOC}
+    memories_ : ndarray of shape (n_banks, n_slots, n_features)
+        The stored patterns of every class (HE) or their means (SHE), padded with zeros
+        to the largest bank; one bank when fitted without y and head.
+    ${fitted_banks}
     offset_ : float
         ``decision_function = score_samples - offset_``; the ``contamination`` quantile
         of the training scores.

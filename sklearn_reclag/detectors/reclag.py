@@ -25,11 +25,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .._docstrings import fill_doc
 from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
 from ._banks import _SCORE_BLOCK, _MemoryBankDetector, pad_banks
 from ._sae import fit_sae, sae_batches
-from .baselines import _HEAD_DOC
-from .hopfield_energy import _BANK_DOC, _BANK_FITTED_DOC, _HEAD_Y_DOC
 
 # Relative change of the memories (EM) or of the states (transform) that counts as converged.
 _TOL = 1e-6
@@ -112,8 +111,9 @@ def fit_em(data, row_mask, memories, memory_mask, *, beta, max_iter):
 
 
 # ------------------------------------------------------------------------- the estimator
+@fill_doc
 class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector):
-    __doc__ = f"""Rectified Lagrangian (RecLag) modern Hopfield network OOD detector.
+    """Rectified Lagrangian (RecLag) modern Hopfield network OOD detector.
 
     Moriai et al., "Rectified Lagrangian for Out-of-Distribution Detection in Modern
     Hopfield Networks", AAAI 2025. Each class c keeps ``n_memories`` learned memories
@@ -138,15 +138,17 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Memories per class, M. A class with M stored patterns or fewer keeps all of them
         as memories: its bank holds fewer (the rest is masked padding, see
         ``memory_mask_``).
-    {_BANK_DOC.replace("beta : float > 0", "beta : float > 0, default=5.0")}
-        The same beta is used to learn and to score.
+    beta : float > 0, default=5.0
+        Inverse temperature of the log-sum-exp; the same beta is used to learn and to
+        score.
+    ${routing_energy}
     gamma : float > 0 or 'auto', default='auto'
         Rectification constant. 'auto' sets ``gamma_`` so that a ``contamination``
         fraction of the training rows has ``decision_function <= 0``.
     contamination : float in (0, 0.5], default=0.05
         Fraction of the training rows rejected when ``gamma='auto'`` (0.05 is the
         FPR95 operating point); unused for a numeric gamma.
-    solver : {{'sae', 'em'}}, default='sae'
+    solver : {'sae', 'em'}, default='sae'
         'sae': the official stochastic objective, trained with Adam (lr ``lr``, betas
         (0.9, 0.98), eps 1e-9) on batches of ``learning_batch_size`` rows taken in
         order, the last partial batch dropped; a class with fewer stored patterns than
@@ -161,22 +163,22 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Rows per class and step ('sae').
     lr : float > 0, default=1e-3
         Adam learning rate ('sae').
-    init : {{'random', 'kmeans'}}, default='random'
+    init : {'random', 'kmeans'}, default='random'
         Initial memories: random stored patterns of the class, or its k-means++
         centres.
     init_norm : float > 0 or None, default=10.0
         Norm the initial memories are scaled to (the official value); None keeps them.
-    sampler : {{'categorical', 'official'}}, default='categorical'
+    sampler : {'categorical', 'official'}, default='categorical'
         How 'sae' draws memories: from the categorical distribution z, or as the
         official code does, from softmax(z) (nearly uniform; for exact reproduction
         studies only).
-    {_HEAD_DOC}{_HEAD_Y_DOC}
+    ${head}${head_without_y}
     max_iter : int, default=10
         Most steps of the update rule in ``transform`` (it stops early once the states
         stop moving).
-    device : {{'auto', 'cpu', 'cuda', 'cuda:N'}}, default='auto'
+    device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
         Torch device, for learning and scoring; 'auto' uses CUDA when available.
-    dtype : {{'float32', 'float64'}}, default='float32'
+    dtype : {'float32', 'float64'}, default='float32'
         Precision of the torch computation.
     batch_size : int or None, default=None
         Rows scored at a time (moved to the device together); bounds the memory of
@@ -190,7 +192,10 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
 
     Attributes
     ----------
-    {_BANK_FITTED_DOC.replace("The memories of every class", "The learned memories Xi_c")}
+    memories_ : ndarray of shape (n_banks, n_slots, n_features)
+        The learned memories Xi_c of every class, padded with zeros to the largest
+        bank; one bank when fitted without y and head.
+    ${fitted_banks}
     gamma_ : float
         The fitted rectification constant; ``inf`` when ``log_gamma_`` exceeds float64's
         range (about 709), which 'auto' can reach for features of large norm.
@@ -382,7 +387,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         return map_batches(self._retrieve_batch, self._validate_rows(X), **kwargs)
 
     def _retrieve_batch(self, V, state):
-        banks, mask = state["memories_"], state["memory_mask_"] > 0.5
+        banks, mask = state["memories_"], state["memory_mask_"]
         bias = self._memory_bias(banks)  # (C, M) or None, computed once per batch
         if self.routing == "pooled" or banks.shape[0] == 1:
             bank = banks.reshape(1, -1, banks.shape[2]).expand(V.shape[0], -1, -1)

@@ -1,0 +1,87 @@
+"""Docstring fragments that several estimators share, and the decorator that fills them in.
+
+A docstring names a fragment with a ``${name}`` placeholder (:class:`string.Template`);
+:func:`fill_doc` substitutes it when the class is defined, and an unknown name raises at
+import time, so a renamed fragment cannot silently leave a docstring unfilled. Fragments
+are written for the indentation of a class docstring's sections (4 spaces): their first
+line carries no indentation, the following lines do.
+"""
+
+from string import Template
+
+_FRAGMENTS = {
+    "head": """head : None, sklearn linear classifier or tuple (coef, intercept), default=None
+        The linear head whose logits the score reads. None fits a softmax regression
+        (:class:`~sklearn.linear_model.LogisticRegression`) on ``(X, y)``; an unfitted
+        classifier is cloned and fitted; a fitted one (``coef_``, ``intercept_``) or a tuple
+        with ``coef`` of shape (n_classes, n_features) is used as it is.""",
+    "head_without_y": """
+        With ``y=None`` and ``head=None``, every training row goes to one bank and no
+        head is fitted; with ``y=None`` and a fitted head, its predictions are the
+        labels.""",
+    "contamination": """contamination : float in (0, 0.5], default=0.05
+        Fraction of the training rows that ``predict`` rejects: ``offset_`` is that
+        quantile of the training scores (0.05 is the FPR95 operating point).""",
+    "device": """device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
+        Torch device; 'auto' uses CUDA when available. Resolved in ``fit``
+        (``device_``).
+    dtype : {'float32', 'float64'}, default='float32'
+        Precision of the torch computation.
+    batch_size : int or None, default=None
+        Rows scored at a time (moved to the device together); bounds the memory of
+        scoring. None: 4096 on a CPU, 16384 on a GPU.""",
+    "routing_energy": """routing : {'predicted', 'max', 'pooled'}, default='predicted'
+        Which bank scores a row: 'predicted' the bank of the head's predicted class (as
+        the papers do), 'max' the bank with the largest log-sum-exp, 'pooled' one bank of
+        every memory (no classifier involved at scoring time).
+    energy : {'lse', 'full', 'density'}, default='lse'
+        'lse' scores ``(1/beta) * lse(beta * Xi_c v)``; 'full' also subtracts
+        ``|v|^2 / 2`` (the whole negative Hopfield energy, an extension beyond the
+        papers); 'density' (an extension too) scores
+        ``(1/beta) * lse(-beta * |v - xi|^2 / 2)`` over the bank, i.e. 'full' with each
+        memory's ``-beta |xi|^2 / 2`` inside the log-sum-exp: the scaled log-density of
+        an isotropic Gaussian mixture (variance 1/beta) on the memories, which no longer
+        favours memories of large norm. For large beta it tends to minus half the
+        squared distance to the nearest memory.""",
+    "fitted_head": """classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of the head's outputs.
+    head_coef_ : ndarray of shape (n_classes, n_features)
+        Weights of the head.
+    head_intercept_ : ndarray of shape (n_classes,)
+        Bias of the head.""",
+    "fitted_common": """offset_ : float
+        ``decision_function = score_samples - offset_``.
+    device_ : str
+        The resolved torch device.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during fit, when X has string column names.""",
+    "fitted_banks": """memory_mask_ : ndarray of shape (n_banks, n_slots) of bool
+        True on the slots of ``memories_`` that hold a memory.
+    classes_ : ndarray of shape (n_banks,) or None
+        Class labels, in the order of the banks and of the head's outputs; None when
+        fitted without y and head.
+    head_coef_ : ndarray of shape (n_banks, n_features) or None
+        Weights of the head (None without a head).
+    head_intercept_ : ndarray of shape (n_banks,) or None
+        Bias of the head (None without a head).
+    device_ : str
+        The resolved torch device.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during fit, when X has string column names.""",
+}
+
+
+def fill_doc(obj):
+    """Class or function decorator: substitute the shared fragments into ``__doc__``.
+
+    Raises
+    ------
+    KeyError
+        If the docstring names a fragment that does not exist.
+    """
+    obj.__doc__ = Template(obj.__doc__).substitute(_FRAGMENTS)
+    return obj
