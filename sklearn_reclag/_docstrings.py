@@ -43,6 +43,34 @@ _FRAGMENTS = {
         an isotropic Gaussian mixture (variance 1/beta) on the memories, which no longer
         favours memories of large norm. For large beta it tends to minus half the
         squared distance to the nearest memory.""",
+    # The description only: the line above it, with the default, is the estimator's own.
+    "covariance": """How the shared within-class covariance Sigma is estimated from the
+        class-centred training rows (:mod:`sklearn.covariance`): 'empirical' the
+        maximum-likelihood estimate (scatter / N, as Lee et al.'s code), 'ledoit_wolf'
+        and 'oas' shrunk towards a scaled identity (better conditioned when features
+        are many or some are dead), or any estimator with ``fit`` and ``covariance_``
+        (cloned, fitted on the centred rows). Directions of zero variance are ignored
+        (pseudo-inverse).""",
+    "metric": """metric : {'euclidean', 'cosine', 'mahalanobis'}, default='euclidean'
+        The space the memories live in; the head always reads the raw features.
+        'euclidean': the raw features. 'cosine': every row divided by its L2 norm,
+        ``v / |v|`` (training rows, stored patterns, memories and queries alike).
+        'mahalanobis': every row whitened, ``v -> Sigma^{+1/2} v``, with Sigma the
+        shared within-class covariance of the training rows (of all rows without y),
+        estimated as ``covariance`` says. With ``energy='density'`` the metric is the
+        kernel's distance: with one mean per class and ``routing='max'``,
+        'mahalanobis' is the Mahalanobis detector, and 'cosine' with a large beta
+        tends to deep 1-NN on normalised features. The useful range of beta depends on
+        the metric and the scale of the features (about 0.01-1 on raw features, 30-3000
+        with 'cosine'); ``beta='auto'`` adapts to both.""",
+    "beta_auto": """'auto' sets ``beta_ = 1 / median_i d_i^2`` from the data, ``d_i`` the distance
+        from stored pattern i to the nearest other stored pattern of its bank, in the
+        space of ``metric`` (about 2000 patterns are queried): a kernel as wide as the
+        typical gap between neighbouring patterns.""",
+    "fitted_beta": """beta_ : float
+        The inverse temperature used: ``beta``, or its value for ``beta='auto'``.
+    whitening_ : ndarray of shape (n_features, n_features) or None
+        ``Sigma^{+1/2}`` for ``metric='mahalanobis'``, else None.""",
     "fitted_head": """classes_ : ndarray of shape (n_classes,)
         Class labels, in the order of the head's outputs.
     head_coef_ : ndarray of shape (n_classes, n_features)

@@ -270,7 +270,7 @@ def _check_landscape(detector, class_index):
     mask = getattr(detector, "memory_mask_", None)
     mask = np.ones(banks.shape[:2], bool) if mask is None else np.asarray(mask, dtype=bool)
     if class_index is None:
-        return banks[mask], float(detector.log_gamma_), float(detector.beta)
+        return banks[mask], float(detector.log_gamma_), float(detector.beta_)
     if not isinstance(class_index, Integral) or not 0 <= class_index < banks.shape[0]:
         raise ValueError(
             f"class_index must be None or an integer in [0, {banks.shape[0] - 1}]; "
@@ -278,7 +278,7 @@ def _check_landscape(detector, class_index):
         )
     # Classes with few rows have padding slots: keep the real memories only.
     memories = banks[class_index][mask[class_index]]
-    return memories, float(detector.log_gamma_), float(detector.beta)
+    return memories, float(detector.log_gamma_), float(detector.beta_)
 
 
 def _default_extent(memories, X):

@@ -22,14 +22,16 @@ memory norms.
 
 import math
 import warnings
+from abc import abstractmethod
 from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._backend import class_logsumexp, routed_logsumexp
+from .._backend import class_logsumexp, iter_slices, map_batches, routed_logsumexp
 from ..base import BaseOODDetector
+from ._covariance import COVARIANCE_CONSTRAINT, shared_covariance, whitening
 
 # Entries of the largest (rows x classes x memory slots) block built while scoring:
 # 2**24 float32 values are 64 MiB, whatever the number of rows or stored patterns.
@@ -107,9 +109,11 @@ class _MemoryBankDetector(BaseOODDetector):
 
     _parameter_constraints = {
         **BaseOODDetector._parameter_constraints,
-        "beta": [Interval(Real, 0, None, closed="neither")],
+        "beta": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "routing": [StrOptions({"predicted", "max", "pooled"})],
         "energy": [StrOptions({"lse", "full", "density"})],
+        "metric": [StrOptions({"euclidean", "cosine", "mahalanobis"})],
+        "covariance": COVARIANCE_CONSTRAINT,
         "head": [None, object],
     }
     # y=None (and no head) means one bank of every row: fit does not need labels.
@@ -120,12 +124,56 @@ class _MemoryBankDetector(BaseOODDetector):
         names = ("memories_", "memory_mask_")
         if getattr(self, "head_coef_", None) is not None:
             names += ("head_coef_", "head_intercept_")
+        if getattr(self, "whitening_", None) is not None:
+            names += ("whitening_",)
         return names
+
+    @abstractmethod
+    def _fit_memories(self, X, labels, n_banks):
+        """Set ``memories_`` (n_banks, n_slots, n_features) and ``memory_mask_``
+        (n_banks, n_slots) from the stored patterns ``X`` (already in the space of
+        ``metric``) and their bank index ``labels``; ``beta_`` is set."""
 
     # ------------------------------------------------------------------ fit
     def _fit(self, X, y):
+        self._fit_metric(X, y)
         labels, stored, n_banks = self._stored_patterns(X, y)
-        self._fit_memories(X[stored], labels[stored], n_banks)
+        patterns = self._to_memory_space(X[stored])
+        labels = labels[stored]
+        self.beta_ = (auto_beta(patterns, labels, n_banks, device=self.device_)
+                      if self.beta == "auto" else float(self.beta))
+        self._fit_memories(patterns, labels, n_banks)
+        if self.metric == "cosine":
+            # Learned memories (RecLag) or class means (SHE) leave the unit sphere.
+            self.memories_ = _unit_rows(self.memories_)
+
+    def _fit_metric(self, X, y):
+        """``whitening_``: ``Sigma^{+1/2}`` for metric='mahalanobis', else None."""
+        self.whitening_ = None
+        if self.metric == "mahalanobis":
+            self.whitening_ = whitening(shared_covariance(X, y, self.covariance)[2])
+
+    def _to_memory_space(self, X):
+        """The rows ``X`` (numpy) as the memories see them (see ``metric``)."""
+        if self.metric == "euclidean":
+            return X
+        names = () if self.whitening_ is None else ("whitening_",)
+        return map_batches(self._memory_space, X, read_only=True,
+                           **self._batch_kwargs(names)).astype(X.dtype, copy=False)
+
+    def _memory_space(self, V, state):
+        """A batch of rows (tensor) as the memories see them; never writes to ``V``.
+
+        'cosine' divides each row by its L2 norm (a zero row stays zero, as with
+        :class:`sklearn.preprocessing.Normalizer`); 'mahalanobis' whitens it,
+        ``v -> Sigma^{+1/2} v``; 'euclidean' leaves it as it is.
+        """
+        if self.metric == "cosine":
+            norms = torch.linalg.vector_norm(V, dim=1, keepdim=True)
+            return V / norms.clamp_min(torch.finfo(V.dtype).tiny)
+        if self.metric == "mahalanobis":
+            return V @ state["whitening_"]
+        return V
 
     def _stored_patterns(self, X, y):
         """Bank index of every row, mask of the rows to store, number of banks.
@@ -159,7 +207,7 @@ class _MemoryBankDetector(BaseOODDetector):
                     f"The head classifies no training row of classes "
                     f"{self.classes_[missed].tolist()} correctly; all their rows are stored.",
                     UserWarning,
-                    stacklevel=4,  # the caller of fit
+                    stacklevel=5,  # the caller of fit (through _fit_context)
                 )
                 stored |= missed[labels]
         empty = np.bincount(labels[stored], minlength=n_banks) == 0
@@ -168,7 +216,7 @@ class _MemoryBankDetector(BaseOODDetector):
                 f"Classes {self.classes_[empty].tolist()} have no stored patterns; rows "
                 "the head assigns to them are routed to the best class that has some.",
                 UserWarning,
-                stacklevel=4,  # the caller of fit
+                stacklevel=5,  # the caller of fit (through _fit_context)
             )
         return labels, stored, n_banks
 
@@ -176,19 +224,19 @@ class _MemoryBankDetector(BaseOODDetector):
     def _class_lse(self, V, state):
         """Per-class ``lse(beta * Xi_c v)`` (B, C), in blocks of bounded size."""
         banks, mask = state["memories_"], state["memory_mask_"]
-        return class_logsumexp(V, banks, mask, self.beta, bias=self._memory_bias(banks),
+        return class_logsumexp(V, banks, mask, self.beta_, bias=self._memory_bias(banks),
                                max_block=_SCORE_BLOCK)
 
     def _routed_lse(self, V, state, bank_index):
         """``lse(beta * Xi_c v)`` (B,) against each row's own bank c only."""
         banks, mask = state["memories_"], state["memory_mask_"]
-        return routed_logsumexp(V, bank_index, banks, mask, self.beta,
+        return routed_logsumexp(V, bank_index, banks, mask, self.beta_,
                                 bias=self._memory_bias(banks), max_block=_SCORE_BLOCK)
 
     def _memory_bias(self, banks):
         """Per-memory logit bias of ``energy='density'``: ``-beta |xi|^2 / 2``, else None."""
         if self.energy == "density":
-            return -0.5 * self.beta * (banks * banks).sum(dim=-1)
+            return -0.5 * self.beta_ * (banks * banks).sum(dim=-1)
         return None
 
     def _predicted_bank(self, V, state):
@@ -205,19 +253,66 @@ class _MemoryBankDetector(BaseOODDetector):
         return logits.argmax(dim=1)
 
     def _score_batch(self, V, state):
-        # The head is read for routing='predicted' only (None: no head, one bank).
+        # The head reads the raw rows, for routing='predicted' only (None: no head, one
+        # bank); the memories see them through the metric.
         predicted = self._predicted_bank(V, state) if self.routing == "predicted" else None
+        Z = self._memory_space(V, state)
         if predicted is not None:
             # Only the predicted bank matters: score against it alone.
-            lse = self._routed_lse(V, state, predicted)
+            lse = self._routed_lse(Z, state, predicted)
         else:
-            lse = route(self._class_lse(V, state), self.routing)
-        return self._add_visible_energy(lse / self.beta, V)
+            lse = route(self._class_lse(Z, state), self.routing)
+        return self._add_visible_energy(lse / self.beta_, Z)
 
     def _add_visible_energy(self, score, V):
         if self.energy in ("full", "density"):
             return score - 0.5 * (V * V).sum(dim=1)
         return score
+
+
+def _unit_rows(array):
+    """``array`` with every non-zero row along the last axis scaled to norm 1."""
+    norms = np.linalg.norm(array, axis=-1, keepdims=True)
+    return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
+
+
+def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
+    """The data-driven inverse temperature of ``beta='auto'``.
+
+    ``beta = 1 / median_i d_i^2``, with ``d_i`` the distance from stored pattern i to the
+    nearest other stored pattern of its bank: a Gaussian kernel of variance ``1/beta`` is
+    then about as wide as the typical gap between neighbouring patterns, in whatever
+    space and scale the metric puts them. About ``max_queries`` evenly spaced patterns,
+    shared among the banks in proportion to their sizes, are queried against their
+    whole bank, so the cost stays that of scoring ``max_queries`` rows.
+
+    Returns
+    -------
+    float
+    """
+    counts = np.bincount(labels, minlength=n_banks)
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    X = torch.as_tensor(patterns, device=device)
+    nearest = []
+    # One bank at a time (once per fit, not a hot path): a query meets only its own bank.
+    for c in np.flatnonzero(counts > 1):
+        bank = X[torch.as_tensor(order[starts[c]:starts[c + 1]], device=device)]
+        n_queries = max(2, int(np.ceil(max_queries * counts[c] / len(labels))))
+        queries = np.unique(np.linspace(0, counts[c] - 1, n_queries).round().astype(int))
+        for rows in iter_slices(len(queries), 256):
+            index = torch.as_tensor(queries[rows], device=device)
+            squared = torch.cdist(bank[index], bank).square_()
+            squared[torch.arange(len(index), device=device), index] = math.inf  # itself
+            nearest.append(squared.amin(dim=1))
+    nearest = torch.cat(nearest).cpu().numpy() if nearest else np.empty(0)
+    nearest = nearest[np.isfinite(nearest) & (nearest > 0)]
+    if nearest.size == 0:
+        raise ValueError(
+            "beta='auto' needs two distinct stored patterns in a bank; set beta to a "
+            "number."
+        )
+    return float(1.0 / np.median(nearest))
 
 
 def _check_rows_per_class(y):

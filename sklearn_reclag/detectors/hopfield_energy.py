@@ -42,10 +42,13 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
     ----------
     patterns : {'all', 'mean'}, default='all'
         'all' stores every pattern (HE), 'mean' one mean per class (SHE).
-    beta : float > 0, default=0.01
+    beta : float > 0 or 'auto', default=0.01
         Inverse temperature of the log-sum-exp. The official value is 0.01 for ResNet
-        features, 0.2 for WRN.
+        features, 0.2 for WRN. ${beta_auto}
     ${routing_energy}
+    ${metric}
+    covariance : {'empirical', 'ledoit_wolf', 'oas'} or estimator, default='ledoit_wolf'
+        Used by ``metric='mahalanobis'`` only. ${covariance}
     max_patterns : int, default=None
         Keep at most this many randomly chosen patterns per class (drawn with
         ``random_state``); None keeps all.
@@ -61,6 +64,7 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         The stored patterns of every class (HE) or their means (SHE), padded with zeros
         to the largest bank; one bank when fitted without y and head.
     ${fitted_banks}
+    ${fitted_beta}
     offset_ : float
         ``decision_function = score_samples - offset_``; the ``contamination`` quantile
         of the training scores.
@@ -90,8 +94,9 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
     }
 
     def __init__(self, patterns="all", beta=0.01, *, routing="predicted", energy="lse",
-                 max_patterns=None, head=None, contamination=0.05, device="auto",
-                 dtype="float32", batch_size=None, random_state=None):
+                 metric="euclidean", covariance="ledoit_wolf", max_patterns=None, head=None,
+                 contamination=0.05, device="auto", dtype="float32", batch_size=None,
+                 random_state=None):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
         )
@@ -99,6 +104,8 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         self.beta = beta
         self.routing = routing
         self.energy = energy
+        self.metric = metric
+        self.covariance = covariance
         self.max_patterns = max_patterns
         self.head = head
         self.random_state = random_state

@@ -138,10 +138,13 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Memories per class, M. A class with M stored patterns or fewer keeps all of them
         as memories: its bank holds fewer (the rest is masked padding, see
         ``memory_mask_``).
-    beta : float > 0, default=5.0
+    beta : float > 0 or 'auto', default=5.0
         Inverse temperature of the log-sum-exp; the same beta is used to learn and to
-        score.
+        score. ${beta_auto}
     ${routing_energy}
+    ${metric}
+    covariance : {'empirical', 'ledoit_wolf', 'oas'} or estimator, default='ledoit_wolf'
+        Used by ``metric='mahalanobis'`` only. ${covariance}
     gamma : float > 0 or 'auto', default='auto'
         Rectification constant. 'auto' sets ``gamma_`` so that a ``contamination``
         fraction of the training rows has ``decision_function <= 0``.
@@ -196,6 +199,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         The learned memories Xi_c of every class, padded with zeros to the largest
         bank; one bank when fitted without y and head.
     ${fitted_banks}
+    ${fitted_beta}
     gamma_ : float
         The fitted rectification constant; ``inf`` when ``log_gamma_`` exceeds float64's
         range (about 709), which 'auto' can reach for features of large norm.
@@ -266,7 +270,8 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     def __init__(self, n_memories=10, beta=5.0, gamma="auto", *, contamination=0.05,
                  solver="sae", n_draws=5, max_epochs=50, learning_batch_size=50, lr=1e-3,
                  init="random", init_norm=10.0, sampler="categorical", energy="lse",
-                 routing="predicted", head=None, max_iter=10, device="auto",
+                 routing="predicted", metric="euclidean", covariance="ledoit_wolf",
+                 head=None, max_iter=10, device="auto",
                  dtype="float32", batch_size=None, random_state=None, verbose=0):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
@@ -284,6 +289,8 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         self.sampler = sampler
         self.energy = energy
         self.routing = routing
+        self.metric = metric
+        self.covariance = covariance
         self.head = head
         self.max_iter = max_iter
         self.random_state = random_state
@@ -309,7 +316,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                 memories, self.n_iter_ = fit_em(
                     as_tensor(data, device, dtype, copy=False),
                     as_tensor(row_mask, device, dtype),
-                    memories, memory_mask, beta=self.beta, max_iter=self.max_epochs,
+                    memories, memory_mask, beta=self.beta_, max_iter=self.max_epochs,
                 )
         # Padding slots hold zeros whatever the solver did there (an empty bank's updates
         # are undefined), so nothing non-finite can reach a retrieval or a plot.
@@ -327,7 +334,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                 f"learning_batch_size={self.learning_batch_size}: their memories keep "
                 "their initial values.",
                 UserWarning,
-                stacklevel=5,  # the caller of fit
+                stacklevel=6,  # the caller of fit (through _fit_context)
             )
         device, dtype = memories.device, memories.dtype
         # Drawn on the host whatever the device (an epoch's draws are small), so that a
@@ -341,7 +348,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         # A private array: fit_sae reads it in place (as_tensor(copy=False)).
         return fit_sae(
             as_tensor(batches, device, dtype, copy=False), n_batches, memories, memory_mask,
-            beta=self.beta, max_epochs=self.max_epochs, lr=self.lr, uniforms=uniforms,
+            beta=self.beta_, max_epochs=self.max_epochs, lr=self.lr, uniforms=uniforms,
             sampler=self.sampler, verbose=self.verbose,
         )
 
@@ -349,13 +356,13 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         """``offset_ = log(gamma_) / beta``; 'auto' puts it at the contamination quantile."""
         if self.gamma == "auto":
             offset = np.percentile(self._score_array(X), 100.0 * self.contamination)
-            self.log_gamma_ = float(self.beta * offset)
+            self.log_gamma_ = float(self.beta_ * offset)
             # exp overflows float64 past 709; the threshold itself only uses log_gamma_.
             self.gamma_ = math.exp(self.log_gamma_) if self.log_gamma_ < 709.0 else math.inf
         else:
             self.gamma_ = float(self.gamma)
             self.log_gamma_ = math.log(self.gamma)
-            offset = self.log_gamma_ / self.beta
+            offset = self.log_gamma_ / self.beta_
         return offset
 
     # ------------------------------------------------------------ transform
@@ -389,32 +396,37 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     def _retrieve_batch(self, V, state):
         banks, mask = state["memories_"], state["memory_mask_"]
         bias = self._memory_bias(banks)  # (C, M) or None, computed once per batch
+        # The head reads the raw rows; the update rule runs where the memories live.
+        Z = self._memory_space(V, state)
         if self.routing == "pooled" or banks.shape[0] == 1:
-            bank = banks.reshape(1, -1, banks.shape[2]).expand(V.shape[0], -1, -1)
-            bank_mask = mask.reshape(1, -1).expand(V.shape[0], -1)
+            bank = banks.reshape(1, -1, banks.shape[2]).expand(Z.shape[0], -1, -1)
+            bank_mask = mask.reshape(1, -1).expand(Z.shape[0], -1)
             bias = None if bias is None else bias.reshape(1, -1)
         else:
             if self.routing == "predicted":
                 chosen = self._predicted_bank(V, state)
             else:
-                chosen = self._class_lse(V, state).argmax(dim=1)
+                chosen = self._class_lse(Z, state).argmax(dim=1)
             bank, bank_mask = banks[chosen], mask[chosen]
             bias = None if bias is None else bias[chosen]
         # Each row stops once its own state stops moving, so a row's result does not
         # depend on the other rows of its batch.
-        moving = torch.ones(V.shape[0], dtype=torch.bool, device=V.device)
+        moving = torch.ones(Z.shape[0], dtype=torch.bool, device=Z.device)
         for _ in range(self.max_iter):
-            logits = self.beta * torch.einsum("bd,bmd->bm", V, bank)
+            logits = self.beta_ * torch.einsum("bd,bmd->bm", Z, bank)
             if bias is not None:
                 logits = logits + bias
             logits = logits.masked_fill(~bank_mask, -math.inf)
-            score = self._add_visible_energy(torch.logsumexp(logits, dim=1) / self.beta, V)
+            score = self._add_visible_energy(torch.logsumexp(logits, dim=1) / self.beta_, Z)
             retrieved = torch.einsum("bm,bmd->bd", torch.softmax(logits, dim=1), bank)
             # where, not a product: a row routed to an empty bank has NaN weights.
             new = torch.where((score - self.offset_ > 0)[:, None], retrieved, 0.0)
-            shift = (new - V).abs().amax(dim=1)
-            V = torch.where(moving[:, None], new, V)
-            moving &= shift > _TOL * (1 + V.abs().amax(dim=1))
+            if self.metric == "cosine":
+                # The states of the cosine metric live on the unit sphere (0 stays 0).
+                new = self._memory_space(new, state)
+            shift = (new - Z).abs().amax(dim=1)
+            Z = torch.where(moving[:, None], new, Z)
+            moving &= shift > _TOL * (1 + Z.abs().amax(dim=1))
             if not moving.any():
                 break
-        return V
+        return Z
