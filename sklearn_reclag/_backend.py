@@ -115,7 +115,7 @@ def iter_slices(n_rows, batch_size):
 
 
 def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False,
-                check_finite=False):
+                check_finite=False, row_args=()):
     """Apply ``fn(V, state)`` to ``X`` one chunk ``V`` of rows at a time, on ``device``.
 
     Only one chunk of ``X`` lives on the device at a time, so memory stays bounded for any
@@ -126,6 +126,8 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
     that already has ``dtype`` is then passed as a view, without a copy.
     ``check_finite=True`` raises a ValueError if ``X`` holds NaN or infinity, checked on
     the device chunk by chunk (see :meth:`TorchEstimatorMixin._validate_rows`).
+    ``row_args`` are integer arrays with one entry per row of ``X``: their chunks go to
+    ``fn`` as further int64 tensors, ``fn(V, state, *row_args_chunk)``.
 
     Returns
     -------
@@ -140,7 +142,8 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
             if check_finite:
                 # Accumulated on the device: no synchronisation per chunk.
                 finite = torch.isfinite(V).all() & finite
-            outputs.append(to_numpy(fn(V, state)))
+            extra = (torch.as_tensor(a[rows], device=device) for a in row_args)
+            outputs.append(to_numpy(fn(V, state, *extra)))
     if check_finite and not bool(finite):
         raise ValueError("Input X contains NaN or infinity.")
     if not outputs:
@@ -155,7 +158,7 @@ _PADDING_MAX_FACTOR = 4
 
 
 def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
-                     max_block=2**24):
+                     max_block=2**24, exclude=None):
     """``lse(beta * Xi_c v + bias_c)`` of every query against its own bank c only.
 
     The queries are sorted by bank; each bank then scores its contiguous group of queries
@@ -172,8 +175,9 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
     queries : tensor of shape (B, D)
     route : int64 tensor of shape (B,)
         The bank of each query.
-    banks, bank_mask, beta, bias, max_block
-        As in :func:`class_logsumexp`.
+    banks, bank_mask, beta, bias, max_block, exclude
+        As in :func:`class_logsumexp`; an excluded memory outside the query's own bank
+        is not in its sum anyway.
 
     Returns
     -------
@@ -186,6 +190,11 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
     # Rows already grouped by bank (training data sorted by class) need no sorting copy.
     order = None if bool((route[1:] >= route[:-1]).all()) else torch.argsort(route, stable=True)
     grouped = queries if order is None else queries.index_select(0, order)
+    own = None
+    if exclude is not None:
+        # The slot to leave out in the query's own bank (-1: none), in the sorted order.
+        own = torch.where(exclude[0] == route, exclude[1], -1)
+        own = own if order is None else own[order]
     counts = torch.bincount(route, minlength=n_banks)
     sizes = counts.tolist()
     present = [c for c in range(n_banks) if sizes[c]]
@@ -200,6 +209,8 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
         for slots in iter_slices(n_slots, _memory_chunk(max_block, n_banks * width)):
             logits = torch.baddbmm(offset[:, None, slots], block,
                                    banks[:, slots].transpose(1, 2), alpha=beta)
+            if own is not None:
+                _drop_own_memory(logits, (sorted_route, position), own, slots)
             running = _log_add(running, torch.logsumexp(logits, dim=2))
         sorted_out = running[sorted_route, position]
     else:
@@ -211,6 +222,9 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
             for slots in iter_slices(n_slots, _memory_chunk(max_block, sizes[c])):
                 logits = torch.addmm(offset[c, slots], grouped[rows], banks[c, slots].T,
                                      alpha=beta)
+                if own is not None:
+                    _drop_own_memory(logits, (torch.arange(sizes[c], device=logits.device),),
+                                     own[rows], slots)
                 running = _log_add(running, torch.logsumexp(logits, dim=1))
             sorted_out[rows] = running
     if order is None:
@@ -218,6 +232,17 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
     out = torch.empty_like(sorted_out)
     out[order] = sorted_out
     return out
+
+
+def _drop_own_memory(logits, query_index, own, slots):
+    """Set to -inf the logit of each query's own memory when its slot lies in ``slots``.
+
+    ``logits[(*query_index, slot - slots.start)]`` is the logit of a query and a memory
+    slot; ``own`` holds each query's own slot (-1: none).
+    """
+    hit = ((own >= slots.start) & (own < slots.stop)).nonzero()[:, 0]
+    if hit.numel():
+        logits[(*(index[hit] for index in query_index), own[hit] - slots.start)] = -math.inf
 
 
 def _memory_chunk(max_block, rows_per_slot):
@@ -231,7 +256,8 @@ def _log_add(running, value):
     return value if running is None else torch.logaddexp(running, value)
 
 
-def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**24):
+def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**24,
+                    exclude=None):
     """Per-class ``lse(beta * Xi_c v + bias_c)`` for every query, with bounded memory.
 
     Parameters
@@ -250,6 +276,9 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**
         time, and an online (running-max) logsumexp merges the chunks, so no (B x C*M)
         matrix is ever built. One slot per class at the least, so the block has at least
         B * C entries.
+    exclude : tuple of two int64 tensors of shape (B,), default=None
+        ``(bank, slot)``: a memory left out of each query's sums, e.g. the query's own
+        stored copy for leave-one-out scores of the training rows; slot -1 for none.
 
     Returns
     -------
@@ -266,7 +295,11 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**
         # (B, C * chunk) logits to scale or mask them.
         logits = torch.addmm(offset[:, slots].reshape(-1), queries,
                              banks[:, slots].reshape(-1, n_features).T, alpha=beta)
-        lse = torch.logsumexp(logits.view(n_queries, n_classes, width), dim=2)
+        logits = logits.view(n_queries, n_classes, width)
+        if exclude is not None:
+            _drop_own_memory(logits, (torch.arange(n_queries, device=logits.device),
+                                      exclude[0]), exclude[1], slots)
+        lse = torch.logsumexp(logits, dim=2)
         running = _log_add(running, lse)
     if running is None:  # no memory slots at all
         return queries.new_full((n_queries, n_classes), -math.inf)

@@ -106,6 +106,18 @@ class TorchEstimatorMixin:
         super().__setstate__(state)
 
 
+def _contamination_quantile(scores, contamination):
+    """The ``contamination`` quantile of the training scores.
+
+    A -inf score (a leave-one-out score against an otherwise empty bank) would make the
+    interpolated quantile NaN; it counts as the lowest finite score instead.
+    """
+    finite = np.isfinite(scores)
+    if not finite.all() and finite.any():
+        scores = np.where(finite, scores, scores[finite].min())
+    return np.percentile(scores, 100.0 * contamination)
+
+
 def _state_tensor(value, device, dtype):
     """A fitted attribute on the device: boolean masks stay boolean, numbers take dtype."""
     if isinstance(value, np.ndarray) and value.dtype == bool:
@@ -125,6 +137,10 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
     A subclass implements the two abstract hooks, ``_fit`` and ``_score_batch``, and
     optionally overrides ``_fit_offset`` when the threshold is not the contamination
     quantile of the training scores.
+
+    The threshold is only as good as the training scores it is read from: ``_fit``
+    returns them when the training rows' own scores would be optimistic (a detector
+    that stores the training rows scores each one without its own copy).
 
     Fitted state is kept as numpy arrays so that a model pickled on a GPU machine loads
     anywhere; it is moved to the device once per scoring call.
@@ -156,7 +172,9 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         """Learn the fitted attributes from the in-distribution rows.
 
         ``X`` is validated, without OOD_LABEL rows; ``y`` holds their class labels, or is
-        None. ``device_`` is set already.
+        None. ``device_`` is set already. Returns None, or the scores of the training
+        rows that the threshold is set from, when plain ``score_samples(X)`` would be
+        optimistic (e.g. leave-one-out scores of a detector that stores X).
         """
 
     @abstractmethod
@@ -190,8 +208,10 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         """
         X, y = self._validate_fit_data(X, y)
         self.device_ = str(resolve_device(self.device))
-        self._fit(X, y)
-        self.offset_ = float(self._fit_offset(X))
+        scores = self._fit(X, y)
+        if scores is None:
+            scores = self._score_array(X)
+        self.offset_ = float(self._fit_offset(scores))
         return self
 
     def _validate_fit_data(self, X, y):
@@ -211,9 +231,10 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
     def _requires_y(self):
         return self._needs_classes and self.head is None
 
-    def _fit_offset(self, X):
-        """Threshold of ``decision_function``: accept ``1 - contamination`` of the rows."""
-        return np.percentile(self._score_array(X), 100.0 * self.contamination)
+    def _fit_offset(self, scores):
+        """Threshold of ``decision_function``: accept ``1 - contamination`` of the rows
+        whose training ``scores`` are given."""
+        return _contamination_quantile(scores, self.contamination)
 
     # ----------------------------------------------------------------- head
     def _fit_head(self, X, y):

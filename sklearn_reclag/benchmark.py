@@ -159,7 +159,9 @@ def fit_method(method, data, *, random_state=0):
     if not method.param_grid or data.X_val_ood is None:
         return estimator.fit(data.X_train, data.y_train), {}
     X = np.vstack([data.X_train, data.X_val_ood])
-    y = np.concatenate([data.y_train, np.full(len(data.X_val_ood), OOD_LABEL)])
+    # Unlabelled data (novelty detection): one ID class, 0, for the splitter and scorer.
+    y_id = np.zeros(len(data.X_train), dtype=int) if data.y_train is None else data.y_train
+    y = np.concatenate([y_id, np.full(len(data.X_val_ood), OOD_LABEL)])
     cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=random_state)
     search = GridSearchCV(estimator, method.param_grid, scoring=fpr95_scorer, cv=cv,
                           refit=False)

@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch, check_random_state
 
 from ._backend import resolve_device
+from ._novelty_data import NOVELTY_DATASETS, load_novelty_tasks  # noqa: F401 (public here)
 from .features import TorchFeatureExtractor, linear_head
 
 ID_CLASSES = (0, 1, 2, 3, 4)

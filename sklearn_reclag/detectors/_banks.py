@@ -38,7 +38,7 @@ from ._covariance import COVARIANCE_CONSTRAINT, shared_covariance, whitening
 _SCORE_BLOCK = 2**24
 
 
-def pad_banks(X, labels, n_banks, *, max_rows=None, order=None):
+def pad_banks(X, labels, n_banks, *, max_rows=None, order=None, return_slots=False):
     """Stack the rows of each class into a padded array of banks.
 
     Parameters
@@ -52,6 +52,8 @@ def pad_banks(X, labels, n_banks, *, max_rows=None, order=None):
     order : ndarray of shape (n_samples,), default=None
         Order in which the rows of a bank are taken (a permutation subsamples at random);
         None keeps the order of ``X``.
+    return_slots : bool, default=False
+        Also return the slot each row of ``X`` went to.
 
     Returns
     -------
@@ -59,6 +61,8 @@ def pad_banks(X, labels, n_banks, *, max_rows=None, order=None):
         Zeros on padding slots.
     mask : ndarray of shape (n_banks, n_slots) of bool
         True on the slots that hold a row.
+    slots : ndarray of shape (n_samples,) of int64
+        With ``return_slots``: the slot of each row in its bank, -1 for a row left out.
     """
     labels = np.asarray(labels, dtype=np.intp)
     order = np.arange(len(labels)) if order is None else np.asarray(order)
@@ -76,7 +80,11 @@ def pad_banks(X, labels, n_banks, *, max_rows=None, order=None):
     banks = np.zeros((n_banks, n_slots, X.shape[1]), dtype=X.dtype)
     banks[sorted_labels, slot] = X[order]
     mask = np.arange(n_slots) < counts[:, None]
-    return banks, mask
+    if not return_slots:
+        return banks, mask
+    slots = np.full(len(labels), -1, dtype=np.int64)
+    slots[order] = slot
+    return banks, mask, slots
 
 
 def route(lse, routing, predicted=None):
@@ -132,20 +140,45 @@ class _MemoryBankDetector(BaseOODDetector):
     def _fit_memories(self, X, labels, n_banks):
         """Set ``memories_`` (n_banks, n_slots, n_features) and ``memory_mask_``
         (n_banks, n_slots) from the stored patterns ``X`` (already in the space of
-        ``metric``) and their bank index ``labels``; ``beta_`` is set."""
+        ``metric``) and their bank index ``labels``; ``beta_`` is set.
+
+        Returns the slot of each stored pattern when the memories are the patterns
+        themselves (-1 for a pattern left out), else None.
+        """
 
     # ------------------------------------------------------------------ fit
     def _fit(self, X, y):
         self._fit_metric(X, y)
-        labels, stored, n_banks = self._stored_patterns(X, y)
+        labels, stored, n_banks, predicted = self._stored_patterns(X, y)
         patterns = self._to_memory_space(X[stored])
-        labels = labels[stored]
-        self.beta_ = (auto_beta(patterns, labels, n_banks, device=self.device_)
+        self.beta_ = (auto_beta(patterns, labels[stored], n_banks, device=self.device_)
                       if self.beta == "auto" else float(self.beta))
-        self._fit_memories(patterns, labels, n_banks)
+        slots = self._fit_memories(patterns, labels[stored], n_banks)
         if self.metric == "cosine":
             # Learned memories (RecLag) or class means (SHE) leave the unit sphere.
             self.memories_ = _unit_rows(self.memories_)
+        # The threshold's scores: each training row routed as the head routed it in
+        # _stored_patterns (no second pass of the head) and, when the memories are the
+        # training rows, scored without its own copy (leave-one-out), as a new row is.
+        own_slot = np.full(len(X), -1, dtype=np.int64)
+        if slots is not None:
+            own_slot[stored] = slots
+        row_args = [labels, own_slot]
+        if self.routing == "predicted" and predicted is not None:
+            row_args.append(self._present_bank(X, predicted))
+        return map_batches(self._score_batch, X, read_only=True, row_args=row_args,
+                           **self._batch_kwargs())
+
+    def _present_bank(self, X, predicted):
+        """The head's predictions ``predicted`` of the rows X, moved off empty banks as
+        :meth:`_predicted_bank` does (a head may know classes with no stored pattern)."""
+        present = self.memory_mask_.any(axis=1)
+        moved = ~present[predicted]
+        if moved.any():
+            logits = X[moved] @ self.head_coef_.T + self.head_intercept_
+            predicted = predicted.copy()
+            predicted[moved] = np.where(present, logits, -np.inf).argmax(axis=1)
+        return predicted
 
     def _fit_metric(self, X, y):
         """``whitening_``: ``Sigma^{+1/2}`` for metric='mahalanobis', else None."""
@@ -176,7 +209,8 @@ class _MemoryBankDetector(BaseOODDetector):
         return V
 
     def _stored_patterns(self, X, y):
-        """Bank index of every row, mask of the rows to store, number of banks.
+        """Bank index of every row, mask of the rows to store, number of banks, and the
+        head's predicted bank of every row (None without a head).
 
         Stored patterns (specs/baselines_and_metrics.md): the rows with label c that the
         head classifies as c. Without y, the head's predictions are the labels; without y
@@ -188,7 +222,7 @@ class _MemoryBankDetector(BaseOODDetector):
         if self.head is None and (y is None or single_class):
             self.classes_ = None if y is None else np.unique(y)
             self.head_coef_ = self.head_intercept_ = None
-            return np.zeros(len(X), dtype=np.intp), np.ones(len(X), dtype=bool), 1
+            return np.zeros(len(X), dtype=np.intp), np.ones(len(X), dtype=bool), 1, None
 
         self._fit_head(X, y)
         n_banks = len(self.classes_)
@@ -218,20 +252,21 @@ class _MemoryBankDetector(BaseOODDetector):
                 UserWarning,
                 stacklevel=5,  # the caller of fit (through _fit_context)
             )
-        return labels, stored, n_banks
+        return labels, stored, n_banks, predicted
 
     # -------------------------------------------------------------- scoring
-    def _class_lse(self, V, state):
+    def _class_lse(self, V, state, exclude=None):
         """Per-class ``lse(beta * Xi_c v)`` (B, C), in blocks of bounded size."""
         banks, mask = state["memories_"], state["memory_mask_"]
         return class_logsumexp(V, banks, mask, self.beta_, bias=self._memory_bias(banks),
-                               max_block=_SCORE_BLOCK)
+                               max_block=_SCORE_BLOCK, exclude=exclude)
 
-    def _routed_lse(self, V, state, bank_index):
+    def _routed_lse(self, V, state, bank_index, exclude=None):
         """``lse(beta * Xi_c v)`` (B,) against each row's own bank c only."""
         banks, mask = state["memories_"], state["memory_mask_"]
         return routed_logsumexp(V, bank_index, banks, mask, self.beta_,
-                                bias=self._memory_bias(banks), max_block=_SCORE_BLOCK)
+                                bias=self._memory_bias(banks), max_block=_SCORE_BLOCK,
+                                exclude=exclude)
 
     def _memory_bias(self, banks):
         """Per-memory logit bias of ``energy='density'``: ``-beta |xi|^2 / 2``, else None."""
@@ -252,16 +287,20 @@ class _MemoryBankDetector(BaseOODDetector):
         logits = self._head_logits(V, state).masked_fill(~present, -math.inf)
         return logits.argmax(dim=1)
 
-    def _score_batch(self, V, state):
+    def _score_batch(self, V, state, own_bank=None, own_slot=None, predicted=None):
+        """Scores of a batch; ``own_bank`` / ``own_slot`` name a memory to leave out of
+        each row's sums and ``predicted`` the row's bank, when fit knows them already."""
         # The head reads the raw rows, for routing='predicted' only (None: no head, one
         # bank); the memories see them through the metric.
-        predicted = self._predicted_bank(V, state) if self.routing == "predicted" else None
+        if predicted is None and self.routing == "predicted":
+            predicted = self._predicted_bank(V, state)
+        exclude = None if own_slot is None else (own_bank, own_slot)
         Z = self._memory_space(V, state)
         if predicted is not None:
             # Only the predicted bank matters: score against it alone.
-            lse = self._routed_lse(Z, state, predicted)
+            lse = self._routed_lse(Z, state, predicted, exclude)
         else:
-            lse = route(self._class_lse(Z, state), self.routing)
+            lse = route(self._class_lse(Z, state, exclude), self.routing)
         return self._add_visible_energy(lse / self.beta_, Z)
 
     def _add_visible_energy(self, score, V):

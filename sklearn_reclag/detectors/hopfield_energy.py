@@ -119,11 +119,13 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
             means = sums / np.maximum(counts, 1)[:, None]
             self.memories_ = means[:, None, :].astype(dtype)
             self.memory_mask_ = (counts > 0)[:, None]
-            return
+            return None
         order = None
         if self.max_patterns is not None:
             order = check_random_state(self.random_state).permutation(len(X))
-        banks, self.memory_mask_ = pad_banks(
-            X, labels, n_banks, max_rows=self.max_patterns, order=order
+        banks, self.memory_mask_, slots = pad_banks(
+            X, labels, n_banks, max_rows=self.max_patterns, order=order, return_slots=True
         )
         self.memories_ = banks.astype(dtype, copy=False)
+        # The memories are the stored patterns: fit scores them leave-one-out.
+        return slots

@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
+from ..base import _contamination_quantile
 from ._banks import _SCORE_BLOCK, _MemoryBankDetector, pad_banks
 from ._sae import fit_sae, sae_batches
 
@@ -352,10 +353,10 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             sampler=self.sampler, verbose=self.verbose,
         )
 
-    def _fit_offset(self, X):
-        """``offset_ = log(gamma_) / beta``; 'auto' puts it at the contamination quantile."""
+    def _fit_offset(self, scores):
+        """``offset_ = log(gamma_) / beta_``; 'auto' puts it at the contamination quantile."""
         if self.gamma == "auto":
-            offset = np.percentile(self._score_array(X), 100.0 * self.contamination)
+            offset = _contamination_quantile(scores, self.contamination)
             self.log_gamma_ = float(self.beta_ * offset)
             # exp overflows float64 past 709; the threshold itself only uses log_gamma_.
             self.gamma_ = math.exp(self.log_gamma_) if self.log_gamma_ < 709.0 else math.inf
