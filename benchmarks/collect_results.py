@@ -15,6 +15,7 @@ RESULTS = HERE / "results"
 # (file under results/, the script that writes it), in the order RESULTS.md shows them.
 SECTIONS = [
     ("quality.md", "benchmarks/quality.py"),
+    ("novelty.md", "benchmarks/novelty.py"),
     ("speed_cpu.md", "benchmarks/speed.py"),
     ("speed_cuda.md", "benchmarks/speed.py --device cuda"),
     ("dense_n_sweep.md", "benchmarks/dense_n_sweep.py"),

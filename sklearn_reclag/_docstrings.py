@@ -63,10 +63,11 @@ _FRAGMENTS = {
         tends to deep 1-NN on normalised features. The useful range of beta depends on
         the metric and the scale of the features (about 0.01-1 on raw features, 30-3000
         with 'cosine'); ``beta='auto'`` adapts to both.""",
-    "beta_auto": """'auto' sets ``beta_ = 1 / median_i d_i^2`` from the data, ``d_i`` the distance
+    "beta_auto": """'auto' sets ``beta_ = 4 / median_i d_i^2`` from the data, ``d_i`` the distance
         from stored pattern i to the nearest other stored pattern of its bank, in the
-        space of ``metric`` (about 2000 patterns are queried): a kernel as wide as the
-        typical gap between neighbouring patterns.""",
+        space of ``metric`` (about 2000 patterns are queried): a Gaussian kernel whose
+        standard deviation ``1/sqrt(beta)`` is half the typical gap between neighbouring
+        patterns, whatever the metric and the scale of the features.""",
     "fitted_beta": """beta_ : float
         The inverse temperature used: ``beta``, or its value for ``beta='auto'``.
     whitening_ : ndarray of shape (n_features, n_features) or None

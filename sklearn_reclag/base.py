@@ -7,6 +7,7 @@ the linear head, device handling, chunked scoring, the contamination offset and 
 
 import warnings
 from abc import ABCMeta, abstractmethod
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -106,6 +108,10 @@ class TorchEstimatorMixin:
         super().__setstate__(state)
 
 
+# Folds of the cross-fit that gives held-out scores of the training rows.
+_N_THRESHOLD_FOLDS = 5
+
+
 def _contamination_quantile(scores, contamination):
     """The ``contamination`` quantile of the training scores.
 
@@ -138,9 +144,9 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
     optionally overrides ``_fit_offset`` when the threshold is not the contamination
     quantile of the training scores.
 
-    The threshold is only as good as the training scores it is read from: ``_fit``
-    returns them when the training rows' own scores would be optimistic (a detector
-    that stores the training rows scores each one without its own copy).
+    The threshold is only as good as the training scores it is read from: they must be
+    the scores of rows the detector did not learn from, by cross-fitting
+    (:meth:`_held_out_scores`) unless ``_fit`` offers a cheaper way.
 
     Fitted state is kept as numpy arrays so that a model pickled on a GPU machine loads
     anywhere; it is moved to the device once per scoring call.
@@ -172,9 +178,13 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         """Learn the fitted attributes from the in-distribution rows.
 
         ``X`` is validated, without OOD_LABEL rows; ``y`` holds their class labels, or is
-        None. ``device_`` is set already. Returns None, or the scores of the training
-        rows that the threshold is set from, when plain ``score_samples(X)`` would be
-        optimistic (e.g. leave-one-out scores of a detector that stores X).
+        None. ``device_`` is set already.
+
+        Returns None, or a function of no argument that returns the training rows'
+        scores as new rows would get them, when the detector has a cheaper way to them
+        than the cross-fit of :meth:`_held_out_scores` (leave-one-out scores of a
+        detector that stores X, or the plain scores of one that learned nothing from
+        X). It is called only when the threshold needs it.
         """
 
     @abstractmethod
@@ -208,10 +218,10 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         """
         X, y = self._validate_fit_data(X, y)
         self.device_ = str(resolve_device(self.device))
-        scores = self._fit(X, y)
-        if scores is None:
-            scores = self._score_array(X)
-        self.offset_ = float(self._fit_offset(scores))
+        training_scores = self._fit(X, y)
+        if training_scores is None:
+            training_scores = partial(self._held_out_scores, X, y)
+        self.offset_ = float(self._fit_offset(training_scores))
         return self
 
     def _validate_fit_data(self, X, y):
@@ -231,10 +241,60 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
     def _requires_y(self):
         return self._needs_classes and self.head is None
 
-    def _fit_offset(self, scores):
-        """Threshold of ``decision_function``: accept ``1 - contamination`` of the rows
-        whose training ``scores`` are given."""
-        return _contamination_quantile(scores, self.contamination)
+    def _fit_offset(self, training_scores):
+        """Threshold of ``decision_function``: accept ``1 - contamination`` of the
+        training rows as new rows would score. ``training_scores()`` computes their
+        scores (only when called: a fixed threshold needs none)."""
+        return _contamination_quantile(training_scores(), self.contamination)
+
+    def _fitted_hyperparameters(self):
+        """Hyperparameters that fit set from the data (e.g. ``beta='auto'``), as their
+        fitted values: the folds of :meth:`_held_out_scores` must score on the final
+        model's scale, not re-derive it from fewer rows."""
+        return {}
+
+    def _align_fold(self, fold):
+        """Put a fitted fold of :meth:`_held_out_scores` on the final model's scale,
+        where fitting on fewer rows shifts the scores by a known amount."""
+
+    def _held_out_scores(self, X, y):
+        """Scores of the training rows as rows the detector never saw would get them.
+
+        The training rows' own scores are optimistic whenever the detector learned
+        from them (a covariance, memories, a head), and a threshold read from them
+        rejects more than ``contamination`` of new rows. Cross-fitting removes that:
+        each of 5 folds is scored by the detector fitted on the 4 others (folds
+        stratified by class when there are labels), with the hyperparameters the final
+        fit derived from the data held fixed. The final fit is unaffected; if a
+        fold cannot be fitted (a class too small to split), the training rows' own
+        scores are used, with a warning.
+        """
+        n_splits = _N_THRESHOLD_FOLDS
+        if y is None:
+            splitter = KFold(n_splits, shuffle=True, random_state=0)
+        else:
+            splitter = StratifiedKFold(n_splits, shuffle=True, random_state=0)
+        scores = np.empty(len(X))
+        try:
+            with warnings.catch_warnings():
+                # A fold repeats the final fit's warnings (a small class, say).
+                warnings.simplefilter("ignore")
+                for train, held_out in splitter.split(X, y):
+                    fold = clone(self).set_params(**self._fitted_hyperparameters())
+                    fold.device_ = self.device_
+                    fold._fit(X[train], None if y is None else y[train])
+                    self._align_fold(fold)
+                    scores[held_out] = fold._score_array(X[held_out])
+        except ValueError as exc:
+            warnings.warn(
+                f"The threshold is set from the training rows' own scores, which are "
+                f"optimistic: a {n_splits}-fold cross-fit of the training rows failed "
+                f"({exc})",
+                UserWarning,
+                stacklevel=4,  # the caller of fit (through _fit_context)
+            )
+            return self._score_array(X)
+        return scores
 
     # ----------------------------------------------------------------- head
     def _fit_head(self, X, y):
@@ -245,7 +305,7 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         (``coef_``, ``intercept_``), or a tuple ``(coef, intercept)``.
         """
         head = self.head
-        if head is None or (hasattr(head, "fit") and not hasattr(head, "coef_")):
+        if self._head_fitted_on_X():
             if y is None:
                 raise ValueError(
                     f"{type(self).__name__} needs y to fit its head; pass y or a fitted head."
@@ -301,6 +361,11 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         self.classes_ = classes
         self.head_coef_ = coef
         self.head_intercept_ = intercept
+
+    def _head_fitted_on_X(self):
+        """Whether fit trains the head on (X, y): None or an unfitted classifier."""
+        head = self.head
+        return head is None or (hasattr(head, "fit") and not hasattr(head, "coef_"))
 
     @staticmethod
     def _classes_for_head(n_classes, y):

@@ -15,20 +15,166 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
 from ._labels import OOD_LABEL
+from .base import BaseOODDetector
 from .metrics import fpr95_scorer, fpr_at_tpr, ood_aupr, ood_auroc
 
 METRICS = {"FPR95": fpr_at_tpr, "AUROC": ood_auroc, "AUPR-In": ood_aupr}
 """Metric name -> function(y_true, scores); FPR95 lower is better, the others higher."""
 
 
+KINDS = {
+    "paper": "a published method as published (its score and its defaults; beta searched)",
+    "baseline": "a feature-space baseline every OOD paper compares against",
+    "extension": "this suite's extensions of the Hopfield methods (energy, metric, solver)",
+    "default": "the estimator's default parameters, nothing searched",
+    "peer": "an outlier detector from outside the suite (PyOD, scikit-learn)",
+}
+"""The kinds of table rows, as the tables' captions explain them."""
+
+
 @dataclass
 class Method:
-    """One row of the table: an estimator and the grid searched on validation OOD data."""
+    """One row of the table: an estimator and the grid searched on validation OOD data.
+
+    ``param_grid`` is a GridSearchCV grid, or a callable ``(estimator, X, y) -> grid`` for
+    grids that depend on the training rows (the scale of beta, see
+    :func:`~sklearn_reclag.model_selection.default_param_grid`).
+    """
 
     name: str
     estimator: BaseEstimator
-    param_grid: dict = field(default_factory=dict)
+    param_grid: object = field(default_factory=dict)
     uses_head: bool = False
+    kind: str = "extension"
+
+    def grid_for(self, X, y):
+        """The grid to search on the training rows (X, y)."""
+        if callable(self.param_grid):
+            return self.param_grid(self.estimator, X, y)
+        return self.param_grid
+
+    def describe(self):
+        """The row's configuration: the estimator (non-default parameters) and its grid."""
+        grid = "data-dependent beta grid (multiples of beta='auto' per metric)" if callable(
+            self.param_grid) else (self.param_grid or "nothing searched")
+        return f"`{_short_repr(self.estimator)}`; searched: {grid}"
+
+
+def _short_repr(estimator):
+    """The estimator's repr on one line, without the benchmark's device setting."""
+    text = " ".join(repr(estimator).split())
+    return text.replace("device='cpu', ", "").replace(", device='cpu'", "").replace(
+        "device='cpu'", "")
+
+
+PRESETS = ("all", "paper", "unlabelled")
+"""Method sets of the command line's ``--preset``: every row; the papers' methods only;
+the rows that need neither labels nor a head (novelty detection)."""
+
+
+def default_methods(*, quick=False, device="auto", random_state=0, preset="all"):
+    """The suite's methods with the grids the benchmark searches.
+
+    Parameters
+    ----------
+    quick : bool, default=False
+        Smaller grids and fewer training epochs, for the demo and CI.
+    device : str, default='auto'
+    random_state : int, default=0
+        Seeds the stochastic methods (RecLag, the dense memory).
+    preset : {'all', 'paper', 'unlabelled'}, default='all'
+        Which rows (see :data:`PRESETS`).
+
+    Returns
+    -------
+    methods : list of Method
+    """
+    from . import (
+        DensePolynomialHopfield,
+        EnergyDetector,
+        HopfieldEnergyDetector,
+        KNNDetector,
+        MahalanobisDetector,
+        MSPDetector,
+        ReActDetector,
+        RecLagDetector,
+        ViMDetector,
+    )
+    from .model_selection import default_param_grid
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}; got {preset!r}.")
+    rs = random_state
+    epochs = 10 if quick else 50
+    betas = [0.1, 1.0] if quick else [0.01, 0.1, 0.5, 1.0]
+    reclag_betas = [0.5, 2.0] if quick else [0.1, 0.5, 2.0, 5.0]
+    factors = (1.0, 10.0) if quick else (0.3, 1.0, 3.0, 10.0, 30.0)
+
+    def bank_grid(estimator, X, y):
+        return default_param_grid(estimator, X, y, beta_factors=factors)
+
+    def logit_grid(estimator):
+        return {k: v[:1] for k, v in estimator.search_space.items()} if quick else (
+            estimator.search_space)
+
+    paper = [
+        Method("MSP", MSPDetector(device=device), uses_head=True, kind="paper"),
+        Method("Energy", EnergyDetector(device=device),
+               logit_grid(EnergyDetector), uses_head=True, kind="paper"),
+        Method("ReAct", ReActDetector(device=device),
+               logit_grid(ReActDetector), uses_head=True, kind="paper"),
+        Method("HE", HopfieldEnergyDetector(**PAPER_PARAMS["HE"], device=device),
+               {"beta": betas}, uses_head=True, kind="paper"),
+        Method("SHE", HopfieldEnergyDetector(**PAPER_PARAMS["SHE"], device=device),
+               uses_head=True, kind="paper"),
+        Method("RecLag", RecLagDetector(**{**PAPER_PARAMS["RecLag"], "max_epochs": epochs},
+                                        device=device, random_state=rs),
+               {"beta": reclag_betas}, uses_head=True, kind="paper"),
+    ]
+    baselines = [
+        Method("KNN", KNNDetector(device=device),
+               {"n_neighbors": [1, 10]} if quick else KNNDetector.search_space, kind="baseline"),
+        Method("Mahalanobis", MahalanobisDetector(device=device),
+               MahalanobisDetector.search_space, kind="baseline"),
+        Method("ViM", ViMDetector(device=device), ViMDetector.search_space, uses_head=True,
+               kind="baseline"),
+    ]
+    density_he = HopfieldEnergyDetector(energy="density", routing="max", device=device)
+    density_em = RecLagDetector(solver="em", energy="density", routing="max",
+                                max_epochs=epochs, device=device, random_state=rs)
+    extensions = [
+        Method("HE (density)", density_he, bank_grid, uses_head=True),
+        Method("RecLag (em, density)", density_em, bank_grid, uses_head=True),
+    ]
+    defaults = [
+        Method("HE (default)", HopfieldEnergyDetector(device=device), uses_head=True,
+               kind="default"),
+        Method("RecLag (default)", RecLagDetector(device=device, random_state=rs),
+               uses_head=True, kind="default"),
+    ]
+    dense = make_pipeline(
+        MinMaxScaler(feature_range=(-1, 1), clip=True),
+        DensePolynomialHopfield(max_epochs=30 if quick else 100, device=device, random_state=rs),
+    )
+    dense_row = [Method("Dense (energy)", dense,
+                        {"densepolynomialhopfield__n": [2, 3] if quick else [2, 3, 6, 10]})]
+    if preset == "paper":
+        return paper
+    if preset == "unlabelled":
+        return [m for m in defaults + extensions + baselines if m.name != "ViM"]
+    return paper + baselines + extensions + defaults + dense_row
+
+
+PAPER_PARAMS = {
+    "HE": dict(patterns="all", beta=0.01, energy="lse", routing="predicted",
+               metric="euclidean"),
+    "SHE": dict(patterns="mean", energy="lse", routing="predicted", metric="euclidean"),
+    "RecLag": dict(n_memories=10, beta=5.0, gamma="auto", solver="sae", n_draws=5,
+                   max_epochs=50, learning_batch_size=50, lr=1e-3, init="random",
+                   init_norm=10.0, energy="lse", routing="predicted", metric="euclidean"),
+}
+"""The papers' exact configurations (Zhang et al., ICLR 2023: HE, SHE; Moriai et al.,
+AAAI 2025: RecLag) as constructor parameters; README's "Reproducing the papers"."""
 
 
 class _PeerScore(BaseEstimator):
@@ -114,10 +260,13 @@ def default_methods(*, quick=False, device="auto", random_state=0):
     return methods
 
 
-def peer_methods(*, random_state=0):
+def peer_methods(*, random_state=0, quick=False):
     """PyOD's KNN, LOF, IsolationForest and ECOD, and a GaussianMixture log-density.
 
-    Needs the optional ``pyod`` package (``pip install sklearn-reclag[peers]``).
+    The neighbour counts of KNN and LOF and the GaussianMixture's components are searched
+    on the validation OOD set like the suite's own hyperparameters: every comparison is
+    against the peers at their best. Needs the optional ``pyod`` package (``pip install
+    sklearn-reclag[peers]``).
     """
     try:
         from pyod.models.ecod import ECOD
@@ -128,13 +277,19 @@ def peer_methods(*, random_state=0):
         raise ImportError(
             "The peer detectors need PyOD: pip install 'sklearn-reclag[peers]'."
         ) from exc
+    def grid(name, values):
+        return {f"estimator__{name}": values[:1] if quick else values}
+
     return [
-        Method("PyOD KNN", _PeerScore(KNN())),
-        Method("PyOD LOF", _PeerScore(LOF())),
-        Method("PyOD IForest", _PeerScore(IForest(random_state=random_state))),
-        Method("PyOD ECOD", _PeerScore(ECOD())),
+        Method("PyOD KNN", _PeerScore(KNN()), grid("n_neighbors", [5, 1, 10, 20]),
+               kind="peer"),
+        Method("PyOD LOF", _PeerScore(LOF()), grid("n_neighbors", [20, 5, 10, 35]),
+               kind="peer"),
+        Method("PyOD IForest", _PeerScore(IForest(random_state=random_state)), kind="peer"),
+        Method("PyOD ECOD", _PeerScore(ECOD()), kind="peer"),
         Method("GaussianMixture", _PeerScore(GaussianMixture(
-            n_components=5, covariance_type="diag", random_state=random_state))),
+            n_components=5, covariance_type="diag", random_state=random_state)),
+            grid("n_components", [5, 1, 2, 10]), kind="peer"),
     ]
 
 
@@ -156,14 +311,15 @@ def fit_method(method, data, *, random_state=0):
     """
     estimator = _with_head(method.estimator, data.head) if method.uses_head else clone(
         method.estimator)
-    if not method.param_grid or data.X_val_ood is None:
+    param_grid = method.grid_for(data.X_train, data.y_train)
+    if not param_grid or data.X_val_ood is None:
         return estimator.fit(data.X_train, data.y_train), {}
     X = np.vstack([data.X_train, data.X_val_ood])
     # Unlabelled data (novelty detection): one ID class, 0, for the splitter and scorer.
     y_id = np.zeros(len(data.X_train), dtype=int) if data.y_train is None else data.y_train
     y = np.concatenate([y_id, np.full(len(data.X_val_ood), OOD_LABEL)])
     cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=random_state)
-    search = GridSearchCV(estimator, method.param_grid, scoring=fpr95_scorer, cv=cv,
+    search = GridSearchCV(estimator, param_grid, scoring=fpr95_scorer, cv=cv,
                           refit=False)
     search.fit(X, y)
     # Refit on the ID rows alone: in a Pipeline only the detector drops OOD_LABEL rows,
@@ -178,11 +334,16 @@ def evaluate(estimator, data):
     Returns
     -------
     results : dict
-        ``{ood_set: {metric: value}}``, and the raw scores under ``"scores"``:
-        ``{"ID": ..., ood_set: ...}``.
+        ``{ood_set: {metric: value}}``, the raw scores under ``"scores"``: ``{"ID": ...,
+        ood_set: ...}``, and, for the suite's detectors, the fraction of ID test rows that
+        ``predict`` accepts at the fitted threshold under ``"acceptance"`` (1 -
+        contamination if the threshold holds on new rows).
     """
     scores = {"ID": estimator.score_samples(data.X_test)}
     results = {}
+    final = estimator[-1] if hasattr(estimator, "steps") else estimator
+    if isinstance(final, BaseOODDetector):
+        results["acceptance"] = float(np.mean(estimator.predict(data.X_test) == 1))
     for name, X_ood in data.ood_test.items():
         scores[name] = estimator.score_samples(X_ood)
         y_true = np.r_[np.zeros(len(data.X_test), dtype=int), np.full(len(X_ood), OOD_LABEL)]
@@ -222,6 +383,20 @@ def run_quality_benchmark(load_data, seeds, methods_for_seed, *, progress=None):
     return runs
 
 
+# Entries of evaluate's results that are not OOD test sets.
+_NOT_OOD_SETS = ("scores", "acceptance")
+
+
+def summarize_acceptance(runs):
+    """Mean and std over seeds of the ID test rows' acceptance, for the rows that have
+    one: ``{method: (mean, std)}``."""
+    accepted = {}
+    for run in runs:
+        if "acceptance" in run["results"]:
+            accepted.setdefault(run["method"], []).append(run["results"]["acceptance"])
+    return {method: (float(np.mean(v)), float(np.std(v))) for method, v in accepted.items()}
+
+
 def summarize(runs):
     """Mean and standard deviation over seeds of every (method, OOD set, metric).
 
@@ -235,7 +410,7 @@ def summarize(runs):
     methods = list(dict.fromkeys(run["method"] for run in runs))
     for method in methods:
         per_seed = [run["results"] for run in runs if run["method"] == method]
-        sets = [name for name in per_seed[0] if name != "scores"]
+        sets = [name for name in per_seed[0] if name not in _NOT_OOD_SETS]
         table = {}
         for name in sets + ["average"]:
             table[name] = {}
@@ -273,3 +448,43 @@ def format_markdown(summary, metric, *, percent=True):
             cells.append(f"**{cell}**" if mean == best[column] else cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_caption(methods):
+    """What each row of the tables is: its kind (a paper's method, a baseline, an
+    extension, a default, a peer) and its exact configuration, as markdown."""
+    lines = ["Rows, by kind:", ""]
+    for kind, meaning in KINDS.items():
+        rows = [m for m in methods if m.kind == kind]
+        if rows:
+            lines.append(f"- *{kind}* ({meaning}):")
+            lines.extend(f"  - **{m.name}**: {m.describe()}" for m in rows)
+    return "\n".join(lines)
+
+
+HOPFIELD_PREFIXES = ("HE", "SHE", "RecLag")
+"""Rows of the Hopfield detectors (HE, SHE, RecLag), by the start of their names."""
+
+
+def compare_families(summary, *, exclude=("Dense (energy)",)):
+    """The best Hopfield row and the best other row by mean FPR95 over the OOD sets.
+
+    Returns
+    -------
+    comparison : dict
+        ``hopfield`` and ``other``: ``(name, mean FPR95)`` of the best row of each
+        family; ``reclag``: the best RecLag row's; ``ratio``: hopfield / other;
+        ``reclag_below_all``: whether the best RecLag row is below every other row.
+    """
+    fpr = {name: table["average"]["FPR95"][0] for name, table in summary.items()
+           if name not in exclude}
+    hopfield = {n: v for n, v in fpr.items() if n.startswith(HOPFIELD_PREFIXES)}
+    other = {n: v for n, v in fpr.items() if not n.startswith(HOPFIELD_PREFIXES)}
+    reclag = {n: v for n, v in hopfield.items() if n.startswith("RecLag")}
+    best = {family: min(rows.items(), key=lambda item: item[1]) if rows else None
+            for family, rows in (("hopfield", hopfield), ("other", other),
+                                 ("reclag", reclag))}
+    ratio = (best["hopfield"][1] / best["other"][1]
+             if best["hopfield"] and best["other"] and best["other"][1] > 0 else None)
+    below = bool(best["reclag"] and other and best["reclag"][1] < min(other.values()))
+    return {**best, "ratio": ratio, "reclag_below_all": below}

@@ -43,6 +43,7 @@ ood_balanced_accuracy_scorer}, refit="bacc"``.
 """
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.utils import check_array, check_random_state, column_or_1d
 
 from ._labels import OOD_LABEL, is_ood_label
@@ -59,6 +60,7 @@ from .metrics import (  # noqa: F401
 
 __all__ = [
     "OOD_LABEL",
+    "default_param_grid",
     "is_ood_label",
     "make_ood_dataset",
 ]
@@ -135,3 +137,55 @@ def make_ood_dataset(X_id, y_id, X_ood, *, shuffle=True, random_state=None):
         order = check_random_state(random_state).permutation(len(y))
         X, y = X[order], y[order]
     return X, y
+
+
+def default_param_grid(estimator, X=None, y=None, *, beta_factors=(0.3, 1.0, 3.0, 10.0, 30.0)):
+    """The grid worth searching for a detector: a GridSearchCV ``param_grid``.
+
+    Each detector of the suite names the hyperparameters that matter most in its class
+    attribute ``search_space`` (the metric and beta of the memory banks, n_neighbors of
+    KNN, n_components of ViM, ...). For the memory-bank detectors (HE, SHE, RecLag) the
+    useful values of beta depend on the metric and on the scale of the features: given
+    the training rows, beta is searched in multiples of the value ``beta='auto'`` takes
+    in each metric (one grid per metric).
+
+    Parameters
+    ----------
+    estimator : estimator of the suite
+        An unfitted detector; its ``search_space`` is read.
+    X : array-like of shape (n_samples, n_features), default=None
+        Training rows, for the scale of beta; without them 'auto' stays as it is.
+    y : array-like of shape (n_samples,), default=None
+        Their class labels (OOD_LABEL rows are ignored).
+    beta_factors : sequence of float, default=(0.3, 1.0, 3.0, 10.0, 30.0)
+        Multiples of the data's beta to search.
+
+    Returns
+    -------
+    param_grid : dict or list of dict
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_reclag import HopfieldEnergyDetector
+    >>> from sklearn_reclag.model_selection import default_param_grid
+    >>> X, y = load_digits(return_X_y=True)
+    >>> he = HopfieldEnergyDetector(energy="density", device="cpu")
+    >>> default_param_grid(he)
+    {'metric': ['euclidean', 'cosine', 'mahalanobis'], 'beta': ['auto']}
+    >>> grid = default_param_grid(he, X[y < 5], y[y < 5])
+    >>> [(g["metric"], len(g["beta"])) for g in grid]
+    [(['euclidean'], 5), (['cosine'], 5), (['mahalanobis'], 5)]
+    """
+    space = getattr(estimator, "search_space", None)
+    if space is None:
+        raise TypeError(f"{type(estimator).__name__} has no search_space to search.")
+    space = {name: list(values) for name, values in space.items()}
+    if X is None or "auto" not in space.get("beta", ()):
+        return space
+    grid = []
+    for metric in space.get("metric", [estimator.get_params()["metric"]]):
+        probe = clone(estimator).set_params(metric=metric)
+        scale = probe._auto_beta_of(X, y)
+        grid.append({**space, "metric": [metric], "beta": [f * scale for f in beta_factors]})
+    return grid

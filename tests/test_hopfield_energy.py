@@ -15,6 +15,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn_reclag import OOD_LABEL, HopfieldEnergyDetector
 from sklearn_reclag.detectors import _banks
 
+from _expected_checks import HELD_OUT_THRESHOLD_CHECKS
+
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -273,19 +276,9 @@ def test_cuda_scores_equal_cpu_scores(data):
         gpu.score_samples(X_bad)
 
 
-_LEAVE_ONE_OUT = (
-    "checks that predict on the training rows rejects exactly `contamination` of them; "
-    "HE stores the training rows and sets its threshold from their leave-one-out scores "
-    "(each row without its own copy), so that the threshold holds on new rows: on the "
-    "training rows themselves, each its own nearest pattern, predict rejects fewer"
-)
-
-
 def _expected_failed_checks(estimator):
-    if estimator.patterns == "all":
-        return {"check_outliers_fit_predict": _LEAVE_ONE_OUT,
-                "check_outliers_train": _LEAVE_ONE_OUT}
-    return {}
+    # Both HE (leave-one-out) and SHE (cross-fitted) set the threshold from held-out scores.
+    return HELD_OUT_THRESHOLD_CHECKS
 
 
 @parametrize_with_checks(

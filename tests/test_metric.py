@@ -148,7 +148,7 @@ def test_fitted_metric_state_is_numpy(data):
     assert HopfieldEnergyDetector(device="cpu").fit(X, y).whitening_ is None
 
 
-def test_auto_beta_is_the_inverse_median_nearest_neighbour_distance(data):
+def test_auto_beta_is_four_over_the_median_squared_neighbour_distance(data):
     X, y, _, _ = data
     expected_d2 = []
     for c in np.unique(y):
@@ -156,7 +156,7 @@ def test_auto_beta_is_the_inverse_median_nearest_neighbour_distance(data):
         d2 = ((bank[:, None] - bank[None]) ** 2).sum(axis=2)
         np.fill_diagonal(d2, np.inf)
         expected_d2.append(d2.min(axis=1))
-    expected = 1.0 / np.median(np.concatenate(expected_d2))
+    expected = 4.0 / np.median(np.concatenate(expected_d2))
     assert auto_beta(X, y, 3, device="cpu") == pytest.approx(expected, rel=1e-9)
     det = HopfieldEnergyDetector(beta="auto", device="cpu", dtype="float64").fit(X, y)
     # Stored patterns only (those the fitted head gets right): close to, not equal to, all rows.

@@ -353,10 +353,10 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             sampler=self.sampler, verbose=self.verbose,
         )
 
-    def _fit_offset(self, scores):
+    def _fit_offset(self, training_scores):
         """``offset_ = log(gamma_) / beta_``; 'auto' puts it at the contamination quantile."""
         if self.gamma == "auto":
-            offset = _contamination_quantile(scores, self.contamination)
+            offset = _contamination_quantile(training_scores(), self.contamination)
             self.log_gamma_ = float(self.beta_ * offset)
             # exp overflows float64 past 709; the threshold itself only uses log_gamma_.
             self.gamma_ = math.exp(self.log_gamma_) if self.log_gamma_ < 709.0 else math.inf
