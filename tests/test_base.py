@@ -170,3 +170,12 @@ def test_offset_is_off_every_training_score(scores, contamination, n_rejected, o
         assert scores.min() - 1e-12 < det.offset_ < scores.min()
     else:
         assert det.offset_ == pytest.approx(offset)
+
+
+def test_a_class_with_one_row_is_named_as_the_user_wrote_it():
+    """The message read "Class np.int64(7) has 1 sample"."""
+    X = np.random.default_rng(0).normal(size=(3, 2))
+    with pytest.raises(ValueError, match=r"^Class 7 has 1 sample"):
+        HopfieldEnergyDetector(device="cpu").fit(X, [0, 0, 7])
+    with pytest.raises(ValueError, match=r"^Class 'owl' has 1 sample"):
+        HopfieldEnergyDetector(device="cpu").fit(X, ["cat", "cat", "owl"])
