@@ -193,7 +193,8 @@ def _plots(runs, data, output, device):
         ax = plotting.plot_score_histograms(s["ID"], {k: v for k, v in s.items() if k != "ID"})
         ax.set_title(f"{method}: scores of ID and OOD rows")
         figures[f"hist_{method}"] = ax.figure
-    figures["energy_landscape"] = _energy_landscape_figure(plotting, data, device)
+    if data.X_train.shape[1] >= 2:  # a 2-D view of one feature does not exist
+        figures["energy_landscape"] = _energy_landscape_figure(plotting, data, device)
     paths = []
     for name, figure in figures.items():
         path = output / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() + ".png")
@@ -233,7 +234,7 @@ def _energy_landscape_figure(plotting, data, device):
     train = svd.transform(data.X_train)
     # The first direction carries the rows' mean, far from the origin; the second their
     # spread: scaled apart, the view is neither a thin line nor a point.
-    first = _LANDSCAPE_NORM / np.median(np.abs(train[:, 0]))
+    first = _LANDSCAPE_NORM / max(np.median(np.abs(train[:, 0])), 1e-12)
     second = _LANDSCAPE_NORM / 6 / max(train[:, 1].std(), 1e-12)
     scale = np.array([first, second])
     rng = np.random.default_rng(0)

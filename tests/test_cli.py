@@ -274,3 +274,20 @@ def test_values_chosen_at_an_end_of_their_grid_are_marked():
     assert "- HE (beta in [0.01, 0.1, 0.5, 1.0]; n in [2, 3]): seed 0: beta=1.0* n=2, " \
            "seed 1: beta=0.5 n=2" in text
     assert "MSP" not in text
+
+
+@pytest.mark.parametrize("n_features", [1, 2, 7])
+def test_plots_draw_the_energy_landscape_from_the_run_s_features(n_features, tmp_path):
+    """The landscape was a synthetic 2-D toy unrelated to the user's features; it is now
+    a 2-D view of them (none for a single feature, which has no 2-D view)."""
+    from sklearn_reclag.__main__ import _plots
+
+    rng = np.random.default_rng(0)
+    X_train, y_train = _blob_data(rng, n=60, n_features=n_features)
+    data = Bunch(X_train=X_train, y_train=y_train, X_test=X_train[:20],
+                 ood_test={"far": 9 + rng.normal(size=(15, n_features))})
+    runs = [dict(seed=0, method=name, results={"scores": {
+        "ID": rng.normal(1, 1, 20), "far": rng.normal(0, 1, 15)}}) for name in ("a", "b")]
+    names = {path.name for path in _plots(runs, data, tmp_path, "cpu")}
+    assert {"roc_far.png", "hist_a.png", "hist_b.png"} <= names
+    assert ("energy_landscape.png" in names) == (n_features >= 2)
