@@ -178,16 +178,20 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
     state = {} if state is None else state
     outputs = []
     checked = check_finite or max_abs is not None
-    bound = math.inf if max_abs is None else max_abs
+    # Every finite value lies within the dtype's largest: that bound refuses only NaN
+    # and infinity.
+    bound = torch.finfo(dtype).max if max_abs is None else max_abs
     in_range = True
     with torch.no_grad():
         for rows in iter_slices(X.shape[0], batch_size):
             V = as_tensor(X[rows], device, dtype, copy=not read_only)
             if checked:
-                # One reduction; NaN propagates through amax and fails both comparisons.
-                # Accumulated on the device: no synchronisation per chunk.
-                peak = V.abs().amax()
-                in_range = torch.isfinite(peak) & (peak <= bound) & in_range
+                # One fused reduction, no temporary (a few % of a chunk's scoring, where
+                # isfinite().all() or abs().amax() cost a quarter of it on a CPU); NaN
+                # propagates through it and fails both comparisons. Accumulated on the
+                # device: no synchronisation per chunk.
+                low, high = torch.aminmax(V)
+                in_range = (low >= -bound) & (high <= bound) & in_range
             outputs.append(to_numpy(fn(V, state)))
     if checked and not bool(in_range):
         # The rare path: a pass on the host to say which check failed.
