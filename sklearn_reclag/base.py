@@ -265,7 +265,9 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         if tied.any():
             lower = scores[scores < offset]
             if lower.size:
-                offset = (offset + float(lower.max())) / 2
+                # Two adjacent floats have no float between them: then the lower one.
+                offset = min((offset + float(lower.max())) / 2,
+                             float(np.nextafter(offset, -np.inf)))
             else:
                 dtype = np.dtype(self.dtype)
                 offset -= 4 * float(np.spacing(dtype.type(abs(offset))))
@@ -273,6 +275,7 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         return offset
 
     def _warn_if_tied(self, scores, offset, n_tied):
+        """Warn when ties or rounding leave the training scores unable to rank the rows."""
         rejected = float(np.mean(scores <= offset))
         spread = float(np.ptp(scores))
         resolution = 64 * np.finfo(np.dtype(self.dtype)).eps * float(np.max(np.abs(scores)))

@@ -179,3 +179,18 @@ def test_a_class_with_one_row_is_named_as_the_user_wrote_it():
         HopfieldEnergyDetector(device="cpu").fit(X, [0, 0, 7])
     with pytest.raises(ValueError, match=r"^Class 'owl' has 1 sample"):
         HopfieldEnergyDetector(device="cpu").fit(X, ["cat", "cat", "owl"])
+
+
+def test_offset_between_adjacent_scores_is_the_lower_one():
+    """No float lies between two adjacent floats: the midpoint would round onto the tied
+    score and reject its rows."""
+    low = np.nextafter(1.0, 2.0)  # odd last bit: the midpoint rounds up, onto high
+    high = np.nextafter(low, 2.0)
+    scores = np.r_[np.full(3, low), np.full(60, high)]
+    X = np.c_[scores, np.zeros_like(scores)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        det = _FixedScores(contamination=0.05, device="cpu", dtype="float64").fit(
+            X, np.arange(len(scores)) % 2)
+    assert det.offset_ == low
+    assert (det.predict(X) == -1).sum() == 3
