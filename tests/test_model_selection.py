@@ -258,6 +258,7 @@ def test_fit_ignores_rows_labelled_the_string_minus_one(string_ood_data):
     np.testing.assert_array_equal(det.score_samples(X), same.score_samples(X))
 
 
+@pytest.mark.filterwarnings("ignore:ReActDetector. all .* training scores are equal")
 def test_grid_search_with_string_labels_scores_finite_and_picks_the_better_value(
         string_ood_data):
     """percentile=0 clips every activation to the same value: every score ties, FPR95 is
