@@ -52,6 +52,7 @@ def main(output_dir="output"):
             scoring=fpr95_scorer,
             cv=StratifiedKFold(3, shuffle=True, random_state=0),
             n_jobs=-1,
+            error_score="raise",  # a failed fold stops the search instead of scoring NaN
         )
         with joblib.parallel_backend("dask"):
             search.fit(X_cv, y_cv)

@@ -69,6 +69,7 @@ def main(output_dir="output"):
         scoring={"fpr95": fpr95_scorer, "auroc": ood_auroc_scorer},
         refit="fpr95",
         cv=cv,
+        error_score="raise",  # a failed fold stops the search instead of scoring NaN
     ).fit(X, y)
     print("1. ranking parameters, selected on FPR95 (validation OOD):")
     _print_results(ranking, ["fpr95", "auroc"])
@@ -85,6 +86,7 @@ def main(output_dir="output"):
         },
         refit="bacc",
         cv=cv,
+        error_score="raise",
     ).fit(X, y)
     print("\n2. threshold, selected on balanced accuracy (FPR95 does not move):")
     _print_results(threshold, ["bacc", "fpr", "tpr", "fpr95"])

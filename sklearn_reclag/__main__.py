@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,19 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._backend import resolve_device
 from ._labels import OOD_LABEL
-from .benchmark import METRICS, default_methods, format_markdown, peer_methods, \
-    run_quality_benchmark, summarize
+from .benchmark import (
+    METRICS,
+    PRESETS,
+    check_benchmark_data,
+    compare_families,
+    default_methods,
+    format_caption,
+    format_markdown,
+    peer_methods,
+    run_quality_benchmark,
+    summarize,
+    summarize_acceptance,
+)
 
 
 def _parser():
@@ -48,12 +60,20 @@ def _parser():
         help="your own features (see sklearn_reclag.datasets.save_features_npz for the "
              "keys); default: the built-in digits benchmark",
     )
-    benchmark.add_argument("--seeds", type=int, default=5,
-                           help="number of seeds (default 5)")
+    benchmark.add_argument("--seeds", type=_positive_int, default=5,
+                           help="number of seeds, at least 1 (default 5)")
     benchmark.add_argument("--quick", action="store_true",
                            help="small grids and few epochs (seconds, for CI)")
     benchmark.add_argument("--peers", action="store_true",
                            help="add PyOD KNN/LOF/IForest/ECOD and GaussianMixture rows")
+    benchmark.add_argument(
+        "--preset", choices=PRESETS, default="all",
+        help="which rows: 'all' (default), 'paper' (the published methods with the "
+             "papers' parameters: MSP, Energy, ReAct, HE, SHE, RecLag), 'unlabelled' "
+             "(the rows that need neither labels nor a head)")
+    benchmark.add_argument(
+        "--methods", nargs="+", default=None, metavar="NAME",
+        help="only these rows of the preset, by name (e.g. --methods HE RecLag KNN)")
     for sub in (demo, benchmark):
         sub.add_argument("--output", type=Path, default=Path("output"),
                          help="directory for the tables and plots (default ./output)")
@@ -62,11 +82,35 @@ def _parser():
     return parser
 
 
+def _positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def _prepare_output(output):
+    """Create the output folder and check that it takes files, before any fitting."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write to --output {str(output)!r}: {exc.strerror or exc}."
+        ) from exc
+
+
 def _loader(args, quick):
     if getattr(args, "features", None) is not None:
         from .datasets import load_features_npz
 
         data = load_features_npz(args.features)  # fixed features: seeds only seed the methods
+        check_benchmark_data(data)
         return lambda seed: data
     from .datasets import load_digits_ood_features
 
@@ -74,10 +118,38 @@ def _loader(args, quick):
                                                  device=args.device)
 
 
+def _keep_first(load_data, seed):
+    """``load_data``, remembering the data of ``seed`` for the plots drawn from it."""
+    kept = {}
+
+    def load(s):
+        data = load_data(s)
+        if s == seed:
+            kept["data"] = data
+        return data
+
+    return load, kept
+
+
+def _methods(args, *, quick, peers, seed):
+    """The rows of the run: the preset's (and the peers'), or the named ones of them."""
+    methods = default_methods(quick=quick, device=args.device, random_state=seed,
+                              preset=getattr(args, "preset", "all"))
+    methods += peer_methods(random_state=seed, quick=quick) if peers else []
+    names = getattr(args, "methods", None)
+    if names:
+        unknown = sorted(set(names) - {m.name for m in methods})
+        if unknown:
+            raise ValueError(
+                f"--methods names rows the run does not have: {unknown}; the rows are "
+                f"{[m.name for m in methods]}.")
+        methods = [m for m in methods if m.name in names]
+    return methods
+
+
 def _run(args, load_data, *, seeds, quick, peers):
     def methods_for_seed(seed):
-        methods = default_methods(quick=quick, device=args.device, random_state=seed)
-        return methods + (peer_methods(random_state=seed) if peers else [])
+        return _methods(args, quick=quick, peers=peers, seed=seed)
 
     n_fits = len(seeds) * len(methods_for_seed(seeds[0]))
     with tqdm(total=n_fits, unit="fit", disable=not sys.stderr.isatty()) as bar:
@@ -89,19 +161,24 @@ def _run(args, load_data, *, seeds, quick, peers):
     return runs
 
 
-def _report(runs, output, title):
+def _report(runs, output, title, methods):
     summary = summarize(runs)
-    tables = [f"## {title}\n"]
+    n_seeds = len({run["seed"] for run in runs})
+    tables = [
+        f"## {title}\n",
+        f"A seed changes the data's split and OOD draws (and, on the digits benchmark, "
+        f"the CNN's training) and the seed of the stochastic methods; cells are the mean"
+        f"{' ± std' if n_seeds > 1 else ''} over {n_seeds} seed{'s' * (n_seeds > 1)}, "
+        "the best mean of each column in bold.\n",
+        format_caption(methods) + "\n",
+    ]
     for metric in METRICS:
         tables.append(format_markdown(summary, metric) + "\n")
-    chosen = {}
-    for run in runs:
-        chosen.setdefault(run["method"], []).append(run["best_params"])
-    tables.append("Hyperparameters chosen on the validation OOD set (per seed):\n")
-    tables.extend(f"- {method}: {params}" for method, params in chosen.items() if any(params))
+    tables.append(_acceptance_table(runs) + "\n")
+    tables.append(_comparison(summary) + "\n")
+    tables.append(_chosen_hyperparameters(runs))
     text = "\n".join(tables) + "\n"
     print(text)
-    output.mkdir(parents=True, exist_ok=True)
     (output / "results.md").write_text(text)
     raw = [{k: v for k, v in run.items() if k != "results"} | {
         "metrics": {s: m for s, m in run["results"].items() if s != "scores"}} for run in runs]
@@ -109,9 +186,73 @@ def _report(runs, output, title):
     return summary
 
 
-def _plots(runs, output, device):
-    """ROC curves per OOD set and score histograms per method (first seed), and the
-    energy landscape of a RecLag memory fitted on 2-D data, as in the RecLag poster."""
+def _acceptance_table(runs):
+    """ID test rows accepted by predict at each detector's fitted threshold."""
+    acceptance = summarize_acceptance(runs)
+    lines = ["ID test rows accepted by `predict` at the fitted threshold (contamination "
+             "0.05: 95 % asked):\n", "| detector | accepted (%) |", "|---|---|"]
+    lines += [f"| {name} | {100 * mean:.1f} ± {100 * std:.1f} |"
+              for name, (mean, std) in acceptance.items()]
+    return "\n".join(lines)
+
+
+def _comparison(summary):
+    """The best Hopfield row against the best other row, by mean FPR95."""
+    compared = compare_families(summary)
+    if not (compared["hopfield"] and compared["other"]):
+        return ""
+    (hopfield, h_fpr), (other, o_fpr) = compared["hopfield"], compared["other"]
+    lines = [f"Best Hopfield row: {hopfield}, mean FPR95 {100 * h_fpr:.2f} %; best other "
+             f"row: {other}, {100 * o_fpr:.2f} %"
+             + (f" (ratio {compared['ratio']:.2f})." if compared["ratio"] else ".")]
+    if compared["reclag"]:
+        reclag, r_fpr = compared["reclag"]
+        lines.append(f"Best RecLag row: {reclag}, {100 * r_fpr:.2f} %: "
+                     f"{'below' if compared['reclag_below_all'] else 'not below'} every "
+                     "non-Hopfield row.")
+    return " ".join(lines)
+
+
+def _grid_text(grid):
+    """A grid (a dict, or a list of dicts) in a few words; floats to 3 digits."""
+    if isinstance(grid, (list, tuple)):
+        return " | ".join(_grid_text(g) for g in grid)
+    return "; ".join(
+        f"{name} in [" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v)
+                                   for v in values) + "]"
+        for name, values in grid.items())
+
+
+def _chosen_hyperparameters(runs):
+    """The values each method's search chose, seed by seed, those at an end of a grid of
+    three values or more marked (the best value may lie beyond the grid)."""
+    lines = ["Hyperparameters chosen on the validation OOD set (per seed; * = the smallest "
+             "or largest value of its grid, so the best value may lie beyond it):\n"]
+    by_method = {}
+    for run in runs:
+        by_method.setdefault(run["method"], []).append(run)
+    for method, method_runs in by_method.items():
+        grid = method_runs[0]["param_grid"]
+        grids_list = grid if isinstance(grid, (list, tuple)) else [grid]
+        if not any(len(values) > 1 for g in grids_list for values in g.values()) and len(
+                grids_list) < 2:
+            continue  # nothing to choose
+        # A data-dependent grid (beta in multiples of the data's scale) differs by seed:
+        # the first seed's is shown.
+        grids = _grid_text(grid)
+        chosen = ", ".join(
+            f"seed {run['seed']}: " + " ".join(
+                (f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+                + ("*" if name in run["at_grid_edge"] else "")
+                for name, value in run["best_params"].items())
+            for run in method_runs)
+        lines.append(f"- {method} ({grids}): {chosen}")
+    return "\n".join(lines)
+
+
+def _plots(runs, data, output, device):
+    """ROC curves per OOD set and score histograms per method (first seed), and RecLag's
+    energy landscape in a 2-D view of the first seed's features."""
     import matplotlib.pyplot as plt
 
     from . import plotting
@@ -125,13 +266,14 @@ def _plots(runs, output, device):
                        np.full(len(any_method[ood]), OOD_LABEL)]
         ax = plotting.plot_roc_curves(
             {method: np.r_[s["ID"], s[ood]] for method, s in scores.items()}, y_true)
-        ax.set_title(f"ROC: ID test rows vs {ood}")
+        ax.set_title(f"ROC: ID test rows vs {ood} (seed {first_seed})")
         figures[f"roc_{ood}"] = ax.figure
     for method, s in scores.items():
         ax = plotting.plot_score_histograms(s["ID"], {k: v for k, v in s.items() if k != "ID"})
         ax.set_title(f"{method}: scores of ID and OOD rows")
         figures[f"hist_{method}"] = ax.figure
-    figures["energy_landscape"] = _energy_landscape_figure(plotting, device)
+    if data.X_train.shape[1] >= 2:  # a 2-D view of one feature does not exist
+        figures["energy_landscape"] = _energy_landscape_figure(plotting, data, device)
     paths = []
     for name, figure in figures.items():
         path = output / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() + ".png")
@@ -141,39 +283,85 @@ def _plots(runs, output, device):
     return paths
 
 
-def _energy_landscape_figure(plotting, device):
-    from sklearn.datasets import make_blobs
+# Rows of each set drawn on the energy landscape (a sample keeps the plot readable).
+_LANDSCAPE_ROWS = 150
+# The view is scaled so that the median training row lies at this distance from the
+# origin, with a spread of a sixth of it along both axes (0.5).
+_LANDSCAPE_NORM = 3.0
+# Inverse temperature of the memory fitted on the view: its mixture components have the
+# standard deviation 1 / sqrt(beta) = 0.35, below the rows' spread, so that the 5
+# memories spread over the rows instead of merging at their mean.
+_LANDSCAPE_BETA = 8.0
+
+
+def _energy_landscape_figure(plotting, data, device):
+    """RecLag's energy landscape in a 2-D view of the run's own features.
+
+    The features are projected on their first two singular directions (TruncatedSVD:
+    no centring, since RecLag's score reads dot products with the memories and the
+    origin is its OOD attractor), each direction scaled (see ``_LANDSCAPE_NORM``), and a
+    RecLag memory of 5 memories (EM, beta 8) is fitted on the projected training rows.
+    It shows the method on this data's geometry; it is not one of the table's models,
+    which score all the features.
+    """
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import TruncatedSVD
 
     from . import RecLagDetector
 
-    X, _ = make_blobs(n_samples=300, centers=[[2, 2], [-2, 1.5], [0.5, -2.5]],
-                      cluster_std=0.5, random_state=0)
-    detector = RecLagDetector(n_memories=3, beta=2.0, solver="em", device=device,
-                              random_state=0).fit(X)
-    ax = plotting.plot_energy_landscape(detector, X, class_index=0)
-    ax.set_title("RecLag energy, one bank of 3 memories; shaded: OOD attractor G(v) <= 0")
+    svd = TruncatedSVD(n_components=2, random_state=0).fit(data.X_train)
+    train = svd.transform(data.X_train)
+    # The first direction carries the rows' mean, far from the origin; the second their
+    # spread: scaled apart, the view is neither a thin line nor a point.
+    first = _LANDSCAPE_NORM / max(np.median(np.abs(train[:, 0])), 1e-12)
+    second = _LANDSCAPE_NORM / 6 / max(train[:, 1].std(), 1e-12)
+    scale = np.array([first, second])
+    rng = np.random.default_rng(0)
+
+    def view(X):
+        rows = rng.choice(len(X), min(len(X), _LANDSCAPE_ROWS), replace=False)
+        return scale * svd.transform(X[np.sort(rows)])
+
+    detector = RecLagDetector(n_memories=5, beta=_LANDSCAPE_BETA, solver="em", energy="lse",
+                              metric="euclidean", device=device,
+                              random_state=0).fit(scale * train)
+    # The ID rows last, drawn over the OOD sets.
+    points = {name: view(X) for name, X in data.ood_test.items()}
+    points["ID test"] = view(data.X_test)
+    _, ax = plt.subplots(figsize=(9, 6))
+    plotting.plot_energy_landscape(detector, points, class_index=0, ax=ax)
+    ax.set_title(
+        "RecLag energy in a 2-D view of these features (the training rows' two leading\n"
+        "singular directions, each scaled); 5 memories fitted by EM on that view, "
+        rf"$\beta$={detector.beta:g}", fontsize="medium")
     return ax.figure
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    quick = args.command == "demo" or args.quick
+    peers = args.command == "benchmark" and args.peers
+    seeds = [0] if args.command == "demo" else list(range(args.seeds))
     try:
-        # Read a user's file before any fitting, so a missing or malformed file is a
-        # one-line error; errors during the run itself are bugs and keep their traceback.
+        # Check the device, the output folder, the rows asked for, and read a user's
+        # file before any fitting, so that each of them is a one-line error; errors
+        # during the run itself are bugs and keep their traceback.
         resolve_device(args.device)
-        load_data = _loader(args, quick=args.command == "demo" or args.quick)
+        _prepare_output(args.output)
+        methods = _methods(args, quick=quick, peers=peers, seed=seeds[0])
+        load_data = _loader(args, quick=quick)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    load_data, first = _keep_first(load_data, seeds[0])
+    runs = _run(args, load_data, seeds=seeds, quick=quick, peers=peers)
     if args.command == "demo":
-        runs = _run(args, load_data, seeds=[0], quick=True, peers=False)
-        _report(runs, args.output, "Demo: digits 0-4 vs four OOD sets (1 seed, quick)")
+        title = "Demo: digits 0-4 vs four OOD sets (1 seed, quick)"
     else:
-        seeds = list(range(args.seeds))
-        runs = _run(args, load_data, seeds=seeds, quick=args.quick, peers=args.peers)
         source = args.features or "digits benchmark"
-        _report(runs, args.output, f"{source}: {len(seeds)} seeds")
-    for path in _plots(runs, args.output, args.device):
+        title = f"{source}: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    _report(runs, args.output, title, methods)
+    for path in _plots(runs, first["data"], args.output, args.device):
         print(f"wrote {path}")
     return 0
 

@@ -23,10 +23,12 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from ._labels import OOD_LABEL, drop_ood_rows, is_ood_label  # noqa: F401 (re-exported)
 from ._backend import (
     as_tensor,
+    check_value_range,
     loadable_device,
     map_batches,
     resolve_device,
     resolve_dtype,
+    safe_max_abs,
 )
 
 class InconsistentVersionWarning(_SklearnVersionWarning):
@@ -67,6 +69,7 @@ class TorchEstimatorMixin:
             dtype=dtype,
             state={name: _state_tensor(getattr(self, name), device, dtype) for name in names},
             check_finite=device.type != "cpu",
+            max_abs=safe_max_abs(dtype, self.n_features_in_),
         )
 
     def _rows_per_chunk(self, device):
@@ -83,14 +86,19 @@ class TorchEstimatorMixin:
         NaN and infinity are refused where the rows are computed on: by scikit-learn on
         the host for the CPU; on a GPU by :func:`map_batches` (``check_finite``, set by
         ``_batch_kwargs``), on each chunk as it arrives, since a pass over X on the host
-        would cost about as much as the GPU's whole scoring.
+        would cost about as much as the GPU's whole scoring. Values too large for
+        ``dtype`` (:func:`~sklearn_reclag._backend.safe_max_abs`) are refused there too,
+        on every device.
         """
         on_host = torch.device(self.device_).type == "cpu"
         return validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
                              ensure_all_finite=on_host)
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: on Python >= 3.11 scikit-learn's __getstate__ returns the instance's
+        # own __dict__ for estimators outside sklearn, and writing to it would change
+        # the estimator being saved.
+        state = dict(super().__getstate__())
         state["_sklearn_reclag_version"] = _package_version()
         return state
 
@@ -110,18 +118,6 @@ class TorchEstimatorMixin:
 
 # Folds of the cross-fit that gives held-out scores of the training rows.
 _N_THRESHOLD_FOLDS = 5
-
-
-def _contamination_quantile(scores, contamination):
-    """The ``contamination`` quantile of the training scores.
-
-    A -inf score (a leave-one-out score against an otherwise empty bank) would make the
-    interpolated quantile NaN; it counts as the lowest finite score instead.
-    """
-    finite = np.isfinite(scores)
-    if not finite.all() and finite.any():
-        scores = np.where(finite, scores, scores[finite].min())
-    return np.percentile(scores, 100.0 * contamination)
 
 
 def _state_tensor(value, device, dtype):
@@ -219,9 +215,12 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         X, y = self._validate_fit_data(X, y)
         self.device_ = str(resolve_device(self.device))
         training_scores = self._fit(X, y)
+        self._check_finite_state()
         if training_scores is None:
             training_scores = partial(self._held_out_scores, X, y)
         self.offset_ = float(self._fit_offset(training_scores))
+        if not np.isfinite(self.offset_):
+            raise self._overflow_error("threshold offset_")
         return self
 
     def _validate_fit_data(self, X, y):
@@ -232,10 +231,13 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
                     f"{type(self).__name__} requires y to be passed, but the target y is "
                     "None: it needs class labels to fit its head (or pass a fitted head)."
                 )
-            return X, None
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
-        X, y = drop_ood_rows(X, column_or_1d(y, warn=True))
-        check_classification_targets(y)
+        else:
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32],
+                                 y_numeric=False)
+            X, y = drop_ood_rows(X, column_or_1d(y, warn=True))
+            check_classification_targets(y)
+        # Finite but huge values (say 1e30) would overflow float32 inside the fit.
+        check_value_range(X, resolve_dtype(self.dtype))
         return X, y
 
     def _requires_y(self):
@@ -245,7 +247,7 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         """Threshold of ``decision_function``: accept ``1 - contamination`` of the
         training rows as new rows would score. ``training_scores()`` computes their
         scores (only when called: a fixed threshold needs none)."""
-        return _contamination_quantile(training_scores(), self.contamination)
+        return self._contamination_offset(training_scores())
 
     def _fitted_hyperparameters(self):
         """Hyperparameters that fit set from the data (e.g. ``beta='auto'``), as their
@@ -281,7 +283,8 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
                 warnings.simplefilter("ignore")
                 for train, held_out in splitter.split(X, y):
                     fold = clone(self).set_params(**self._fitted_hyperparameters())
-                    fold.device_ = self.device_
+                    # What fit's validation set on self, which the fold skips.
+                    fold.device_, fold.n_features_in_ = self.device_, self.n_features_in_
                     fold._fit(X[train], None if y is None else y[train])
                     self._align_fold(fold)
                     scores[held_out] = fold._score_array(X[held_out])
@@ -295,6 +298,86 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
             )
             return self._score_array(X)
         return scores
+    def _check_finite_state(self):
+        """No fit ends with NaN or infinity in what it learned (``_tensor_attributes``)."""
+        for name in self._tensor_attributes:
+            value = getattr(self, name, None)
+            if value is not None and not np.isfinite(value).all():
+                raise self._overflow_error(f"fitted attribute {name}")
+
+    def _overflow_error(self, what):
+        return ValueError(
+            f"{type(self).__name__}.fit computed a non-finite {what} with "
+            f"dtype={self.dtype!r}: the computation overflowed. Use dtype='float64', "
+            "scale the features, or choose less extreme hyperparameters."
+        )
+
+    def _contamination_offset(self, scores):
+        """The ``contamination`` quantile of the training scores, kept off tied scores.
+
+        ``predict`` accepts a row iff its score is strictly above ``offset_`` (RecLag's
+        rule: a row is OOD iff ``G(v) <= 0``). The quantile (numpy's linear
+        interpolation) may land exactly on a score that several training rows share
+        (every row, for constant scores), and ``predict`` would reject that whole group:
+        up to 100 % of the training rows. The offset then moves halfway down to the next
+        lower training score, or just below the group (4 units in the last place of
+        ``dtype``) when there is none. So ``predict`` rejects at most ``contamination``
+        of the training rows plus one row, and fewer when ties leave no threshold in
+        between: this warns when ties keep it below half of ``contamination``, or when
+        the scores differ only at the level of the dtype's rounding.
+        """
+        scores = self._finite_training_scores(scores)
+        offset = float(np.percentile(scores, 100.0 * self.contamination))
+        tied = scores == offset
+        if tied.any():
+            lower = scores[scores < offset]
+            if lower.size:
+                # Two adjacent floats have no float between them: then the lower one.
+                offset = min((offset + float(lower.max())) / 2,
+                             float(np.nextafter(offset, -np.inf)))
+            else:
+                dtype = np.dtype(self.dtype)
+                offset -= 4 * float(np.spacing(dtype.type(abs(offset))))
+        self._warn_if_tied(scores, offset, int(tied.sum()))
+        return offset
+
+    def _finite_training_scores(self, scores):
+        """The training scores, refused if NaN or +inf (an overflow); a -inf score (a
+        leave-one-out score against an otherwise empty bank) counts as the lowest
+        finite one, which ranks it the same without making the quantile NaN."""
+        if np.isnan(scores).any() or np.isposinf(scores).any():
+            raise self._overflow_error("training score")
+        finite = np.isfinite(scores)
+        if finite.all():
+            return scores
+        if not finite.any():
+            raise self._overflow_error("training score")
+        return np.where(finite, scores, scores[finite].min())
+
+    def _warn_if_tied(self, scores, offset, n_tied):
+        """Warn when ties or rounding leave the training scores unable to rank the rows."""
+        rejected = float(np.mean(scores <= offset))
+        spread = float(np.ptp(scores))
+        resolution = 64 * np.finfo(np.dtype(self.dtype)).eps * float(np.max(np.abs(scores)))
+        # Below half of contamination by ties, and by more than the rounding of a few rows.
+        if rejected < self.contamination / 2 and self.contamination * len(scores) >= 1:
+            what = (f"all {len(scores)} training scores are equal" if spread == 0 else
+                    f"{n_tied} of the {len(scores)} training scores tie at the threshold")
+        elif spread <= resolution:
+            what = (f"the {len(scores)} training scores differ by at most {spread:.3g}, at "
+                    f"the level of {self.dtype} rounding, so their ranking is noise")
+        else:
+            return
+        warnings.warn(
+            f"{type(self).__name__}: {what}; predict rejects {rejected:.1%} of the training "
+            f"rows (contamination={self.contamination}). The scores barely depend on the "
+            "rows: check the hyperparameters (e.g. a tiny beta, ReAct's percentile=0), "
+            "constant features, or use dtype='float64'.",
+            UserWarning,
+            # The caller of fit: above _warn_if_tied, _contamination_offset, _fit_offset,
+            # fit and scikit-learn's _fit_context wrapper.
+            stacklevel=6,
+        )
 
     # ----------------------------------------------------------------- head
     def _fit_head(self, X, y):
@@ -436,6 +519,10 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
 
     def predict(self, X):
         """+1 for in-distribution rows (``decision_function > 0``), -1 for OOD rows.
+
+        A row exactly on the threshold is OOD, as RecLag's rule has it (OOD iff
+        ``G(v) <= 0``); ``offset_`` is fitted off every training score, so no training
+        row sits there, whatever the ties among the training scores.
 
         Parameters
         ----------

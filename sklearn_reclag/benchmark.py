@@ -6,6 +6,7 @@ Hyperparameters are chosen by GridSearchCV with the FPR95 scorer on the validati
 """
 
 from dataclasses import dataclass, field
+from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
@@ -17,6 +18,7 @@ from sklearn.preprocessing import MinMaxScaler
 from ._labels import OOD_LABEL
 from .base import BaseOODDetector
 from .metrics import fpr95_scorer, fpr_at_tpr, ood_aupr, ood_auroc
+from .model_selection import make_ood_dataset
 
 METRICS = {"FPR95": fpr_at_tpr, "AUROC": ood_auroc, "AUPR-In": ood_aupr}
 """Metric name -> function(y_true, scores); FPR95 lower is better, the others higher."""
@@ -300,27 +302,100 @@ def _with_head(estimator, head):
     return clone(estimator).set_params(head=head)
 
 
-def fit_method(method, data, *, random_state=0):
+# Folds of the search: every class of y_train needs this many rows.
+N_SPLITS = 3
+
+
+def check_benchmark_data(data):
+    """Raise a ValueError saying what keeps ``data`` from the benchmark, before any fit.
+
+    The benchmark chooses hyperparameters by a 3-fold search on the training rows and
+    ``X_val_ood``: it needs the validation OOD set (never a test set in its place), at
+    least 3 rows of it and of every class (2 in each training fold: the fewest a memory
+    bank takes), 2 classes unless a head is given, and a head whose outputs match the
+    classes of ``y_train``.
+
+    Parameters
+    ----------
+    data : :class:`~sklearn.utils.Bunch`
+        As :func:`~sklearn_reclag.datasets.load_features_npz` returns.
+    """
+    if data.X_val_ood is None:
+        raise ValueError(
+            "there is no X_val_ood: the benchmark chooses every method's hyperparameters "
+            "on a validation OOD set, never on the test sets. Add X_val_ood (OOD rows "
+            "disjoint from every ood_<name> test set) to the features file."
+        )
+    if len(data.X_val_ood) < N_SPLITS:
+        raise ValueError(
+            f"X_val_ood has {len(data.X_val_ood)} rows; the {N_SPLITS}-fold search needs at "
+            f"least {N_SPLITS} (one OOD row in each test fold)."
+        )
+    labels, counts = np.unique(data.y_train, return_counts=True)
+    if counts.min() < N_SPLITS:
+        few = labels[counts < N_SPLITS]
+        raise ValueError(
+            f"class {few[0].item()!r} of y_train has {counts.min()} row(s) "
+            f"({len(few)} class(es) with fewer than {N_SPLITS}); the {N_SPLITS}-fold search "
+            f"needs at least {N_SPLITS} rows per class."
+        )
+    if data.head is None:
+        if len(labels) < 2:
+            raise ValueError(
+                "y_train holds a single class and there is no head: the logit-based "
+                "methods need 2 classes or a head (head_coef, head_intercept)."
+            )
+        return
+    n_outputs = len(data.head[1])
+    matches = len(labels) == n_outputs or (
+        labels.dtype.kind in "iu" and labels.min() >= 0 and labels.max() < n_outputs)
+    if not matches:
+        raise ValueError(
+            f"the head has {n_outputs} outputs but y_train holds {len(labels)} classes "
+            f"{labels[:5].tolist()}; the labels must be 0..{n_outputs - 1}, one per output."
+        )
+
+
+def fit_method(method, data, *, random_state=0, param_grid=None):
     """Fit one method on ``data.X_train``, searching its grid on the validation OOD set.
+
+    ``param_grid`` is the grid to search when the caller has it already, else
+    ``method.grid_for(data.X_train, data.y_train)``.
+
+    The search is a 3-fold stratified GridSearchCV with the FPR95 scorer on the training
+    rows and ``data.X_val_ood`` (labelled OOD_LABEL); a fold whose scoring fails stops it
+    (``error_score='raise'``) rather than leaving a NaN that would keep the first value.
 
     Returns
     -------
     estimator : fitted estimator
     best_params : dict
         The chosen hyperparameters (empty when there is nothing to search).
+
+    Raises
+    ------
+    ValueError
+        If the method has a grid and ``data.X_val_ood`` is None: hyperparameters are
+        never chosen on a test set, nor silently left at their defaults.
     """
     estimator = _with_head(method.estimator, data.head) if method.uses_head else clone(
         method.estimator)
-    param_grid = method.grid_for(data.X_train, data.y_train)
-    if not param_grid or data.X_val_ood is None:
+    if param_grid is None:
+        param_grid = method.grid_for(data.X_train, data.y_train)
+    if not param_grid:
         return estimator.fit(data.X_train, data.y_train), {}
-    X = np.vstack([data.X_train, data.X_val_ood])
-    # Unlabelled data (novelty detection): one ID class, 0, for the splitter and scorer.
+    if data.X_val_ood is None:
+        raise ValueError(
+            f"{method.name} has hyperparameters to choose ({param_grid}) but the data has "
+            "no X_val_ood to choose them on."
+        )
+    # OOD rows labelled OOD_LABEL: -1, or '-1' when the class labels are strings;
+    # unlabelled data (novelty detection) is one ID class, 0, for the splitter and scorer.
     y_id = np.zeros(len(data.X_train), dtype=int) if data.y_train is None else data.y_train
-    y = np.concatenate([y_id, np.full(len(data.X_val_ood), OOD_LABEL)])
-    cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=random_state)
+    X, y = make_ood_dataset(data.X_train, y_id, data.X_val_ood, shuffle=False)
+    cv = StratifiedKFold(n_splits=N_SPLITS, shuffle=True, random_state=random_state)
     search = GridSearchCV(estimator, param_grid, scoring=fpr95_scorer, cv=cv,
-                          refit=False)
+                          refit=False, error_score="raise")
     search.fit(X, y)
     # Refit on the ID rows alone: in a Pipeline only the detector drops OOD_LABEL rows,
     # so GridSearchCV's refit would let a scaler in front of it see the validation OOD rows.
@@ -377,10 +452,38 @@ def run_quality_benchmark(load_data, seeds, methods_for_seed, *, progress=None):
         for method in methods_for_seed(seed):
             if progress is not None:
                 progress(f"seed {seed}: {method.name}")
-            estimator, best_params = fit_method(method, data, random_state=seed)
+            grid = method.grid_for(data.X_train, data.y_train)
+            estimator, best_params = fit_method(method, data, random_state=seed,
+                                                param_grid=grid)
             runs.append(dict(seed=seed, method=method.name, best_params=best_params,
+                             param_grid=grid, at_grid_edge=at_grid_edge(best_params, grid),
                              results=evaluate(estimator, data)))
     return runs
+
+
+def at_grid_edge(best_params, param_grid):
+    """Names of the chosen hyperparameters at the smallest or largest value of their grid.
+
+    Only numeric grids of 3 values or more count: the best value may then lie beyond the
+    grid, and the grid should be widened. (With 2 values every choice is an end.) For a
+    list of grids, the one that holds the chosen values is read.
+
+    Examples
+    --------
+    >>> at_grid_edge({"beta": 5.0, "n": 3}, {"beta": [0.1, 0.5, 5.0], "n": [2, 3]})
+    ['beta']
+    """
+    if isinstance(param_grid, (list, tuple)):
+        holding = [grid for grid in param_grid
+                   if all(value in grid.get(name, ()) for name, value in best_params.items())]
+        param_grid = holding[0] if holding else {}
+    edges = []
+    for name, value in best_params.items():
+        grid = list(param_grid.get(name, []))
+        numeric = all(isinstance(v, Real) and not isinstance(v, bool) for v in grid)
+        if numeric and len(grid) >= 3 and value in (min(grid), max(grid)):
+            edges.append(name)
+    return edges
 
 
 # Entries of evaluate's results that are not OOD test sets.
@@ -404,7 +507,8 @@ def summarize(runs):
     -------
     summary : dict
         ``{method: {ood_set or "average": {metric: (mean, std)}}}``; "average" is the
-        mean over OOD sets within each seed, then over seeds.
+        mean over OOD sets within each seed, then over seeds. ``std`` is None for a
+        single seed (there is no spread to measure).
     """
     summary = {}
     methods = list(dict.fromkeys(run["method"] for run in runs))
@@ -419,7 +523,8 @@ def summarize(runs):
                     values = [np.mean([r[s][metric] for s in sets]) for r in per_seed]
                 else:
                     values = [r[name][metric] for r in per_seed]
-                table[name][metric] = (float(np.mean(values)), float(np.std(values)))
+                spread = float(np.std(values)) if len(values) > 1 else None
+                table[name][metric] = (float(np.mean(values)), spread)
         summary[method] = table
     return summary
 
@@ -427,8 +532,8 @@ def summarize(runs):
 def format_markdown(summary, metric, *, percent=True):
     """A markdown table of one metric: methods as rows, OOD sets and their average as columns.
 
-    Cells are ``mean ± std`` over seeds (in % when ``percent``); the best mean of each
-    column is in bold (lowest for FPR95, highest otherwise).
+    Cells are ``mean ± std`` over seeds (in % when ``percent``), the mean alone for one
+    seed; the best mean of each column is in bold (lowest for FPR95, highest otherwise).
     """
     methods = list(summary)
     columns = list(next(iter(summary.values())))
@@ -444,7 +549,7 @@ def format_markdown(summary, metric, *, percent=True):
         cells = []
         for column in columns:
             mean, std = summary[method][column][metric]
-            cell = f"{scale * mean:.2f} ± {scale * std:.2f}"
+            cell = f"{scale * mean:.2f}" + ("" if std is None else f" ± {scale * std:.2f}")
             cells.append(f"**{cell}**" if mean == best[column] else cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

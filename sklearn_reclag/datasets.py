@@ -14,10 +14,9 @@ Everything ships with scikit-learn, nothing is downloaded:
   digits of different classes.
 
 :func:`save_features_npz` / :func:`load_features_npz` store the same content for a user's
-own features, the input of ``python -m sklearn_reclag benchmark --features FILE.npz``.
+own features, the input of ``python -m sklearn_reclag benchmark --features FILE.npz``
+(defined in :mod:`sklearn_reclag._npz`, public here).
 """
-
-import os
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ from sklearn.utils import Bunch, check_random_state
 
 from ._backend import resolve_device
 from ._novelty_data import NOVELTY_DATASETS, load_novelty_tasks  # noqa: F401 (public here)
+from ._npz import load_features_npz, save_features_npz  # noqa: F401 (public here)
 from .features import TorchFeatureExtractor, linear_head
 
 ID_CLASSES = (0, 1, 2, 3, 4)
@@ -354,164 +354,3 @@ def load_digits_ood_features(*, random_state=0, quick=False, device="auto"):
         test_accuracy=accuracy,
         DESCR=_DESCR.format(width=extractor.n_features_out_, accuracy=accuracy),
     )
-
-
-# ---------------------------------------------------------------------- the .npz format
-_REQUIRED_KEYS = ("X_train", "y_train", "X_test")
-_OOD_PREFIX = "ood_"
-
-
-def save_features_npz(path, data):
-    """Store ID / OOD features and a head in one ``.npz`` file.
-
-    Keys of the file (the format :func:`load_features_npz` and
-    ``python -m sklearn_reclag benchmark --features`` read):
-
-    ========================= ==================================================== ========
-    key                       content                                              needed
-    ========================= ==================================================== ========
-    ``X_train``               ID training features, (n_train, n_features)          yes
-    ``y_train``               their class labels, (n_train,)                       yes
-    ``X_test``                ID test features, (n_test, n_features)               yes
-    ``y_test``                their class labels, (n_test,)                        no
-    ``ood_<name>``            one OOD test set, (n, n_features); at least one      yes
-    ``X_val_ood``             validation OOD features for hyperparameter choice    no
-    ``head_coef``             the network's last layer weight, (n_classes, n_f.)   no
-    ``head_intercept``        its bias, (n_classes,); with ``head_coef``           no
-    ========================= ==================================================== ========
-
-    Parameters
-    ----------
-    path : str or path-like
-        Where to write; numpy adds ``.npz`` if the name lacks it.
-    data : dict or :class:`~sklearn.utils.Bunch`
-        With ``X_train``, ``y_train``, ``X_test``, ``ood_test`` (dict name -> features)
-        and optionally ``y_test``, ``X_val_ood`` and ``head`` (a tuple (coef, intercept)
-        or None), as :func:`load_digits_ood_features` returns.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_reclag.datasets import load_features_npz, save_features_npz
-    >>> rng = np.random.RandomState(0)
-    >>> data = {"X_train": rng.normal(size=(20, 3)), "y_train": np.arange(20) % 2,
-    ...         "X_test": rng.normal(size=(5, 3)), "ood_test": {"far": rng.normal(size=(4, 3))}}
-    >>> path = getfixture("tmp_path") / "features.npz"
-    >>> save_features_npz(path, data)
-    >>> sorted(load_features_npz(path).ood_test)
-    ['far']
-    """
-    missing = [key for key in (*_REQUIRED_KEYS, "ood_test") if data.get(key) is None]
-    if missing:
-        raise ValueError(f"data lacks {missing}; see save_features_npz for the keys.")
-    arrays = {key: np.asarray(data[key]) for key in _REQUIRED_KEYS}
-    for key in ("y_test", "X_val_ood"):
-        if data.get(key) is not None:
-            arrays[key] = np.asarray(data[key])
-    for name, X in data["ood_test"].items():
-        arrays[_OOD_PREFIX + name] = np.asarray(X)
-    if data.get("head") is not None:
-        arrays["head_coef"], arrays["head_intercept"] = map(np.asarray, data["head"])
-    _check_features(arrays, source="data")
-    np.savez(path, **arrays)
-
-
-def load_features_npz(path):
-    """Read features stored by :func:`save_features_npz` (or written with the same keys).
-
-    Parameters
-    ----------
-    path : str or path-like
-        The ``.npz`` file; see :func:`save_features_npz` for its keys.
-
-    Returns
-    -------
-    data : :class:`~sklearn.utils.Bunch`
-        ``X_train``, ``y_train``, ``X_test``, ``y_test`` (None if absent), ``ood_test``
-        (dict name -> features, in the file's order), ``X_val_ood`` (None if absent) and
-        ``head`` (``(coef, intercept)``, or None if absent: the detectors then fit their
-        own head on ``(X_train, y_train)``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If there is no file at ``path``.
-    ValueError
-        If the file is not an ``.npz`` archive, lacks a required key, or holds arrays of
-        inconsistent shapes.
-
-    Examples
-    --------
-    >>> from sklearn_reclag.datasets import load_features_npz
-    >>> load_features_npz("no-such-file.npz")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: No features file at 'no-such-file.npz'.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No features file at {os.fspath(path)!r}.")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array (.npy), not named arrays")
-        with archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError) as exc:
-        raise ValueError(
-            f"{os.fspath(path)!r} is not a readable .npz archive of arrays: {exc}."
-        ) from exc
-    _check_features(arrays, source=repr(os.fspath(path)))
-    head = None
-    if "head_coef" in arrays:
-        head = (arrays["head_coef"], arrays["head_intercept"])
-    return Bunch(
-        X_train=arrays["X_train"],
-        y_train=arrays["y_train"],
-        X_test=arrays["X_test"],
-        y_test=arrays.get("y_test"),
-        ood_test={key[len(_OOD_PREFIX):]: X for key, X in arrays.items()
-                  if key.startswith(_OOD_PREFIX)},
-        X_val_ood=arrays.get("X_val_ood"),
-        head=head,
-    )
-
-
-def _check_features(arrays, *, source):
-    """Raise a ValueError naming what is missing or inconsistent in a features mapping."""
-    missing = [key for key in _REQUIRED_KEYS if key not in arrays]
-    if not any(key.startswith(_OOD_PREFIX) for key in arrays):
-        missing.append(_OOD_PREFIX + "<name> (at least one OOD test set)")
-    if ("head_coef" in arrays) != ("head_intercept" in arrays):
-        missing.append("head_intercept" if "head_coef" in arrays else "head_coef")
-    if missing:
-        raise ValueError(
-            f"{source} lacks the keys {missing}; it has {sorted(arrays)}. See "
-            "sklearn_reclag.datasets.save_features_npz for the format."
-        )
-    if arrays["X_train"].ndim != 2:
-        raise ValueError(
-            f"{source}: 'X_train' must be 2-D (n_samples, n_features); got shape "
-            f"{arrays['X_train'].shape}."
-        )
-    n_features = arrays["X_train"].shape[1]
-    for key, X in arrays.items():
-        if (key.startswith("X_") or key.startswith(_OOD_PREFIX)) and (
-            X.ndim != 2 or X.shape[1] != n_features
-        ):
-            raise ValueError(
-                f"{source}: {key!r} has shape {X.shape}, expected (n_samples, "
-                f"{n_features}) like X_train."
-            )
-    for X_key, y_key in (("X_train", "y_train"), ("X_test", "y_test")):
-        if y_key in arrays and arrays[y_key].shape != (len(arrays[X_key]),):
-            raise ValueError(
-                f"{source}: {y_key!r} has shape {arrays[y_key].shape}, expected "
-                f"({len(arrays[X_key])},) to match {X_key!r}."
-            )
-    if "head_coef" in arrays:
-        coef, intercept = arrays["head_coef"], arrays["head_intercept"]
-        if coef.ndim != 2 or coef.shape[1] != n_features or intercept.shape != coef.shape[:1]:
-            raise ValueError(
-                f"{source}: head_coef {coef.shape} and head_intercept {intercept.shape} "
-                f"must have shapes (n_classes, {n_features}) and (n_classes,)."
-            )

@@ -24,11 +24,12 @@ the estimators changes::
 
     import joblib
     from dask.distributed import Client
-    from sklearn.model_selection import GridSearchCV
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn_reclag.metrics import fpr95_scorer
 
     client = Client("scheduler-address:8786")   # or Client() for a local cluster
-    search = GridSearchCV(detector, {"beta": [1, 5, 10]}, scoring=fpr95_scorer, n_jobs=-1)
+    search = GridSearchCV(detector, {"beta": [1, 5, 10]}, scoring=fpr95_scorer, n_jobs=-1,
+                          cv=StratifiedKFold(3, shuffle=True), error_score="raise")
     with joblib.parallel_backend("dask"):
         search.fit(X, y)
 

@@ -8,7 +8,7 @@ and :func:`linear_head` hands that network's last :class:`torch.nn.Linear` to a 
     make_pipeline(TorchFeatureExtractor(net), EnergyDetector(head=linear_head(net)))
 """
 
-import io
+import copy
 from contextlib import contextmanager
 from numbers import Integral
 
@@ -306,32 +306,94 @@ class TorchFeatureExtractor(
 
     def __getstate__(self):
         state = super().__getstate__()
-        # A torch module that lives on a GPU is pickled as a CPU copy (through torch's
-        # own serialisation: no second copy on the GPU), so that the extractor loads on a
-        # machine without one; __setstate__ puts it back on its GPU where there is one.
-        # (A skorch net does this itself.)
+        # The module is stored without torch tensors: a copy of its structure whose
+        # parameters, buffers and tensor attributes are numpy arrays (_TensorState). So
+        # skops, which cannot build a tensor, can save the extractor (the network's
+        # classes are then among the types to trust), and a network that lives on a GPU
+        # is stored from a host copy of each tensor, with no second copy on the GPU: the
+        # extractor loads on a machine without one. __setstate__ puts the tensors back,
+        # on that GPU where there is one. (A skorch net serialises itself.)
         if isinstance(self.module, torch.nn.Module):
             device = _module_device(self.module)
+            state["module"] = _without_tensors(self.module)
             if device is not None and device.type != "cpu":
-                buffer = io.BytesIO()
-                torch.save(self.module, buffer)
-                buffer.seek(0)
-                state["module"] = torch.load(buffer, map_location="cpu", weights_only=False)
                 state["_module_device"] = str(device)
         return state
 
     def __setstate__(self, state):
         device = state.pop("_module_device", None)
         super().__setstate__(state)
-        # Where that GPU is missing the module stays on the CPU (transform moves it to
-        # device_ anyway, and the base class has warned about device_).
-        if device is not None and loadable_device(device, warn=False) == device:
-            self.module.to(device)
+        if isinstance(self.module, torch.nn.Module):
+            # Where that GPU is missing the module stays on the CPU (transform moves it
+            # to device_ anyway, and the base class has warned about device_).
+            if device is None or loadable_device(device, warn=False) != device:
+                device = "cpu"
+            _restore_tensors(self.module, torch.device(device))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
         return tags
+
+
+class _TensorState:
+    """A torch tensor stored as a numpy array, with what it takes to rebuild it.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor or torch.nn.Parameter
+        Copied to the host; a dtype that numpy lacks (bfloat16) is stored as float32 and
+        cast back.
+    """
+
+    def __init__(self, tensor):
+        self.is_parameter = isinstance(tensor, torch.nn.Parameter)
+        self.requires_grad = bool(tensor.requires_grad)
+        self.dtype = str(tensor.dtype).replace("torch.", "")
+        tensor = tensor.detach()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.float()
+        self.array = tensor.cpu().numpy().copy()
+
+    def to_tensor(self, device):
+        tensor = torch.from_numpy(self.array).to(device=device,
+                                                 dtype=getattr(torch, self.dtype))
+        if self.is_parameter:
+            return torch.nn.Parameter(tensor, requires_grad=self.requires_grad)
+        return tensor
+
+
+def _tensor_slots(module):
+    """``(namespace, name, value)`` of every tensor a module tree holds: parameters,
+    buffers and plain tensor attributes of each submodule."""
+    for submodule in module.modules():
+        for namespace in (submodule._parameters, submodule._buffers, vars(submodule)):
+            for name, value in list(namespace.items()):
+                if isinstance(value, (torch.Tensor, _TensorState)):
+                    yield namespace, name, value
+
+
+def _without_tensors(module):
+    """A copy of ``module`` whose tensors are :class:`_TensorState` (the module is left
+    as it is). A tensor held in several places (tied weights) becomes one state."""
+    # Seeding deepcopy's memo with the states makes it put them where the tensors were,
+    # without ever copying a tensor (on a GPU, that would be a second copy there).
+    memo = {}
+    for _, _, tensor in _tensor_slots(module):
+        if id(tensor) not in memo:
+            memo[id(tensor)] = _TensorState(tensor)
+    return copy.deepcopy(module, memo)
+
+
+def _restore_tensors(module, device):
+    """Replace, in place, the :class:`_TensorState` of a module tree by tensors on
+    ``device`` (one tensor for a state held in several places)."""
+    built = {}
+    for namespace, name, value in _tensor_slots(module):
+        if isinstance(value, _TensorState):
+            if id(value) not in built:
+                built[id(value)] = value.to_tensor(device)
+            namespace[name] = built[id(value)]
 
 
 def linear_head(module_or_net, layer=None):

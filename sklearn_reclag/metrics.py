@@ -12,15 +12,38 @@ import numbers
 import numpy as np
 from sklearn.metrics import average_precision_score, make_scorer, roc_auc_score, roc_curve
 
-from ._labels import is_ood_label
+from ._labels import OOD_LABEL, is_ood_label
 
 _POSITIVES = ("id", "ood")
+
+
+def _real_array(values, name):
+    """``values`` as a float64 array, refusing what would silently lose information.
+
+    numpy casts complex numbers to float by dropping their imaginary part (with only a
+    ComplexWarning): a metric of such scores would measure something else than asked.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind == "c":
+        raise ValueError(
+            f"{name} holds complex numbers; OOD metrics need real scores (take the real "
+            "part or the modulus yourself if that is what you mean)."
+        )
+    try:
+        return values.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must hold real numbers; got dtype {values.dtype}.") from exc
 
 
 def _check_inputs(y_true, y_score):
     """``(is_id, score)`` as validated arrays; the errors say what is wrong."""
     y_true = np.asarray(y_true)
-    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.dtype.kind == "c":
+        raise ValueError(
+            "y_true holds complex numbers; it must hold class labels (OOD_LABEL -1 for "
+            "OOD rows) or a boolean 'is ID' array."
+        )
+    y_score = _real_array(y_score, "y_score")
     if y_true.ndim != 1 or y_score.ndim != 1:
         raise ValueError(
             f"y_true and y_score must be 1-D; got shapes {y_true.shape} and {y_score.shape}."
@@ -35,8 +58,8 @@ def _check_inputs(y_true, y_score):
     is_id = y_true.astype(bool) if y_true.dtype.kind == "b" else ~is_ood_label(y_true)
     if is_id.all():
         raise ValueError(
-            "y_true has no OOD rows (label -1, or False in a boolean array): OOD metrics "
-            "need both ID and OOD rows."
+            "y_true has no OOD rows (label -1; '-1' in string labels; False in a boolean "
+            "array): OOD metrics need both ID and OOD rows."
         )
     if not is_id.any():
         raise ValueError("y_true has no in-distribution rows: OOD metrics need both.")
@@ -183,6 +206,7 @@ class OODScorer:
             raise ValueError(
                 "OOD scorers need y: OOD_LABEL (-1) for OOD rows, class labels for ID rows."
             )
+        _check_both_kinds_of_rows(y)
         return self.sign * self.metric(y, estimator.score_samples(X), **self.kwargs)
 
     def __repr__(self):
@@ -190,6 +214,29 @@ class OODScorer:
         name = getattr(self.metric, "__name__", repr(self.metric))
         sign = "" if self.sign > 0 else ", greater_is_better=False"
         return f"make_ood_scorer({name}{sign}{args})"
+
+
+def _check_both_kinds_of_rows(y):
+    """Refuse, before any scoring, a set of rows without ID or without OOD rows.
+
+    Said in the words of a cross-validation, where this happens: GridSearchCV turns a
+    scorer's error into a NaN score (unless ``error_score='raise'``), and when every
+    candidate is NaN it keeps the first one without a word.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind == "c":
+        return  # _check_inputs says what is wrong
+    is_id = y.astype(bool) if y.dtype.kind == "b" else ~is_ood_label(y)
+    if is_id.all() or not is_id.any():
+        missing = "no OOD row" if is_id.all() else "no in-distribution row"
+        raise ValueError(
+            f"An OOD scorer got {len(y)} rows with {missing}: FPR95, AUROC and AUPR need "
+            f"both. OOD rows are labelled OOD_LABEL ({OOD_LABEL}; '{OOD_LABEL}' among "
+            "string labels). In a cross-validation every test fold needs both kinds of "
+            "rows: use StratifiedKFold(shuffle=True), or KFold on rows shuffled by "
+            "make_ood_dataset; and pass error_score='raise' to GridSearchCV, which "
+            "otherwise scores the candidate NaN and, when all are NaN, keeps the first."
+        )
 
 
 def make_ood_scorer(metric, *, greater_is_better=None, **kwargs):
@@ -231,11 +278,52 @@ def make_ood_scorer(metric, *, greater_is_better=None, **kwargs):
     return OODScorer(metric, 1 if greater_is_better else -1, kwargs)
 
 
-fpr95_scorer = make_ood_scorer("fpr", tpr=0.95)
-"""Scorer returning -FPR95 (greater is better) from ``estimator.score_samples``."""
+def _documented(scorer, doc):
+    """Give a scorer instance its own docstring, which ``help(scorer)`` shows (pydoc
+    documents an instance by its own ``__doc__`` when it differs from its class's)."""
+    scorer.__doc__ = doc
+    return scorer
 
-ood_auroc_scorer = make_ood_scorer("auroc")
-"""Scorer returning the OOD AUROC (ID positive) from ``estimator.score_samples``."""
+
+_SCORER_USE = """
+    Use it as ``scoring=`` of GridSearchCV, cross_validate or cross_val_score, or call it
+    as ``scorer(estimator, X, y)``. ``y`` holds class labels for ID rows and OOD_LABEL
+    (-1; ``'-1'`` among string labels) for OOD rows; every test fold needs both, or the
+    scorer raises a ValueError (pass ``error_score='raise'`` to GridSearchCV so that the
+    error is not turned into a NaN score)."""
+
+fpr95_scorer = _documented(make_ood_scorer("fpr", tpr=0.95), """\
+Scorer of -FPR95 on ``estimator.score_samples(X)``: greater is better.
+
+    FPR95 (:func:`fpr_at_tpr` with ``tpr=0.95``, ID positive) is the fraction of OOD rows
+    accepted at the largest threshold that accepts 95 % of the ID rows; the scorer returns
+    its negative, so that GridSearchCV maximises it. Select the parameters that change
+    the ranking of the scores with it (``beta``, ``temperature``, ``n``...).
+""" + _SCORER_USE + """
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    >>> from sklearn_reclag import EnergyDetector
+    >>> from sklearn_reclag.metrics import fpr95_scorer
+    >>> from sklearn_reclag.model_selection import make_ood_dataset
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X_cv, y_cv = make_ood_dataset(X[y < 5] / 16, y[y < 5], X[y >= 5] / 16)
+    >>> search = GridSearchCV(EnergyDetector(device="cpu"), {"temperature": [0.5, 1.0]},
+    ...                       scoring=fpr95_scorer, error_score="raise",
+    ...                       cv=StratifiedKFold(3, shuffle=True, random_state=0))
+    >>> bool(-1 <= search.fit(X_cv, y_cv).best_score_ <= 0)
+    True
+""")
+
+ood_auroc_scorer = _documented(make_ood_scorer("auroc"), """\
+Scorer of the OOD AUROC (ID positive) on ``estimator.score_samples(X)``.
+
+    :func:`ood_auroc`: the probability that an ID row scores higher than an OOD row
+    (ties count one half); greater is better. A threshold-free alternative to
+    :data:`fpr95_scorer` for the parameters that change the ranking of the scores.
+""" + _SCORER_USE)
 
 
 # ------------------------------------------------------- metrics of predict (the threshold)
@@ -334,11 +422,34 @@ def ood_balanced_accuracy(y_true, y_pred):
     return float((accepted[is_id].mean() + (~accepted[~is_id]).mean()) / 2)
 
 
-ood_balanced_accuracy_scorer = make_scorer(ood_balanced_accuracy)
-"""Scorer of :func:`ood_balanced_accuracy` on ``estimator.predict`` (greater is better)."""
+_THRESHOLD_SCORER_USE = """
+    It reads ``estimator.predict(X)`` (+1 accepted, -1 rejected), so it depends on the
+    fitted threshold ``offset_``: the criterion for ``contamination`` and RecLag's
+    ``gamma``, which leave FPR95 and AUROC flat. ``y`` as for :data:`fpr95_scorer`: class
+    labels for ID rows, OOD_LABEL (-1; ``'-1'`` among string labels) for OOD rows."""
 
-fpr_at_threshold_scorer = make_scorer(fpr_at_threshold, greater_is_better=False)
-"""Scorer returning ``-fpr_at_threshold`` on ``estimator.predict`` (greater is better)."""
+ood_balanced_accuracy_scorer = _documented(make_scorer(ood_balanced_accuracy), """\
+Scorer of :func:`ood_balanced_accuracy` on ``estimator.predict(X)``: greater is better.
 
-tpr_at_threshold_scorer = make_scorer(tpr_at_threshold)
-"""Scorer of :func:`tpr_at_threshold` on ``estimator.predict``; report it, don't select on it."""
+    ``(TPR + 1 - FPR) / 2`` at the detector's threshold: the mean of the ID acceptance
+    rate and the OOD rejection rate.
+""" + _THRESHOLD_SCORER_USE)
+
+fpr_at_threshold_scorer = _documented(
+    make_scorer(fpr_at_threshold, greater_is_better=False), """\
+Scorer of ``-fpr_at_threshold`` on ``estimator.predict(X)``: greater is better.
+
+    The fraction of OOD rows that ``predict`` accepts, negated. Report it next to
+    :data:`tpr_at_threshold_scorer` in a multi-metric ``scoring`` dict; do not select on
+    it alone (rejecting every row minimises it).
+""" + _THRESHOLD_SCORER_USE)
+
+tpr_at_threshold_scorer = _documented(make_scorer(tpr_at_threshold), """\
+Scorer of :func:`tpr_at_threshold` on ``estimator.predict(X)``: greater is better.
+
+    The fraction of ID rows that ``predict`` accepts. Report it, do not select on it
+    alone (accepting every row maximises it).
+""" + _THRESHOLD_SCORER_USE)
+
+# The scorers' docstrings hold examples too: doctest runs the strings listed here.
+__test__ = {"fpr95_scorer": fpr95_scorer.__doc__}

@@ -85,8 +85,9 @@ def make_ood_dataset(X_id, y_id, X_ood, *, shuffle=True, random_state=None):
     X_id : array-like of shape (n_id, n_features)
         In-distribution features.
     y_id : array-like of shape (n_id,)
-        Integer class labels of the ID rows; none may equal OOD_LABEL. Encode string
-        labels first (e.g. with :class:`~sklearn.preprocessing.LabelEncoder`).
+        Class labels of the ID rows: integers, floats or strings; none may be OOD_LABEL
+        (-1, or ``'-1'`` among strings). With string labels the OOD rows get the string
+        ``'-1'``, so that ``y`` stays an array of strings that splitters can sort.
     X_ood : array-like of shape (n_ood, n_features)
         Out-of-distribution features.
     shuffle : bool, default=True
@@ -99,7 +100,8 @@ def make_ood_dataset(X_id, y_id, X_ood, *, shuffle=True, random_state=None):
     X : ndarray of shape (n_id + n_ood, n_features)
         The stacked features (new array; the inputs are not modified).
     y : ndarray of shape (n_id + n_ood,)
-        ``y_id`` for ID rows, OOD_LABEL for OOD rows.
+        ``y_id`` for ID rows, OOD_LABEL for OOD rows (``'-1'`` when the labels are
+        strings).
 
     Examples
     --------
@@ -109,6 +111,8 @@ def make_ood_dataset(X_id, y_id, X_ood, *, shuffle=True, random_state=None):
     ...                         shuffle=False)
     >>> y
     array([ 0,  0,  1,  1, -1, -1])
+    >>> make_ood_dataset(np.zeros((2, 2)), ["cat", "dog"], np.ones((1, 2)), shuffle=False)[1]
+    array(['cat', 'dog', '-1'], dtype='<U3')
     """
     X_id = check_array(X_id, dtype="numeric", input_name="X_id")
     X_ood = check_array(X_ood, dtype="numeric", input_name="X_ood")
@@ -120,23 +124,42 @@ def make_ood_dataset(X_id, y_id, X_ood, *, shuffle=True, random_state=None):
     y_id = column_or_1d(y_id, warn=True)
     if len(y_id) != len(X_id):
         raise ValueError(f"y_id has {len(y_id)} labels but X_id has {len(X_id)} rows.")
-    if y_id.dtype.kind not in "iub":
-        raise TypeError(
-            f"y_id must hold integer class labels (got dtype {y_id.dtype}): a splitter "
-            "cannot sort string labels together with OOD_LABEL (-1). Encode them first, "
-            "e.g. with sklearn.preprocessing.LabelEncoder."
-        )
+    y_id, ood_label = _labels_and_ood_label(y_id)
     if is_ood_label(y_id).any():
         raise ValueError(
-            f"y_id holds OOD_LABEL ({OOD_LABEL}), which marks OOD rows; pass those rows "
+            f"y_id holds OOD_LABEL ({ood_label!r}), which marks OOD rows; pass those rows "
             "in X_ood instead."
         )
     X = np.concatenate([X_id, X_ood])
-    y = np.concatenate([y_id.astype(np.int64), np.full(len(X_ood), OOD_LABEL)])
+    y = np.concatenate([y_id, np.full(len(X_ood), ood_label)])
     if shuffle:
         order = check_random_state(random_state).permutation(len(y))
         X, y = X[order], y[order]
     return X, y
+
+
+def _labels_and_ood_label(y_id):
+    """``y_id`` in one sortable dtype, and the OOD_LABEL of that dtype.
+
+    Integers stay integers (int64) and floats floats, with -1; strings (or an object
+    array of strings) become a numpy string array, with ``'-1'``. An object array that
+    mixes strings and numbers is refused: no splitter can sort it.
+    """
+    kind = y_id.dtype.kind
+    if kind in "iub":
+        return y_id.astype(np.int64), OOD_LABEL
+    if kind == "f":
+        return y_id, float(OOD_LABEL)
+    if kind == "O" and all(isinstance(label, str) for label in y_id):
+        kind = "U"
+    if kind in "US":
+        y_id = y_id.astype(str)
+        return y_id, str(OOD_LABEL)
+    raise TypeError(
+        f"y_id must hold integer, float or string class labels; got dtype {y_id.dtype}"
+        + (" mixing strings and other values" if kind == "O" else "")
+        + ". Encode them first, e.g. with sklearn.preprocessing.LabelEncoder."
+    )
 
 
 def default_param_grid(estimator, X=None, y=None, *, beta_factors=(0.3, 1.0, 3.0, 10.0, 30.0)):

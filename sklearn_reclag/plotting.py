@@ -14,12 +14,32 @@ from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.utils.validation import check_is_fitted
 
-from .metrics import _check_inputs, fpr_at_tpr
+from .metrics import _check_inputs, _real_array, fpr_at_tpr
 
 __all__ = ["plot_energy_landscape", "plot_roc_curves", "plot_score_histograms"]
 
+# Curve styles: the 10 colours, solid; then the same colours dashed, then dash-dotted.
+# Up to 30 curves get a pair of their own, and two curves of one colour differ in the
+# clearest way, solid against broken.
+_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+            "tab:pink", "tab:olive", "tab:cyan", "black")
+_LINESTYLES = ("-", "--", "-.")
 
-def _axes(ax):
+
+def _curve_style(index):
+    """Colour and line style of the ``index``-th curve: distinct for up to 30 curves.
+
+    Examples
+    --------
+    >>> from sklearn_reclag.plotting import _curve_style
+    >>> _curve_style(0), _curve_style(1), _curve_style(10)
+    (('tab:blue', '-'), ('tab:orange', '-'), ('tab:blue', '--'))
+    """
+    n = len(_COLOURS)
+    return _COLOURS[index % n], _LINESTYLES[(index // n) % len(_LINESTYLES)]
+
+
+def _axes(ax, figsize=None):
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
@@ -28,12 +48,19 @@ def _axes(ax):
             "`pip install sklearn-reclag[plot]`."
         ) from exc
     if ax is None:
-        _, ax = plt.subplots()
+        _, ax = plt.subplots(figsize=figsize)
     return ax
 
 
+def _legend_outside(ax, **kwargs):
+    """A legend to the right of the axes, where it covers nothing; save the figure with
+    ``bbox_inches="tight"`` to keep it whole."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     fontsize="small", **kwargs)
+
+
 def _check_scores(scores, name):
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = _real_array(scores, name)
     if scores.ndim != 1 or scores.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array; got shape {scores.shape}.")
     if not np.isfinite(scores).all():
@@ -54,7 +81,9 @@ def plot_roc_curves(scores, y_true, *, ax=None):
     """ROC curves of several detectors on the same rows, ID as the positive class.
 
     Each curve's legend entry carries its AUROC and FPR95; a dotted line marks the
-    95 % TPR at which FPR95 is read.
+    95 % TPR at which FPR95 is read. Every curve has its own pair of colour and line
+    style (up to 30 curves), and the legend sits to the right of the axes, off the
+    curves: save with ``ax.figure.savefig(path, bbox_inches="tight")``.
 
     Parameters
     ----------
@@ -79,14 +108,17 @@ def plot_roc_curves(scores, y_true, *, ax=None):
     ['perfect (AUROC 1.00, FPR95 0.00)', 'constant (AUROC 0.50, FPR95 1.00)']
     """
     scores = _check_named(scores, "scores")
-    ax = _axes(ax)
-    for name, score in scores.items():
+    ax = _axes(ax, figsize=(9, 5.5))
+    for index, (name, score) in enumerate(scores.items()):
         is_id, score = _check_inputs(y_true, score)
         fpr, tpr, _ = roc_curve(is_id, score)
         auroc, fpr95 = roc_auc_score(is_id, score), fpr_at_tpr(is_id, score)
-        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc:.2f}, FPR95 {fpr95:.2f})")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    ax.axhline(0.95, linestyle=":", color="black", linewidth=1, label="TPR 0.95")
+        colour, linestyle = _curve_style(index)
+        ax.plot(fpr, tpr, color=colour, linestyle=linestyle, linewidth=1.6,
+                label=f"{name} (AUROC {auroc:.2f}, FPR95 {fpr95:.2f})")
+    ax.plot([0, 1], [0, 1], linestyle=(0, (1, 3)), color="grey", linewidth=1,
+            label="chance")
+    ax.axhline(0.95, linestyle=":", color="grey", linewidth=1, label="TPR 0.95")
     ax.set(
         xlabel="False positive rate (OOD rows accepted)",
         ylabel="True positive rate (ID rows accepted)",
@@ -94,7 +126,8 @@ def plot_roc_curves(scores, y_true, *, ax=None):
         ylim=(0, 1.02),
         title="ROC, in-distribution positive",
     )
-    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
     return ax
 
 
@@ -156,18 +189,21 @@ def plot_energy_landscape(detector, X=None, *, class_index=0, grid=200, extent=N
                           levels=20, ax=None):
     """The 2-D energy landscape of one memory bank of a fitted RecLag detector.
 
-    With Xi the memories of the class, ``G(v) = (1/beta) (lse(beta Xi v) - log gamma_)``
-    and the energy ``E(v) = |v|^2 / 2 - max(G(v), 0)`` (specs/reclag.md). The plot shows
-    the contours of E, the memories (its minima for large beta) and, shaded, the OOD
-    attractor region ``G(v) <= 0``: rows there are rejected by ``predict``, and the
-    update rule sends them to the origin.
+    The energy of the Rectified Lagrangian (Moriai et al., "Rectified Lagrangian for
+    Out-of-Distribution Detection in Modern Hopfield Networks", AAAI 2025): with Xi the
+    memories of the class, ``G(v) = (1/beta) (lse(beta Xi v) - log gamma_)`` and
+    ``E(v) = |v|^2 / 2 - max(G(v), 0)``. The plot shows the contours of E, the memories
+    (its minima for large beta) and, shaded, the OOD attractor region ``G(v) <= 0``:
+    rows there are rejected by ``predict``, and the update rule
+    ``v <- C(G(v)) Xi^T softmax(beta Xi v)`` (C the unit step) sends them to the origin.
 
     Parameters
     ----------
     detector : fitted RecLagDetector
         Fitted on 2-D features (``n_features_in_ == 2``).
-    X : array-like of shape (n_samples, 2), default=None
-        Rows to draw on top, e.g. training or OOD features.
+    X : array-like of shape (n_samples, 2) or dict of str -> array-like, default=None
+        Rows to draw on top, e.g. training or OOD features; a dict draws each named set
+        in its own colour.
     class_index : int or None, default=0
         Which bank to draw: the index into ``detector.classes_``. None draws every
         memory as one bank, the one ``routing='pooled'`` scores against.
@@ -200,12 +236,9 @@ def plot_energy_landscape(detector, X=None, *, class_index=0, grid=200, extent=N
     memories, log_gamma, beta = _check_landscape(detector, class_index)
     if not isinstance(grid, Integral) or grid < 2:
         raise ValueError(f"grid must be an integer >= 2; got {grid!r}.")
-    if X is not None:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != 2:
-            raise ValueError(f"X must have shape (n_samples, 2); got {X.shape}.")
+    point_sets = _check_point_sets(X)
     if extent is None:
-        extent = _default_extent(memories, X)
+        extent = _default_extent(memories, point_sets)
     xmin, xmax, ymin, ymax = extent
     ax = _axes(ax)
 
@@ -216,20 +249,30 @@ def plot_energy_landscape(detector, X=None, *, class_index=0, grid=200, extent=N
     energy = 0.5 * (xx**2 + yy**2) - np.maximum(G, 0.0)
 
     contours = ax.contour(xx, yy, energy, levels=levels, cmap="viridis", linewidths=0.8)
-    ax.figure.colorbar(contours, ax=ax, label="energy E(v)")
+    # A colour bar in an axes of its own, as tall as the (equal-aspect) plot.
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    bar_axes = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.1)
+    ax.figure.colorbar(contours, cax=bar_axes, label="energy E(v)")
     # Shade G(v) <= 0 through an indicator so an empty region draws nothing, warning-free.
     ax.contourf(xx, yy, (G <= 0).astype(float), levels=[0.5, 1.5], colors=["tab:red"],
                 alpha=0.2)
     from matplotlib.patches import Patch
 
     handles = [Patch(color="tab:red", alpha=0.2, label=r"OOD attractor region $G(v) \leq 0$")]
-    if X is not None:
-        handles.append(ax.scatter(X[:, 0], X[:, 1], s=8, color="grey", alpha=0.6,
-                                  label="samples"))
+    for index, (name, points) in enumerate(point_sets.items()):
+        colour = "grey" if name == "samples" else _curve_style(index)[0]
+        handles.append(ax.scatter(points[:, 0], points[:, 1], s=8, color=colour, alpha=0.6,
+                                  label=name))
     handles.append(ax.scatter(memories[:, 0], memories[:, 1], marker="*", s=150,
                               color="black", label="memories"))
     handles.append(ax.scatter([0], [0], marker="+", s=100, color="tab:red", label="origin"))
-    ax.legend(handles=handles, loc="best", fontsize="small")
+    if len(point_sets) > 1:
+        # Below the axes: the colour bar takes the right-hand side.
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                  ncol=3, fontsize="small", borderaxespad=0.0)
+    else:
+        ax.legend(handles=handles, loc="best", fontsize="small")
     if class_index is None:
         bank = "all classes pooled"
     else:
@@ -281,8 +324,22 @@ def _check_landscape(detector, class_index):
     return memories, float(detector.log_gamma_), float(detector.beta_)
 
 
-def _default_extent(memories, X):
-    points = memories if X is None else np.vstack([memories, X])
+def _check_point_sets(X):
+    """``{name: (n, 2) array}`` of the rows to draw: 'samples' for one array."""
+    if X is None:
+        return {}
+    named = dict(X) if isinstance(X, Mapping) else {"samples": X}
+    point_sets = {}
+    for name, points in named.items():
+        points = _real_array(points, f"X[{name!r}]" if isinstance(X, Mapping) else "X")
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"X must have shape (n_samples, 2); got {points.shape}.")
+        point_sets[str(name)] = points
+    return point_sets
+
+
+def _default_extent(memories, point_sets):
+    points = np.vstack([memories, *point_sets.values()])
     points = np.vstack([points, np.zeros((1, 2))])  # the origin, where OOD rows go
     low, high = points.min(axis=0), points.max(axis=0)
     margin = 0.25 * np.maximum(high - low, 1.0)

@@ -8,7 +8,11 @@ matplotlib.use("Agg")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` skip cleanly on machines without a GPU."""
+    """Tests marked ``cuda`` skip cleanly on machines without a GPU.
+
+    The suite's one way to skip a GPU test: ``@pytest.mark.cuda`` alone (a parametrised
+    case: ``pytest.param(..., marks=pytest.mark.cuda)``), no ``skipif`` of its own.
+    """
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

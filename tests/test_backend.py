@@ -6,11 +6,13 @@ import torch
 from scipy.special import logsumexp
 
 from sklearn_reclag._backend import (
+    check_value_range,
     class_logsumexp,
     map_batches,
     routed_logsumexp,
     resolve_device,
     resolve_dtype,
+    safe_max_abs,
 )
 
 
@@ -63,6 +65,45 @@ def test_map_batches_check_finite_refuses_non_finite_rows(rng, bad):
     X[17, 1] = bad
     with pytest.raises(ValueError, match="NaN or infinity"):
         map_batches(lambda V, state: V, X, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e30])
+@pytest.mark.parametrize("check_finite", [False, True])
+def test_map_batches_max_abs_refuses_values_beyond_it(rng, bad, check_finite):
+    """max_abs (GPU and CPU scoring) refuses a value too large for the dtype in any chunk,
+    with the error that names the bound; NaN and infinity fail the same reduction and
+    are named as such."""
+    X = rng.normal(size=(20, 3))
+    bound = safe_max_abs(torch.float32, 3)
+    kwargs = {"batch_size": 8, "device": torch.device("cpu"), "dtype": torch.float32,
+              "check_finite": check_finite, "max_abs": bound}
+    X[5, 0] = 0.99 * bound  # inside: accepted
+    np.testing.assert_allclose(map_batches(lambda V, state: V, X, **kwargs), X, rtol=1e-6)
+    X[17, 1] = bad
+    message = "values up to 1e\\+30.*dtype='float64'" if np.isfinite(bad) else "NaN or infinity"
+    with pytest.raises(ValueError, match=message):
+        map_batches(lambda V, state: V, X, **kwargs)
+
+
+def test_safe_max_abs_leaves_room_in_the_dtype():
+    """Two rows at the bound: their product and squared norms stay 2**20 below the max."""
+    for dtype in (torch.float32, torch.float64):
+        for n_features in (1, 64, 4096):
+            bound = safe_max_abs(dtype, n_features)
+            row = torch.full((n_features,), bound, dtype=dtype)
+            product = float(row @ row)
+            assert np.isfinite(product)
+            assert product == pytest.approx(torch.finfo(dtype).max / 2**20, rel=1e-3)
+    assert 1e15 < safe_max_abs(torch.float32, 64) < 1e16
+
+
+def test_check_value_range_names_the_dtype_to_use():
+    X = np.array([[1.0, -3e20]])
+    check_value_range(X, torch.float64)
+    with pytest.raises(ValueError, match="up to 3e\\+20.*use dtype='float64'"):
+        check_value_range(X, torch.float32)
+    with pytest.raises(ValueError, match="dtype='float64'.*scale the features"):
+        check_value_range(X * 1e140, torch.float64)
 
 
 @pytest.mark.parametrize("read_only", [False, True])

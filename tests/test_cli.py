@@ -5,8 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from sklearn_reclag.__main__ import main
-from sklearn_reclag.benchmark import _PeerScore, format_markdown, summarize
+from sklearn.utils import Bunch
+
+from sklearn_reclag import HopfieldEnergyDetector, ReActDetector
+from sklearn_reclag.__main__ import _chosen_hyperparameters, main
+from sklearn_reclag.benchmark import (
+    Method,
+    _PeerScore,
+    at_grid_edge,
+    fit_method,
+    format_markdown,
+    summarize,
+)
 from sklearn_reclag.datasets import save_features_npz
 
 
@@ -46,6 +56,11 @@ def test_benchmark_on_user_features_writes_table_and_plots(features_file, tmp_pa
     runs = json.loads((out / "results.json").read_text())
     assert {run["seed"] for run in runs} == {0, 1}
     assert set(runs[0]["metrics"]) == {"far", "shifted"}
+    # Every run records its grid and which chosen values sit at an end of it.
+    for run in runs:
+        assert set(run["best_params"]) == set(run["param_grid"])
+        assert set(run["at_grid_edge"]) <= set(run["best_params"])
+    assert "Hyperparameters chosen on the validation OOD set" in printed
     for name in ("roc_far.png", "roc_shifted.png", "hist_reclag_em_full.png",
                  "energy_landscape.png"):
         assert (out / name).stat().st_size > 0
@@ -107,3 +122,172 @@ def test_peer_scores_are_higher_for_inliers():
 def test_unknown_device_is_a_clear_error(capsys):
     assert main(["demo", "--device", "tpu"]) == 2
     assert "Unknown device" in capsys.readouterr().err
+
+
+def test_one_seed_shows_no_spread():
+    """With one seed there is no standard deviation to show: '± 0.00' claimed one."""
+    summary = summarize([_run("m", 0, 0.1, 0.3)])
+    assert summary["m"]["a"]["FPR95"] == (pytest.approx(0.1), None)
+    table = format_markdown(summary, "FPR95")
+    assert "±" not in table and "| m | **10.00** | **30.00** | **20.00** |" in table
+
+
+# ------------------------------------------------------ bad input: one line, exit 2
+def _blob_data(rng, labels=(0, 1, 2), n=60, n_features=5):
+    centers = 4 * rng.normal(size=(len(labels), n_features))
+    index = np.arange(n) % len(labels)
+    X = np.abs(centers[index] + rng.normal(size=(n, n_features)))
+    return X, np.asarray(labels)[index]
+
+
+def _features(rng, **changes):
+    X_train, y_train = _blob_data(rng)
+    data = {"X_train": X_train, "y_train": y_train, "X_test": _blob_data(rng, n=20)[0],
+            "ood_test": {"far": 12 + rng.normal(size=(15, 5))},
+            "X_val_ood": 9 + rng.normal(size=(15, 5))}
+    data.update(changes)
+    return data
+
+
+def _write_npz(path, data):
+    """np.savez with the file's keys, bypassing save_features_npz's own checks."""
+    arrays = {k: v for k, v in data.items() if k not in ("ood_test", "head") and v is not None}
+    arrays.update({f"ood_{name}": X for name, X in data["ood_test"].items()})
+    if data.get("head") is not None:
+        arrays["head_coef"], arrays["head_intercept"] = data["head"]
+    np.savez(path, **arrays)
+
+
+def _with_nan(X, value=np.nan):
+    X = X.copy()
+    X[3, 1] = value
+    return X
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("nan_train", lambda d: {"X_train": _with_nan(d["X_train"])},
+     "'X_train' holds 1 NaN or infinite values"),
+    ("inf_ood", lambda d: {"ood_test": {"far": _with_nan(d["ood_test"]["far"], np.inf)}},
+     "'ood_far' holds 1 NaN"),
+    ("nan_head", lambda d: {"head": (np.full((3, 5), np.nan), np.zeros(3))},
+     "'head_coef' holds 15 NaN"),
+    ("empty_ood", lambda d: {"ood_test": {"far": np.zeros((0, 5))}}, "'ood_far' is empty"),
+    ("complex", lambda d: {"X_test": d["X_test"] + 1j}, "complex numbers"),
+    ("ood_in_train", lambda d: {"y_train": np.r_[d["y_train"][:-1], -1]},
+     "'y_train' labels 1 rows OOD"),
+    ("one_row_class", lambda d: {"y_train": np.r_[d["y_train"][:-1], 7]},
+     "class 7 of y_train has 1 row"),
+    ("no_val_ood", lambda d: {"X_val_ood": None}, "there is no X_val_ood"),
+    ("tiny_val_ood", lambda d: {"X_val_ood": d["X_val_ood"][:2]}, "X_val_ood has 2 rows"),
+    ("head_mismatch", lambda d: {"head": (np.zeros((4, 5)), np.zeros(4)),
+                                 "y_train": np.array(["a", "b", "c"])[d["y_train"]]},
+     "head has 4 outputs but y_train holds 3 classes"),
+])
+def test_bad_features_file_is_a_one_line_error_before_any_fit(name, change, message,
+                                                            tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sklearn_reclag.__main__._run", _no_fitting)
+    data = _features(np.random.default_rng(0))
+    data.update(change(data))
+    path = tmp_path / f"{name}.npz"
+    _write_npz(path, data)
+    status = main(["benchmark", "--features", str(path), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+def _no_fitting(*args, **kwargs):
+    raise AssertionError("the benchmark started before the input was checked")
+
+
+@pytest.mark.parametrize("seeds", ["0", "-2", "two"])
+def test_seeds_must_be_a_positive_integer(seeds, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "--seeds", seeds])
+    assert exit_info.value.code == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_refused_before_any_fit(tmp_path, capsys, monkeypatch):
+    """It was found after all the fitting, as a NotADirectoryError traceback."""
+    monkeypatch.setattr("sklearn_reclag.__main__._run", _no_fitting)
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    for output in (a_file, a_file / "below"):
+        assert main(["demo", "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: cannot write to --output") and err.count("\n") == 1
+
+
+def test_missing_output_folders_are_created_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sklearn_reclag.__main__._run", _no_fitting)
+    output = tmp_path / "new" / "deeper"
+    with pytest.raises(AssertionError, match="before the input was checked"):
+        main(["demo", "--output", str(output), "--device", "cpu"])
+    assert output.is_dir()
+
+
+# ------------------------------------------------------------- the search itself
+def _bunch(rng, labels):
+    data = _features(rng)
+    X_train, y_train = _blob_data(rng, labels=labels, n=90)
+    return Bunch(X_train=X_train, y_train=y_train, X_test=data["X_test"],
+                 ood_test=data["ood_test"], X_val_ood=data["X_val_ood"], head=None)
+
+
+def test_fit_method_with_string_labels_searches_on_finite_scores():
+    """benchmark.fit_method stacks y_train with OOD_LABEL: with string classes, -1 became
+    the class '-1', every FPR95 was NaN and the search kept its first value. percentile=0
+    ties every ReAct score (FPR95 = 1): a working search picks 100."""
+    rng = np.random.default_rng(0)
+    data = _bunch(rng, labels=("cat", "dog", "owl"))
+    # Between the classes' centres: low logits, so a low energy score.
+    data.X_val_ood = data.X_train.mean(axis=0) + 0.1 * rng.normal(size=(30, 5))
+    method = Method("ReAct", ReActDetector(device="cpu"), {"percentile": [0, 100]},
+                    uses_head=True)
+    with pytest.warns(UserWarning, match="training scores are equal"):
+        estimator, best = fit_method(method, data)
+    assert best == {"percentile": 100}
+    assert set(estimator.classes_) == {"cat", "dog", "owl"}
+
+
+def test_fit_method_refuses_to_leave_a_grid_unsearched():
+    data = _bunch(np.random.default_rng(0), labels=(0, 1, 2))
+    data.X_val_ood = None
+    method = Method("HE", HopfieldEnergyDetector(device="cpu"), {"beta": [0.1, 1.0]})
+    with pytest.raises(ValueError, match="no X_val_ood"):
+        fit_method(method, data)
+
+
+def test_values_chosen_at_an_end_of_their_grid_are_marked():
+    grid = {"beta": [0.01, 0.1, 0.5, 1.0], "n": [2, 3]}
+    assert at_grid_edge({"beta": 1.0, "n": 3}, grid) == ["beta"]
+    assert at_grid_edge({"beta": 0.5, "n": 2}, grid) == []
+    assert at_grid_edge({"energy": "lse"}, {"energy": ["lse", "full", "density"]}) == []
+    runs = [dict(seed=seed, method="HE", param_grid=grid, best_params={"beta": beta, "n": 2},
+                 at_grid_edge=at_grid_edge({"beta": beta}, grid))
+            for seed, beta in ((0, 1.0), (1, 0.5))]
+    runs.append(dict(seed=0, method="MSP", param_grid={}, best_params={}, at_grid_edge=[]))
+    text = _chosen_hyperparameters(runs)
+    assert "* = the smallest or largest value of its grid" in text
+    assert "- HE (beta in [0.01, 0.1, 0.5, 1.0]; n in [2, 3]): seed 0: beta=1.0* n=2, " \
+           "seed 1: beta=0.5 n=2" in text
+    assert "MSP" not in text
+
+
+@pytest.mark.parametrize("n_features", [1, 2, 7])
+def test_plots_draw_the_energy_landscape_from_the_run_s_features(n_features, tmp_path):
+    """The landscape was a synthetic 2-D toy unrelated to the user's features; it is now
+    a 2-D view of them (none for a single feature, which has no 2-D view)."""
+    from sklearn_reclag.__main__ import _plots
+
+    rng = np.random.default_rng(0)
+    X_train, y_train = _blob_data(rng, n=60, n_features=n_features)
+    data = Bunch(X_train=X_train, y_train=y_train, X_test=X_train[:20],
+                 ood_test={"far": 9 + rng.normal(size=(15, n_features))})
+    runs = [dict(seed=0, method=name, results={"scores": {
+        "ID": rng.normal(1, 1, 20), "far": rng.normal(0, 1, 15)}}) for name in ("a", "b")]
+    names = {path.name for path in _plots(runs, data, tmp_path, "cpu")}
+    assert {"roc_far.png", "hist_a.png", "hist_b.png"} <= names
+    assert ("energy_landscape.png" in names) == (n_features >= 2)

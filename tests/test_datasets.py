@@ -218,3 +218,30 @@ def test_save_refuses_incomplete_data(tmp_path, rng):
         save_features_npz(tmp_path / "x.npz", {"X_train": rng.normal(size=(3, 2)),
                                                "y_train": np.arange(3),
                                                "X_test": rng.normal(size=(2, 2))})
+
+
+def test_save_features_npz_example_runs_outside_pytest():
+    """The example called pytest's getfixture: a NameError for anyone who copied it."""
+    import doctest
+
+    from sklearn_reclag import _npz
+
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in doctest.DocTestFinder().find(_npz.save_features_npz, globs={}):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries > 0
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("X_test", np.full((5, 3), np.nan), "'X_test' holds 15 NaN"),
+    ("X_val_ood", np.zeros((0, 3)), "'X_val_ood' is empty"),
+    ("y_train", np.full(20, 0.5), "class labels"),
+])
+def test_save_features_npz_refuses_values_it_could_not_load(tmp_path, key, value, message):
+    rng = np.random.RandomState(0)
+    data = {"X_train": rng.normal(size=(20, 3)), "y_train": np.arange(20) % 2,
+            "X_test": rng.normal(size=(5, 3)), "ood_test": {"far": rng.normal(size=(4, 3))},
+            key: value}
+    with pytest.raises(ValueError, match=message):
+        save_features_npz(tmp_path / "f.npz", data)
+    assert not (tmp_path / "f.npz").exists()

@@ -247,8 +247,72 @@ def test_pickle_of_a_gpu_network_holds_a_cpu_copy(rng, monkeypatch):
     np.testing.assert_array_equal(loaded.transform(X), expected)
 
 
+class _Frozen(torch.nn.Module):
+    """Tied weights, a frozen parameter, a buffer, a plain tensor attribute, bfloat16."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(6, 6, bias=False)
+        self.out = torch.nn.Linear(6, 6, bias=False)
+        self.out.weight = self.embed.weight  # tied
+        self.scale = torch.nn.Parameter(torch.tensor(2.0), requires_grad=False)
+        self.norm = torch.nn.BatchNorm1d(6).eval()
+        self.norm.running_mean += 0.5
+        self.shift = torch.arange(6.0)
+        self.low = torch.nn.Parameter(torch.ones(6, dtype=torch.bfloat16))
+
+    def forward(self, X):
+        h = self.norm(self.embed(X) * self.scale + self.shift + self.low.float())
+        return self.out(torch.relu(h))
+
+
+def _check_same_network(loaded, original):
+    assert loaded.out.weight is loaded.embed.weight
+    for (name, a), (_, b) in zip(loaded.named_parameters(), original.named_parameters()):
+        assert a.dtype == b.dtype and a.requires_grad == b.requires_grad, name
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.norm.running_mean, original.norm.running_mean)
+    torch.testing.assert_close(loaded.shift, original.shift)
+
+
+@pytest.mark.parametrize("how", ["pickle", "skops"])
+def test_saved_extractor_loads_with_its_network_intact(rng, tmp_path, how):
+    """skops cannot build a torch tensor ('Cannot directly construct TensorBase'): the
+    extractor stores its network's tensors as numpy arrays, and the network's classes are
+    what the user trusts."""
+    net = _Frozen()
+    X = rng.normal(size=(10, 6))
+    extractor = TorchFeatureExtractor(net, device="cpu").fit(X)
+    if how == "pickle":
+        loaded = pickle.loads(pickle.dumps(extractor))
+    else:
+        sio = pytest.importorskip("skops.io")
+        path = tmp_path / "extractor.skops"
+        sio.dump(extractor, path)
+        untrusted = sio.get_untrusted_types(file=path)
+        assert all(t.startswith(("sklearn_reclag.", "torch.nn.modules.", __name__))
+                   for t in untrusted), untrusted
+        loaded = sio.load(path, trusted=untrusted)
+    _check_same_network(loaded.module, net)
+    np.testing.assert_array_equal(loaded.transform(X), extractor.transform(X))
+    # Saving left the extractor and its network as they were.
+    assert extractor.module is net and isinstance(net.embed.weight, torch.nn.Parameter)
+
+
+def test_skops_saves_a_pipeline_of_extractor_and_detector(digits_net, tmp_path):
+    sio = pytest.importorskip("skops.io")
+    net, X, y = digits_net
+    pipe = make_pipeline(
+        TorchFeatureExtractor(net.module_, input_shape=(1, 8, 8), device="cpu"),
+        EnergyDetector(head=linear_head(net), device="cpu"),
+    ).fit(X, y)
+    path = tmp_path / "pipe.skops"
+    sio.dump(pipe, path)
+    loaded = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    np.testing.assert_array_equal(loaded.score_samples(X), pipe.score_samples(X))
+
+
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_pickle_of_a_network_on_cuda_loads_back_on_cuda(rng):
     net = _mlp().to("cuda")
     X = rng.normal(size=(10, 6))

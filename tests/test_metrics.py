@@ -11,6 +11,8 @@ from sklearn_reclag.metrics import (
     make_ood_scorer,
     ood_aupr,
     ood_auroc,
+    ood_auroc_scorer,
+    ood_balanced_accuracy,
 )
 
 
@@ -156,14 +158,75 @@ def test_scorer_needs_labels(rng):
 
 
 def test_fpr95_scorer_in_cross_validation(digits_split):
+    """Each fold's score is -FPR95 of a detector fitted on that fold's training rows,
+    computed by hand from the brute-force definition."""
     X_id, y_id, X_ood = digits_split
     X = np.vstack([X_id, X_ood])
     y = np.r_[y_id, np.full(len(X_ood), OOD_LABEL)]
     # Stratifying on y (OOD_LABEL is one more stratum) puts OOD rows in every test fold.
     cv = StratifiedKFold(3, shuffle=True, random_state=0)
-    scores = cross_val_score(EnergyDetector(device="cpu"), X, y, scoring=fpr95_scorer, cv=cv)
-    assert scores.shape == (3,)
-    assert np.all((scores <= 0) & (scores >= -1))
+    scores = cross_val_score(EnergyDetector(device="cpu"), X, y, scoring=fpr95_scorer, cv=cv,
+                             error_score="raise")
+    by_hand = []
+    for train, test in cv.split(X, y):
+        fold_scores = EnergyDetector(device="cpu").fit(X[train], y[train]).score_samples(
+            X[test])
+        by_hand.append(-fpr_brute_force(y[test] != OOD_LABEL, fold_scores, 0.95))
+    np.testing.assert_allclose(scores, by_hand)
+    # Digits 5-9 against an energy score on raw pixels: far from perfect, far from chance.
+    assert -0.9 < scores.mean() < -0.1
+
+
+def test_string_labels_mark_ood_rows_with_the_string_minus_one():
+    """numpy turns ['cat', ..., -1] into strings; '-1' is then the OOD label."""
+    y = np.array(["cat", "dog", "cat", -1, -1])
+    assert y.dtype.kind == "U"
+    score = [3.0, 2.0, 0.5, 1.0, 0.0]
+    assert ood_auroc(y, score) == pytest.approx(auroc_brute_force(y != "-1", np.array(score)))
+    assert fpr_at_tpr(y, score) == 0.5
+
+
+@pytest.mark.parametrize("metric", [fpr_at_tpr, ood_auroc, ood_aupr])
+def test_complex_scores_are_refused(metric):
+    """numpy would drop the imaginary part with only a ComplexWarning."""
+    with pytest.raises(ValueError, match="complex"):
+        metric([0, 1, -1], np.array([1 + 2j, 0.5, 0.1]))
+    with pytest.raises(ValueError, match="complex"):
+        metric(np.array([0, 1, -1], dtype=complex), [1.0, 0.5, 0.1])
+    with pytest.raises(ValueError, match="real numbers"):
+        metric([0, 1, -1], ["a", "b", "c"])
+
+
+def test_complex_predictions_are_refused():
+    with pytest.raises(ValueError, match="complex"):
+        ood_balanced_accuracy([0, -1], np.array([1 + 0j, -1 + 0j]))
+
+
+def test_scorer_without_ood_rows_says_how_to_split_and_to_raise():
+    """In a search, such a fold's error would become NaN and the first candidate kept."""
+    X = np.arange(6, dtype=float)[:, None]
+    with pytest.raises(ValueError, match="no OOD row.*StratifiedKFold.*error_score='raise'"):
+        fpr95_scorer(_FixedScores(), X, [0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match="no in-distribution row"):
+        ood_auroc_scorer(_FixedScores(), X, np.array(["-1"] * 6))
+    # String labels without '-1' have no OOD row either.
+    with pytest.raises(ValueError, match="'-1' among string labels"):
+        fpr95_scorer(_FixedScores(), X, np.array(["cat", "dog"] * 3))
+
+
+@pytest.mark.parametrize("name", ["fpr95_scorer", "ood_auroc_scorer",
+                                  "ood_balanced_accuracy_scorer", "fpr_at_threshold_scorer",
+                                  "tpr_at_threshold_scorer"])
+def test_each_scorer_has_its_own_help(name):
+    import pydoc
+
+    from sklearn_reclag import metrics
+
+    scorer = getattr(metrics, name)
+    assert scorer.__doc__ != type(scorer).__doc__
+    text = pydoc.render_doc(scorer)
+    assert scorer.__doc__.splitlines()[0] in text
+    assert "greater is better" in text
 
 
 def test_infinite_scores_keep_their_rank():

@@ -23,7 +23,7 @@ from sklearn_reclag.metrics import (
     tpr_at_threshold,
     tpr_at_threshold_scorer,
 )
-from sklearn_reclag.model_selection import make_ood_dataset
+from sklearn_reclag.model_selection import is_ood_label, make_ood_dataset
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +71,34 @@ def test_make_ood_dataset_shuffle_is_a_seeded_permutation(rng):
         (np.zeros((3, 2)), [0, 1, 0], np.zeros((2, 3)), ValueError, "X_ood has 3;"),
         (np.zeros((3, 2)), [0, 1], np.zeros((2, 2)), ValueError, "y_id has 2 labels"),
         (np.zeros((3, 2)), [0, -1, 1], np.zeros((2, 2)), ValueError, "y_id holds OOD_LABEL"),
-        (np.zeros((3, 2)), ["a", "b", "a"], np.zeros((2, 2)), TypeError, "LabelEncoder"),
+        (np.zeros((3, 2)), np.array(["a", 2, "a"], dtype=object), np.zeros((2, 2)), TypeError,
+         "mixing strings"),
+        (np.zeros((3, 2)), ["a", "-1", "a"], np.zeros((2, 2)), ValueError, "OOD_LABEL \\('-1'\\)"),
         (np.full((3, 2), np.nan), [0, 1, 0], np.zeros((2, 2)), ValueError, "NaN"),
     ],
 )
 def test_make_ood_dataset_rejects_bad_input(X_id, y_id, X_ood, error, match):
     with pytest.raises(error, match=match):
         make_ood_dataset(X_id, y_id, X_ood)
+
+
+@pytest.mark.parametrize("y_id", [["cat", "dog", "cat"], np.array(["a", "b", "a"], dtype=object)],
+                         ids=["str", "object"])
+def test_make_ood_dataset_marks_ood_rows_of_string_labels_with_the_string_minus_one(y_id):
+    """A one-character dtype must not truncate '-1' to '-'."""
+    X, y = make_ood_dataset(np.zeros((3, 2)), y_id, np.ones((2, 2)), shuffle=False)
+    assert y.dtype.kind == "U"
+    np.testing.assert_array_equal(y, np.r_[np.asarray(y_id, dtype=str), ["-1", "-1"]])
+    np.testing.assert_array_equal(is_ood_label(y), [False] * 3 + [True] * 2)
+
+
+def test_stratified_folds_of_string_labels_each_hold_ood_rows(ood_data):
+    X, y = ood_data
+    names = np.array(["zero", "one", "two", "three", "four"])
+    X_s, y_s = make_ood_dataset(X[y != OOD_LABEL], names[y[y != OOD_LABEL]],
+                                X[y == OOD_LABEL], random_state=0)
+    for _, test in StratifiedKFold(5).split(X_s, y_s):
+        assert (y_s[test] == "-1").any() and (y_s[test] != "-1").any()
 
 
 @pytest.mark.parametrize("cv", [StratifiedKFold(5), KFold(5)], ids=["stratified", "kfold"])
@@ -215,3 +236,50 @@ def test_dense_polynomial_hopfield_grid_search_over_n(ood_data):
     best = DensePolynomialHopfield(device="cpu", random_state=0, **grid.best_params_)
     score = cross_val_score(best, X, y, scoring=fpr95_scorer, cv=3)
     assert score.mean() == pytest.approx(grid.best_score_)
+
+
+# ------------------------------------------------------ string labels, end to end
+@pytest.fixture(scope="module")
+def string_ood_data(ood_data):
+    """ood_data with class names instead of digits: numpy makes OOD_LABEL the string '-1'."""
+    X, y = ood_data
+    names = np.array(["zero", "one", "two", "three", "four"])
+    y_str = np.array([OOD_LABEL if label == OOD_LABEL else names[label] for label in y],
+                     dtype=object).astype(str)
+    assert set(np.unique(y_str)) == {"-1", *names}
+    return X, y_str
+
+
+def test_fit_ignores_rows_labelled_the_string_minus_one(string_ood_data):
+    X, y = string_ood_data
+    det = EnergyDetector(device="cpu").fit(X, y)
+    assert "-1" not in det.classes_ and len(det.classes_) == 5
+    same = EnergyDetector(device="cpu").fit(X[y != "-1"], y[y != "-1"])
+    np.testing.assert_array_equal(det.score_samples(X), same.score_samples(X))
+
+
+@pytest.mark.filterwarnings("ignore:ReActDetector. all .* training scores are equal")
+def test_grid_search_with_string_labels_scores_finite_and_picks_the_better_value(
+        string_ood_data):
+    """percentile=0 clips every activation to the same value: every score ties, FPR95 is
+    1. A search whose scores were all NaN would keep that first value."""
+    X, y = string_ood_data
+    grid = GridSearchCV(
+        ReActDetector(device="cpu"), {"percentile": [0, 100]}, scoring=fpr95_scorer,
+        cv=StratifiedKFold(3, shuffle=True, random_state=0), error_score="raise",
+    ).fit(X, y)
+    scores = grid.cv_results_["mean_test_score"]
+    assert np.isfinite(scores).all()
+    assert scores[0] == -1.0 and scores[1] > -0.9
+    assert grid.best_params_ == {"percentile": 100}
+
+
+def test_grid_search_with_folds_lacking_ood_rows_raises_with_error_score_raise(ood_data):
+    """Sorted rows cut into contiguous folds: one test fold has no OOD row. With
+    error_score='raise' the search stops with the scorer's explanation."""
+    X, y = ood_data
+    order = np.argsort(y == OOD_LABEL, kind="stable")
+    with pytest.raises(ValueError, match="no OOD row"):
+        GridSearchCV(EnergyDetector(device="cpu"), {"temperature": [1.0, 2.0]},
+                     scoring=fpr95_scorer, cv=KFold(3), error_score="raise",
+                     ).fit(X[order], y[order])

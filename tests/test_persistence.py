@@ -119,3 +119,14 @@ def test_skops_round_trip_with_trusted_types(Estimator, data, tmp_path):
         sio.load(path)
     loaded = sio.load(path, trusted=untrusted)
     _assert_same_outputs(est, loaded, data[2])
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS, ids=lambda e: e.__name__)
+def test_saving_leaves_the_estimator_as_it_was(Estimator, data):
+    """On Python >= 3.11 scikit-learn's __getstate__ hands back the instance's own
+    __dict__: writing the version into it added an attribute to the saved estimator."""
+    est = _fitted(Estimator, data)
+    before = dict(vars(est))
+    pickle.dumps(est)
+    assert vars(est).keys() == before.keys()
+    assert all(vars(est)[name] is value for name, value in before.items())

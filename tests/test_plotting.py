@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless, whatever the test is run from
 
+import matplotlib.image  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -52,6 +53,34 @@ def test_roc_curves_draw_one_curve_per_detector(scored, tmp_path):
     np.testing.assert_allclose(ax.get_lines()[0].get_xydata(), np.c_[fpr, tpr])
     assert "False positive rate" in ax.get_xlabel()
     _save(ax, tmp_path / "roc.png")
+
+
+def test_thirteen_roc_curves_each_have_their_own_style_and_the_legend_covers_none(tmp_path):
+    """The demo draws 13 curves: matplotlib's 10-colour cycle gave MSP and the eleventh
+    the same blue, and the legend sat on the curves."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(50), np.full(50, OOD_LABEL)]
+    scores = {f"method {i}": np.r_[rng.normal(i / 8, 1, 50), rng.normal(0, 1, 50)]
+              for i in range(13)}
+    ax = plot_roc_curves(scores, y)
+    curves = ax.get_lines()[:13]
+    styles = {(matplotlib.colors.to_hex(line.get_color()), line.get_linestyle())
+              for line in curves}
+    assert len(styles) == 13
+    ax.figure.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # to the right of the axes
+    path = tmp_path / "roc13.png"
+    ax.figure.savefig(path, bbox_inches="tight")
+    width, _ = matplotlib.image.imread(path).shape[1::-1]
+    assert width > ax.figure.get_size_inches()[0] * ax.figure.dpi * 0.9  # legend kept
+
+
+def test_complex_scores_are_refused_by_the_plots():
+    with pytest.raises(ValueError, match="complex"):
+        plot_roc_curves({"a": np.array([1 + 1j, 0.5])}, [0, -1])
+    with pytest.raises(ValueError, match="complex"):
+        plot_score_histograms(np.array([1 + 1j]), [0.5])
 
 
 def test_roc_curves_draw_on_the_given_axes():
@@ -135,6 +164,19 @@ def test_energy_landscape_marks_memories_and_shades_the_ood_region(reclag_2d, tm
     np.testing.assert_array_equal(_filled_mask(ax, probe)[confident], (G <= 0)[confident])
     assert "class 1" in ax.get_title()
     _save(ax, tmp_path / "energy.png")
+
+
+def test_energy_landscape_draws_each_named_set_in_its_own_colour(reclag_2d):
+    det, X, y = reclag_2d
+    ax = plot_energy_landscape(det, {"class 0": X[y == 0], "class 1": X[y == 1]}, grid=30)
+    scatters = {c.get_label(): c for c in ax.collections if isinstance(c, PathCollection)}
+    np.testing.assert_array_equal(scatters["class 1"].get_offsets(), X[y == 1])
+    colours = {tuple(scatters[name].get_facecolor()[0]) for name in ("class 0", "class 1")}
+    assert len(colours) == 2
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels[1:3] == ["class 0", "class 1"]
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 2\)"):
+        plot_energy_landscape(det, {"bad": np.zeros((3, 3))})
 
 
 def test_energy_landscape_pools_every_bank_when_asked(reclag_2d):

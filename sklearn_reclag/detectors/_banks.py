@@ -411,7 +411,7 @@ def _check_rows_per_class(y):
     labels, counts = np.unique(y, return_counts=True)
     if (counts < 2).any():
         raise ValueError(
-            f"Class {labels[np.argmax(counts < 2)]!r} has 1 sample in y; every class needs "
+            f"Class {labels.tolist()[counts.argmin()]!r} has 1 sample in y; every class needs "
             "at least 2 samples to build its memory bank."
         )
 

@@ -11,8 +11,9 @@ on the other devices, and the tests check that both forms take the same steps.
 
 ``error_model='numpy'``: a division by zero gives inf or NaN, as in numpy, instead of a
 check per division, which would keep the loops from being vectorised. Compiled code is
-cached on disk (``cache=True``): the first fit of a new installation compiles it once
-per dtype, in about three seconds.
+cached on disk (``cache=True``) where numba can write its cache: the first fit of a new
+installation compiles it once per dtype, in about three seconds (in every new process
+when nothing is writable).
 """
 
 import math
@@ -22,7 +23,18 @@ import numpy as np
 
 from ._sae import _EXP_FLOOR, _LOG_EPS, _WEIGHT_EPS
 
-_compiled = numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+
+def _compiled(function):
+    """``numba.njit``, cached on disk where numba finds a writable place for the cache
+    (next to this file, or the user's cache folder); compiled at each first use otherwise,
+    e.g. a read-only installation for a user whose home is not writable, where numba
+    raises "cannot cache function ...: no locator available" when the cache is asked for.
+    """
+    options = dict(nogil=True, boundscheck=False, error_model="numpy")
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:
+        return numba.njit(cache=False, **options)(function)
 
 
 @_compiled

@@ -27,7 +27,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
 from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
-from ..base import _contamination_quantile
 from ._banks import _SCORE_BLOCK, _MemoryBankDetector, pad_banks
 from ._sae import fit_sae, sae_batches
 
@@ -356,7 +355,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     def _fit_offset(self, training_scores):
         """``offset_ = log(gamma_) / beta_``; 'auto' puts it at the contamination quantile."""
         if self.gamma == "auto":
-            offset = _contamination_quantile(training_scores(), self.contamination)
+            offset = self._contamination_offset(training_scores())
             self.log_gamma_ = float(self.beta_ * offset)
             # exp overflows float64 past 709; the threshold itself only uses log_gamma_.
             self.gamma_ = math.exp(self.log_gamma_) if self.log_gamma_ < 709.0 else math.inf
