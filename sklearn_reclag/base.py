@@ -269,7 +269,8 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         stratified by class when there are labels), with the hyperparameters the final
         fit derived from the data held fixed. The final fit is unaffected; if a
         fold cannot be fitted (a class too small to split), the training rows' own
-        scores are used, with a warning.
+        scores are used, with a warning. A row's held-out score is capped at its own
+        score.
         """
         n_splits = _N_THRESHOLD_FOLDS
         if y is None:
@@ -297,7 +298,10 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
                 stacklevel=4,  # the caller of fit (through _fit_context)
             )
             return self._score_array(X)
-        return scores
+        # A row scored by a model that never saw it should not score higher than by the
+        # one that learned from it; where fold noise says otherwise (constant features,
+        # a few epochs of a stochastic fit), the row's own score is the safer one.
+        return np.minimum(scores, self._score_array(X))
     def _check_finite_state(self):
         """No fit ends with NaN or infinity in what it learned (``_tensor_attributes``)."""
         for name in self._tensor_attributes:

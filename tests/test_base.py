@@ -28,16 +28,7 @@ DETECTORS = {
                                               learning_batch_size=10, random_state=0, **kw),
 }
 
-# RecLagDetector computes its threshold in its own _fit_offset (gamma='auto'), with
-# np.percentile: until it calls the base class's _contamination_offset, ties at the
-# threshold still reject the whole tied group there.
-_RECLAG_OWN_OFFSET = pytest.mark.xfail(
-    strict=True,
-    reason="RecLagDetector._fit_offset takes np.percentile itself (detectors/reclag.py); "
-           "it should use BaseOODDetector._contamination_offset",
-)
-TIE_CASES = [pytest.param(name, marks=_RECLAG_OWN_OFFSET) if name.startswith("RecLag")
-             else name for name in DETECTORS]
+TIE_CASES = list(DETECTORS)
 
 
 @pytest.fixture(scope="module")
