@@ -1,6 +1,6 @@
 """HopfieldEnergyDetector (HE, SHE): scores against straightforward numpy formulas.
 
-Formulas (specs/baselines_and_metrics.md): X_c = training rows with label c that the head
+Formulas (Zhang et al., ICLR 2023): X_c = training rows with label c that the head
 classifies as c; HE = (1/beta) lse(beta X_c v), SHE = v . mean(X_c), c the routed class;
 energy='full' subtracts |v|^2 / 2.
 """

@@ -6,7 +6,7 @@ R^D) and scores a feature vector v with the class-wise log-sum-exp
 (n_banks, n_slots, n_features) with a boolean mask of the real slots, so that scoring is one
 batched tensor program over classes and memories (``_backend.class_logsumexp``).
 
-Routing (specs/reclag.md, DESIGN.md) turns the per-class matrix ``lse`` (B, C) into one
+Routing turns the per-class matrix ``lse`` (B, C) into one
 score per row:
 
 - 'predicted': the bank of the head's predicted class (argmax of the unclipped logits);
@@ -249,7 +249,7 @@ class _MemoryBankDetector(BaseOODDetector):
         """Bank index of every row, mask of the rows to store, number of banks, and the
         head's predicted bank of every row (None without a head).
 
-        Stored patterns (specs/baselines_and_metrics.md): the rows with label c that the
+        Stored patterns (Zhang et al., ICLR 2023): the rows with label c that the
         head classifies as c. Without y, the head's predictions are the labels; without y
         and head (or with a single class), every row goes to one bank.
         """

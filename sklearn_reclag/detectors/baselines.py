@@ -1,6 +1,6 @@
 """Logit-based baselines: MSP, Energy and ReAct.
 
-Formulas from specs/baselines_and_metrics.md, with z = W v + b the head's logits:
+With z = W v + b the logits of a linear head (the network's last layer):
 
 - MSP (Hendrycks & Gimpel, 2017): ``max_k softmax(z)_k``
 - Energy (Liu et al., 2020): ``T * logsumexp(z / T)``

@@ -1,7 +1,7 @@
 """Modern Hopfield energy scores: HE and SHE (Zhang et al., ICLR 2023).
 
-Formulas from specs/baselines_and_metrics.md, with X_c the stored patterns of class c (the
-training rows of class c that the head classifies as c) and c_hat the routed class:
+With X_c the stored patterns of class c (the training rows of class c that the head
+classifies as c) and c_hat the routed class:
 
 - HE: ``(1/beta) * lse(beta * X_{c_hat} v)`` over every stored pattern of the class;
 - SHE: ``v . m_{c_hat}``, m_c the mean of X_c.
@@ -27,8 +27,8 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
     Zhang et al., "Out-of-distribution detection based on in-distribution data patterns
     memorization with modern Hopfield energy", ICLR 2023. The stored patterns X_c are the
     training rows of class c that the head classifies as c (no normalization); a class the
-    head never gets right stores all its rows (with a warning). Scores
-    (specs/baselines_and_metrics.md), c the routed class:
+    head never gets right stores all its rows (with a warning). Scores, with c the routed
+    class:
 
     - ``patterns='all'`` (HE): ``score_samples(v) = (1/beta) * lse(beta * X_c v)``;
     - ``patterns='mean'`` (SHE): ``score_samples(v) = v . m_c``, m_c the mean of X_c
