@@ -20,8 +20,12 @@ _FRAGMENTS = {
         head is fitted; with ``y=None`` and a fitted head, its predictions are the
         labels.""",
     "contamination": """contamination : float in (0, 0.5], default=0.05
-        Fraction of the training rows that ``predict`` rejects: ``offset_`` is that
-        quantile of the training scores (0.05 is the FPR95 operating point).""",
+        Fraction of new in-distribution rows that ``predict`` should reject (0.05 is the
+        FPR95 operating point). ``offset_`` is that quantile of the training rows'
+        scores as new rows would get them: cross-fitted (each of 5 folds scored by the
+        detector fitted on the others, capped at the row's own score) for a detector
+        that learns from the rows, leave-one-out for one that stores them, the rows'
+        own scores for the logit detectors; it is kept off tied scores.""",
     "device": """device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
         Torch device; 'auto' uses CUDA when available. Resolved in ``fit``
         (``device_``).

@@ -67,7 +67,9 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
     ${fitted_beta}
     offset_ : float
         ``decision_function = score_samples - offset_``; the ``contamination`` quantile
-        of the training scores.
+        of the training rows' leave-one-out scores (HE: each stored row scored without
+        its own copy, as a new row would be) or of their cross-fitted scores (SHE, or a
+        learned whitening with ``metric='mahalanobis'``).
 
     See Also
     --------
