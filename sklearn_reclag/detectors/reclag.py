@@ -35,7 +35,7 @@ from .hopfield_energy import _BANK_DOC, _BANK_FITTED_DOC, _HEAD_Y_DOC
 # lr='auto': the official Adam learning rate of the paper's objective, and the step of the
 # 'likelihood' objective relative to the spread of each class's rows (see the lr parameter).
 _PAPER_LR = 1e-3
-_LIKELIHOOD_LR = 0.1
+_LIKELIHOOD_LR = 0.3
 
 # Relative change of the states that stops the update rule in transform (the fit's own
 # stopping rule is the ``tol`` parameter).
@@ -217,7 +217,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         size; 'auto' is 1e-3, the official value. With 'likelihood' it is relative to
         the spread of each class's stored patterns: class c steps by ``lr * s_c``,
         ``s_c = sqrt(mean_i |x_i - m_c|^2 / D)`` (m_c their mean), so that one value
-        suits features of any scale; 'auto' is 0.1.
+        suits features of any scale; 'auto' is 0.3.
     tol : float >= 0 or None, default=1e-4
         Tolerance on the mean objective per training row (``loss_curve_``). 'sae'
         stops once it has not improved on the best epoch by at least ``tol`` for
