@@ -312,10 +312,9 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     work is a few dozen torch operations; on a CPU, where each torch call would cost more
     in dispatch than in arithmetic, it is two compiled numba loops per objective
     (compiled once per installation and dtype, in about three seconds, then cached on
-    disk). The products use
-    torch's intra-op threads (``torch.set_num_threads``). Fit holds one extra copy of
-    the stored patterns, laid out batch-major. benchmarks/RESULTS.md times it against
-    the one-class-at-a-time formulation.
+    disk). The products use torch's intra-op threads (``torch.set_num_threads``). Fit
+    holds one extra copy of the stored patterns, laid out batch-major.
+    benchmarks/RESULTS.md times it against the one-class-at-a-time formulation.
 
     Examples
     --------
