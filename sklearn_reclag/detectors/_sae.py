@@ -117,7 +117,9 @@ def class_spread(batches, row_counts):
     """
     n_rows = torch.as_tensor(np.maximum(row_counts.sum(axis=0), 1), dtype=torch.float64)
     sums = batches.sum(dim=(0, 2), dtype=torch.float64).cpu()
-    sq_sums = batches.square().sum(dim=(0, 2, 3), dtype=torch.float64).cpu()
+    # Row norms first: no temporary of the size of the batches.
+    sq_sums = torch.linalg.vector_norm(batches, dim=-1, dtype=torch.float64).square_()
+    sq_sums = sq_sums.sum(dim=(0, 2)).cpu()
     # sum |x - m|^2 = sum |x|^2 - n |m|^2, in float64.
     scatter = (sq_sums - (sums * sums).sum(dim=1) / n_rows).clamp(min=0)
     return torch.sqrt(scatter / (n_rows * batches.shape[3])).numpy()
