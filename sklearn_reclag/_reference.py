@@ -1,23 +1,27 @@
-"""Reference formulation of RecLag's learning objective: NOT for use, for tests and benchmarks.
+"""Reference formulations of RecLag's learning objectives: NOT for use, for tests and benchmarks.
 
 This module trains the memories the plain way, in the style of the official
 ``learn_RecLag.py`` (RyoMoriai/RecLag_ood_detection): one class at a time, one batch at a
 time, the loss written term by term, gradients by autograd and one ``torch.optim.Adam``
-per class. It exists so that
+per class; for the paper's objective (:func:`fit_reclag_reference`) and for the
+'likelihood' objective (:func:`fit_likelihood_reference`). It exists so that
 
 - the tests can check that the batched solver of :class:`~sklearn_reclag.RecLagDetector`
   (all classes in one tensor program, a closed-form gradient, a per-class masked Adam)
   computes the same thing, step for step, given the same random draws;
 - the benchmarks can time the batched solver against the straightforward one.
 
-The objective (specs/reclag.md), per class and batch x of B rows, with
-z = softmax(beta * x Xi^T), S memories xi_s drawn from z for each row and importance
-weights ``w_s = (p_s + 1e-16) / mean_s(p + 1e-16)``, ``p_s = exp(-|x - xi_s|^2 / 2)``,
-treated as constants::
+The paper's objective (Moriai et al., "Rectified Lagrangian for Out-of-Distribution
+Detection in Modern Hopfield Networks", AAAI 2025, as its authors' code computes it), per
+class and batch x of B rows, with z = softmax(beta * x Xi^T), S memories xi_s drawn from z
+for each row and importance weights ``w_s = (p_s + 1e-16) / mean_s(p + 1e-16)``,
+``p_s = exp(-|x - xi_s|^2 / 2)``, treated as constants::
 
     loss = mean_{s, b} w_s * (mean_D (x - xi_s)^2 - log(z_{b, s} + 1e-12))
 
-Adam: betas (0.9, 0.98), eps 1e-9; batches in order, the last partial one dropped.
+Adam: betas (0.9, 0.98), eps 1e-9; batches in order, the last partial one dropped. The
+'likelihood' objective: the mean over the batch of
+``-log (1/M) sum_mu N(x; xi_mu, I / beta)``, every batch kept.
 """
 
 import numpy as np
@@ -28,7 +32,8 @@ _INIT_NORM = 10.0
 
 def fit_reclag_reference(X, y, n_memories=10, beta=5.0, n_draws=5, max_epochs=50,
                          batch_size=50, lr=1e-3, init_memories=None, seed=0, *,
-                         sampler="categorical", uniforms=None, dtype=torch.float32):
+                         sampler="categorical", uniforms=None, dtype=torch.float32,
+                         losses=None):
     """Learn the memories of every class, one class and one batch at a time (reference).
 
     Parameters
@@ -54,6 +59,9 @@ def fit_reclag_reference(X, y, n_memories=10, beta=5.0, n_draws=5, max_epochs=50
         the per-class generator. Tests use it to feed the reference and the batched solver
         the same draws.
     dtype : torch.dtype, default=torch.float32
+    losses : list, default=None
+        When given, the loss of every step is appended to it as a tuple
+        ``(class_index, epoch, batch_index, loss)``.
 
     Returns
     -------
@@ -83,6 +91,8 @@ def fit_reclag_reference(X, y, n_memories=10, beta=5.0, n_draws=5, max_epochs=50
                 else:
                     u = torch.as_tensor(uniforms(i, epoch, b), dtype=dtype)
                 loss = reference_loss(x, xi, u, beta=beta, sampler=sampler)
+                if losses is not None:
+                    losses.append((i, epoch, b, loss.item()))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -109,3 +119,63 @@ def reference_loss(x, xi, u, *, beta, sampler="categorical"):
     mse = ((x[None] - x_decoded) ** 2).mean(dim=-1)
     log_z = torch.log((z[None] * onehot).sum(dim=-1) + 1e-12)
     return (weight * (mse - log_z)).mean()
+
+
+def likelihood_reference_loss(x, xi, *, beta):
+    """Mean negative log-likelihood of the rows ``x`` (B, D) under the equal-weight
+    isotropic Gaussian mixture of variance 1/beta on the memories ``xi`` (M, D), written
+    term by term: ``-log (1/M) sum_mu N(x; xi_mu, I / beta)``."""
+    n_features = x.shape[1]
+    sq_dist = ((x[:, None, :] - xi[None, :, :]) ** 2).sum(dim=-1)  # (B, M)
+    log_normal = -0.5 * beta * sq_dist + 0.5 * n_features * np.log(beta / (2 * np.pi))
+    log_density = torch.logsumexp(log_normal, dim=1) - np.log(xi.shape[0])
+    return -log_density.mean()
+
+
+def fit_likelihood_reference(X, y, init_memories, *, beta=5.0, max_epochs=50, batch_size=50,
+                             lr=1e-3, dtype=torch.float32):
+    """Learn the memories by the 'likelihood' objective, one class and one batch at a time.
+
+    Batches are taken in order, the last partial batch kept; one ``torch.optim.Adam``
+    (betas (0.9, 0.98), eps 1e-9) per class on :func:`likelihood_reference_loss`, by
+    autograd. The reference of the batched solver's ``objective='likelihood'``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+        Classes; banks follow ``np.unique(y)``.
+    init_memories : ndarray of shape (n_classes, n_memories, n_features)
+        A class with ``m < n_memories`` rows uses the first ``m``.
+    beta, max_epochs, batch_size : as in :class:`~sklearn_reclag.RecLagDetector`
+    lr : float or sequence of float (one per class)
+    dtype : torch.dtype, default=torch.float32
+
+    Returns
+    -------
+    memories : ndarray of shape (n_classes, n_memories, n_features)
+        Zeros in the slots of a class with fewer than ``n_memories`` rows.
+    losses : list of list of float
+        ``losses[c]``: the loss of every step of class c, in order.
+    """
+    X = np.asarray(X)
+    classes = np.unique(y)
+    init_memories = np.asarray(init_memories)
+    lrs = np.broadcast_to(np.asarray(lr, dtype=float), (len(classes),))
+    memories = np.zeros(init_memories.shape)
+    losses = []
+    for i, c in enumerate(classes):
+        rows = torch.tensor(X[y == c], dtype=dtype)
+        n_kept = min(init_memories.shape[1], len(rows))
+        xi = torch.nn.Parameter(torch.tensor(init_memories[i, :n_kept], dtype=dtype))
+        optimizer = torch.optim.Adam([xi], lr=float(lrs[i]), betas=(0.9, 0.98), eps=1e-9)
+        losses.append([])
+        for _ in range(max_epochs):
+            for start in range(0, len(rows), batch_size):
+                loss = likelihood_reference_loss(rows[start:start + batch_size], xi, beta=beta)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses[-1].append(loss.item())
+        memories[i, :n_kept] = xi.detach().double().numpy()
+    return memories, losses

@@ -33,3 +33,26 @@ def test_speed_quick_writes_results(tmp_path):
     assert text.count("**met**") + text.count("**MISSED**") >= 4
     # The fit ratio says how it was timed.
     assert "minimum over the rounds" in text and "fastest thread count" in text
+
+
+SAE_EPOCHS = Path(__file__).resolve().parents[1] / "benchmarks" / "sae_epochs.py"
+
+
+@pytest.mark.slow
+def test_sae_epochs_quick_writes_table_and_plot(tmp_path):
+    """benchmarks/sae_epochs.py --quick writes its table (every configuration, every
+    benchmark, the command and the machine) and its plot."""
+    done = subprocess.run(
+        [sys.executable, str(SAE_EPOCHS), "--quick", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+    )
+    assert done.returncode == 0, f"sae_epochs.py failed:\n{done.stdout}\n{done.stderr}"
+    text = (tmp_path / "sae_epochs.md").read_text()
+    assert "python benchmarks/sae_epochs.py --quick" in text and "CPU cores" in text
+    for heading in ["## digits (euclidean)", "## digits (mahalanobis)",
+                    "## pixels (novelty, y=None)"]:
+        assert heading in text, f"missing section {heading!r}"
+    for config in ["| paper |", "| paper objective, density score |", "| likelihood |",
+                   "| em |"]:
+        assert text.count(config) == 3, f"missing rows {config!r}"
+    assert (tmp_path / "sae_epochs.png").stat().st_size > 0

@@ -1,22 +1,38 @@
-"""RecLag's official learning objective ('sae'), all classes trained as one batched program.
+"""RecLag's 'sae' solver: gradient steps on the memories, all classes as one batched program.
 
-The objective (specs/reclag.md), per class and batch x of B rows, with
-z = softmax(beta * x Xi^T), S memories xi_s drawn from z for each row and constant
-importance weights ``w_s = (p_s + 1e-16) / mean_s(p + 1e-16)``, ``p_s = exp(-|x - xi_s|^2 / 2)``::
+Two objectives, per class and batch x of B rows (Moriai et al., "Rectified Lagrangian for
+Out-of-Distribution Detection in Modern Hopfield Networks", AAAI 2025):
 
-    loss = mean_{s, b} w_s * (mean_D (x - xi_s)^2 - log(z_{b, s} + 1e-12))
+- 'paper', the authors' objective, as their code computes it: with
+  z = softmax(beta * x Xi^T), S memories xi_s drawn from z for each row and constant
+  importance weights ``w_s = (p_s + 1e-16) / mean_s(p + 1e-16)``,
+  ``p_s = exp(-|x - xi_s|^2 / 2)``::
 
-trained with Adam (betas (0.9, 0.98), eps 1e-9) on batches taken in order, the last partial
-batch dropped. The classes are independent, so one step trains every class at once on its
-own batch, with a closed-form gradient and a per-class Adam; a class with fewer batches
-than the others is idle (not moved) for the rest of the epoch. The result equals one
-training run per class, step for step, given the same draws
-(:func:`sklearn_reclag._reference.fit_reclag_reference`).
+      loss = mean_{s, b} w_s * (mean_D (x - xi_s)^2 - log(z_{b, s} + 1e-12))
 
-Two forms of the step: torch operations (:func:`sae_loss_and_grad` and :class:`_MaskedAdam`),
-for any device, and on the CPU the compiled kernels of :mod:`._sae_kernels`, which do the
-elementwise part of the step in two passes instead of some thirty torch calls.
+  each class's last partial batch dropped;
+- 'likelihood', the negative log-likelihood of the equal-weight isotropic Gaussian mixture
+  of variance 1/beta on the M memories (the density that ``energy='density'`` scores)::
+
+      loss = mean_b -log (1/M) sum_mu N(x_b; xi_mu, I / beta)
+
+  with its exact gradient (no draws), every row used.
+
+Both are trained with Adam (betas (0.9, 0.98), eps 1e-9) on batches taken in order. The
+classes are independent, so one step trains every class at once on its own batch, with a
+closed-form gradient and a per-class Adam; a class with fewer batches than the others is
+idle (not moved) for the rest of the epoch. The result equals one training run per class,
+step for step, given the same draws (:mod:`sklearn_reclag._reference`). Each epoch records
+the mean objective per training row, and a tolerance can stop the training early.
+
+Two forms of each step: torch operations (:func:`sae_loss_and_grad`,
+:func:`likelihood_loss_and_grad` and :class:`_MaskedAdam`), for any device, and on the CPU
+the compiled kernels of :mod:`._sae_kernels`, which do the elementwise part of a step in
+two passes instead of some thirty torch calls.
 """
+
+import math
+from collections import namedtuple
 
 import numpy as np
 import torch
@@ -24,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .._backend import masked_offset
 
-# Constants of the official objective and optimizer (specs/reclag.md).
+# Constants of the official objective and optimizer (the authors' code).
 _ADAM_BETAS = (0.9, 0.98)
 _ADAM_EPS = 1e-9
 _WEIGHT_EPS = 1e-16
@@ -32,11 +48,12 @@ _EXP_FLOOR = -80.0
 _LOG_EPS = 1e-12
 
 
-def sae_batches(X, labels, n_banks, batch_size):
+def sae_batches(X, labels, n_banks, batch_size, *, drop_last=True):
     """The training batches of every class, batch-major: what :func:`fit_sae` reads.
 
-    Batches are taken in order, without shuffling, and the last partial batch of each
-    class is dropped, as the official code does.
+    Batches are taken in order, without shuffling. With ``drop_last`` the last partial
+    batch of each class is dropped, as the official code does; without it, it is kept,
+    padded with zero rows (:func:`batch_row_counts` says how many rows are real).
 
     Parameters
     ----------
@@ -44,6 +61,7 @@ def sae_batches(X, labels, n_banks, batch_size):
         The rows, the bank index of each row and the number of banks, as in
         :func:`~sklearn_reclag.detectors._banks.pad_banks`.
     batch_size : int
+    drop_last : bool, default=True
 
     Returns
     -------
@@ -54,15 +72,57 @@ def sae_batches(X, labels, n_banks, batch_size):
         Batches per class; ``n_steps = n_batches.max()``.
     """
     labels = np.asarray(labels, dtype=np.intp)
-    n_batches = np.bincount(labels, minlength=n_banks) // batch_size
+    counts = np.bincount(labels, minlength=n_banks)
+    n_batches = counts // batch_size if drop_last else -(-counts // batch_size)
     batches = np.zeros((int(n_batches.max(initial=0)), n_banks, batch_size, X.shape[1]),
                        dtype=X.dtype)
     for c in np.flatnonzero(n_batches):
         rows = np.flatnonzero(labels == c)[: n_batches[c] * batch_size]
+        full = len(rows) // batch_size
         # Straight into the batch-major slots, without a temporary copy of the rows.
-        np.take(X, rows.reshape(n_batches[c], batch_size), axis=0,
-                out=batches[: n_batches[c], c], mode="clip")
+        np.take(X, rows[: full * batch_size].reshape(full, batch_size), axis=0,
+                out=batches[:full, c], mode="clip")
+        if len(rows) > full * batch_size:  # a kept last partial batch; padding stays 0
+            batches[full, c, : len(rows) - full * batch_size] = X[rows[full * batch_size:]]
     return batches, n_batches
+
+
+def batch_row_counts(labels, n_banks, batch_size, n_steps):
+    """Real rows of every batch of :func:`sae_batches`: ndarray of shape (n_steps, n_banks).
+
+    ``batch_size`` for a full batch, fewer for a kept last partial batch, 0 once the class
+    has no batch left (or for the dropped partial batch with ``drop_last``).
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.intp), minlength=n_banks)
+    starts = batch_size * np.arange(n_steps)[:, None]
+    return np.clip(counts - starts, 0, batch_size)
+
+
+def class_spread(batches, row_counts):
+    """Root-mean-square deviation per feature of each class's rows from their mean.
+
+    ``s_c = sqrt(sum_i |x_i - m_c|^2 / (n_c D))`` over the rows of the batches of class c
+    (0 for a class without rows): the scale of the 'likelihood' objective's steps.
+
+    Parameters
+    ----------
+    batches : tensor of shape (n_steps, C, B, D)
+        As :func:`sae_batches` returns them (zeros on padding rows).
+    row_counts : ndarray of shape (n_steps, C)
+        Real rows of every batch (:func:`batch_row_counts`).
+
+    Returns
+    -------
+    ndarray of shape (C,) of float64
+    """
+    n_rows = torch.as_tensor(np.maximum(row_counts.sum(axis=0), 1), dtype=torch.float64)
+    sums = batches.sum(dim=(0, 2), dtype=torch.float64).cpu()
+    # Row norms first: no temporary of the size of the batches.
+    sq_sums = torch.linalg.vector_norm(batches, dim=-1, dtype=torch.float64).square_()
+    sq_sums = sq_sums.sum(dim=(0, 2)).cpu()
+    # sum |x - m|^2 = sum |x|^2 - n |m|^2, in float64.
+    scatter = (sq_sums - (sums * sums).sum(dim=1) / n_rows).clamp(min=0)
+    return torch.sqrt(scatter / (n_rows * batches.shape[3])).numpy()
 
 
 # --------------------------------------------------------------------- the torch step
@@ -97,7 +157,7 @@ def _last_memory(memory_mask):
 
 def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="categorical",
                       x_sq=None, compute_loss=True, padding_logits=None, last_memory=None,
-                      out=None):
+                      out=None, loss_out=None):
     """The official objective on one batch per class, and its gradient (torch form).
 
     The classes' losses are independent, so the gradient of their sum is computed in
@@ -134,6 +194,8 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
         training loop computes them once).
     out : tensor of shape (C, M, D), default=None
         Where to write the gradient (a training loop reuses one buffer).
+    loss_out : tensor of shape (C,), default=None
+        Where to write the loss.
 
     Returns
     -------
@@ -164,7 +226,8 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     z_drawn = z.transpose(1, 2).gather(2, drawn)
     loss = None
     if compute_loss:
-        sq_dist = log_p.clamp(max=0.0).mul_(-2.0)
+        # mean_D (x - xi)^2 = -2 log p / D, with log p <= 0 (up to rounding).
+        log_p_0 = log_p.clamp(max=0.0)
     # |x - xi|^2 >= 0 up to rounding, hence the clamp at 0. exp is clamped at exp(-80)
     # (about 2e-35, still normal in float32): below that p is lost in the 1e-16 added
     # anyway, and subnormal results make exp 5x slower.
@@ -174,8 +237,10 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     w = w.div_(w.sum(dim=2, keepdim=True))
     scale = 1.0 / batch
     if compute_loss:
-        loss = (w * (sq_dist / n_features - torch.log(z_drawn + _LOG_EPS))).sum(dim=(1, 2))
-        loss = loss.mul_(scale)
+        # loss = -(1/B) sum_(b, s) w (log(z + 1e-12) + (2/D) log p): one dot product per
+        # class, few operations (on a GPU each costs a kernel launch).
+        terms = torch.add(z_drawn, _LOG_EPS).log_().add_(log_p_0, alpha=2.0 / n_features)
+        loss = torch.linalg.vecdot(w.flatten(1), terms.flatten(1), out=loss_out).mul_(-scale)
 
     a = w * z_drawn / (z_drawn + _LOG_EPS)
     # coef / beta = (A - z sum_s a_s) + (2 / (beta D)) W, with one scatter for A and W.
@@ -187,6 +252,115 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
         1, drawn.view(drawn.shape[0], -1, 1), w.view(w.shape[0], -1, 1))
     grad = torch.mul(memories, weight_sum, out=out)
     return loss, grad.baddbmm_(coef, x, beta=2.0 * scale / n_features, alpha=-scale * beta)
+
+
+def likelihood_loss_and_grad(x, row_weights, memories, memory_mask, *, beta, sq_norms=None,
+                             x_sq=None, padding_logits=None, log_n_memories=None,
+                             loss_offset=None, compute_loss=True, out=None, loss_out=None):
+    """The 'likelihood' objective on one batch per class, and its gradient (torch form).
+
+    The negative log-likelihood, per row, of the equal-weight isotropic Gaussian mixture
+    of variance 1/beta on the M_c memories of the row's class (the density that
+    ``energy='density'`` scores, and that the 'em' solver fits)::
+
+        nll(x) = -log (1/M_c) sum_mu N(x; xi_mu, I / beta)
+               = -lse_mu(-beta |x - xi_mu|^2 / 2) + log M_c + (D/2) log(2 pi / beta)
+
+    averaged over the batch's rows with ``row_weights``. Its gradient is exact (no draws),
+    with r = softmax_mu(-beta |x - xi_mu|^2 / 2) the responsibilities::
+
+        dloss/dxi_mu = beta * sum_b row_weights[b] r[mu, b] (xi_mu - x_b)
+
+    Parameters
+    ----------
+    x : tensor of shape (C, B, D)
+        One batch of stored patterns per class, zeros on padding rows.
+    row_weights : tensor of shape (C, B)
+        ``1 / n_rows`` on the batch's real rows, 0 on padding rows (and for an idle class).
+    memories : tensor of shape (C, M, D)
+    memory_mask : bool tensor of shape (C, M)
+    beta : float
+    sq_norms, x_sq : tensors of shape (C, M) and (C, B), default=None
+        ``|xi|^2`` and ``|x|^2``, when the caller has them already.
+    padding_logits, log_n_memories : tensors, default=None
+        0 / -inf of shape (C, M, 1) (0 throughout for an empty bank, so that nothing is
+        NaN), and ``log M_c`` of shape (C,) (0 for an empty bank), when the caller has them.
+    loss_offset : tensor of shape (C,), default=None
+        The part of the loss that depends on the rows only
+        (:func:`likelihood_loss_offset`), when the caller has it already.
+    compute_loss : bool, default=True
+        False skips the loss and returns None for it.
+    out : tensor of shape (C, M, D), default=None
+        Where to write the gradient.
+    loss_out : tensor of shape (C,), default=None
+        Where to write the loss.
+
+    Returns
+    -------
+    loss : tensor of shape (C,) or None
+    grad : tensor of shape (C, M, D)
+    """
+    if sq_norms is None:
+        sq_norms = torch.linalg.vector_norm(memories, dim=-1).square_()
+    if padding_logits is None:
+        padding_logits = likelihood_padding(memory_mask).to(memories.dtype)
+    if compute_loss and loss_offset is None:
+        if x_sq is None:
+            x_sq = torch.linalg.vector_norm(x, dim=-1).square_()
+        if log_n_memories is None:
+            log_n_memories = log_bank_sizes(memory_mask)
+        loss_offset = likelihood_loss_offset(x_sq, row_weights, log_n_memories, beta,
+                                             x.shape[2])
+    # beta x.xi - beta |xi|^2 / 2: the log-responsibilities up to a per-row constant.
+    logits = torch.baddbmm(padding_logits.add(sq_norms[:, :, None], alpha=-0.5 * beta),
+                           memories, x.transpose(1, 2), alpha=beta)
+    log_norm = torch.logsumexp(logits, dim=1, keepdim=True)
+    resp = logits.sub_(log_norm).exp_().mul_(row_weights[:, None, :])
+    grad = torch.mul(memories, resp.sum(dim=2, keepdim=True), out=out)
+    grad = grad.baddbmm_(resp, x, alpha=-1.0).mul_(beta)
+    loss = None
+    if compute_loss:
+        # nll = offset - lse_mu(beta x.xi - beta |xi|^2 / 2), weighted over the rows.
+        loss = torch.sub(loss_offset, torch.linalg.vecdot(log_norm[:, 0, :], row_weights),
+                         out=loss_out)
+    return loss, grad
+
+
+def likelihood_loss_offset(x_sq, row_weights, log_n_memories, beta, n_features):
+    """The part of the 'likelihood' loss that depends on the rows only.
+
+    ``sum_b w_b (beta |x_b|^2 / 2 + log M_c + (D/2) log(2 pi / beta))`` for each class
+    (0 for a class whose row weights are all 0), so that the loss of a step is this minus
+    ``sum_b w_b lse_mu(beta x_b . xi_mu - beta |xi_mu|^2 / 2)``.
+
+    Parameters
+    ----------
+    x_sq, row_weights : tensors of shape (..., C, B)
+        ``|x|^2`` and the weights of the rows (several batches at once: leading dims).
+    log_n_memories : tensor of shape (C,)
+    beta : float
+    n_features : int
+
+    Returns
+    -------
+    tensor of shape (..., C), of the dtype of ``x_sq``
+    """
+    constant = log_n_memories.to(x_sq.dtype) + 0.5 * n_features * math.log(2 * math.pi / beta)
+    return (torch.linalg.vecdot(x_sq, row_weights).mul_(0.5 * beta)
+            .addcmul_(row_weights.sum(dim=-1), constant))
+
+
+def likelihood_padding(memory_mask):
+    """(C, M, 1) logit offsets of the 'likelihood' step: 0 on real memories, -inf on
+    padding, and 0 throughout an empty bank (whose class never trains: no NaN there)."""
+    empty = ~memory_mask.any(dim=1, keepdim=True)
+    offset = torch.zeros(memory_mask.shape, device=memory_mask.device)
+    return offset.masked_fill_(~(memory_mask | empty), -math.inf)[:, :, None]
+
+
+def log_bank_sizes(memory_mask):
+    """``log M_c`` of every bank (float64), 0 for an empty one."""
+    return torch.log(memory_mask.sum(dim=1).clamp(min=1).double())
 
 
 def adam_factors(n_batches, epoch, *, lr, betas=_ADAM_BETAS, eps=_ADAM_EPS):
@@ -247,9 +421,9 @@ class _MaskedAdam:
         param.addcdiv_(self.exp_avg, denom.add_(eps).div_(step_size), value=-1.0)
 
 
-# --------------------------------------------------------------------- the two engines
+# --------------------------------------------------------------------- the engines
 class _TorchSteps:
-    """The steps of an epoch as torch operations, on any device."""
+    """The steps of an epoch of the official objective as torch operations, any device."""
 
     def __init__(self, memories, memory_mask, *, beta, sampler):
         self.memories, self.memory_mask = memories, memory_mask
@@ -261,27 +435,26 @@ class _TorchSteps:
         }
         self.grad = torch.empty_like(memories)
 
-    def run_epoch(self, batches, x_sq, uniforms, factors, compute_loss):
-        """Train on every step of one epoch; the mean loss of the steps' active classes
-        when ``compute_loss``, else None."""
+    def run_epoch(self, batches, x_sq, weights, uniforms, factors, losses):
+        """Train on every step of one epoch, writing each step's per-class losses into
+        the rows of ``losses`` (n_steps, C), a tensor on the device (None: no loss)."""
         device, dtype = self.memories.device, self.memories.dtype
         # Split once per epoch: indexing inside the step loop costs more than the step's
         # small products.
         factors = torch.as_tensor(factors[..., None, None], device=device, dtype=dtype)
-        losses = []
-        for x, x_sq_b, u, f in zip(batches, x_sq, uniforms, factors.unbind(0)):
-            loss, grad = sae_loss_and_grad(x, self.memories, self.memory_mask, u, x_sq=x_sq_b,
-                                           compute_loss=compute_loss, out=self.grad,
-                                           **self.step_kwargs)
+        for step, (x, x_sq_b, u, f) in enumerate(zip(batches, x_sq, uniforms,
+                                                     factors.unbind(0))):
+            _, grad = sae_loss_and_grad(
+                x, self.memories, self.memory_mask, u, x_sq=x_sq_b,
+                compute_loss=losses is not None, out=self.grad,
+                loss_out=None if losses is None else losses[step], **self.step_kwargs)
             self.optimizer.step(self.memories, grad, f.unbind(0))
-            if compute_loss:
-                losses.append(loss[f[3].view(-1) > 0].mean())
-        return float(torch.stack(losses).mean()) if losses else None
 
 
 class _CompiledSteps:
-    """The steps of an epoch on the CPU: the products and the softmax by torch, the rest
-    by the compiled kernels of :mod:`._sae_kernels`, on numpy views of the same memory."""
+    """The steps of an epoch of the official objective on the CPU: the products and the
+    softmax by torch, the rest by the compiled kernels of :mod:`._sae_kernels`, on numpy
+    views of the same memory."""
 
     def __init__(self, memories, memory_mask, *, beta, sampler, batch_size):
         # Imported here, not with the package: numba takes a third of a second to import.
@@ -305,39 +478,133 @@ class _CompiledSteps:
                                   self.views["memories"])
         self.exp_avg = np.zeros((n_banks, n_memories, n_features), dtype=dtype)
         self.exp_avg_sq = np.zeros_like(self.exp_avg)
+        self.no_loss = np.empty(0, dtype=dtype)
         # grad = (2 / (B D)) W xi - (beta / B) coef @ x (see draws_and_weights)
         self.weight_scale = 2.0 / (batch_size * n_features)
         self.product_scale = -beta / batch_size
 
-    def run_epoch(self, batches, x_sq, uniforms, factors, compute_loss):
-        """As :meth:`_TorchSteps.run_epoch`."""
+    def run_epoch(self, batches, x_sq, weights, uniforms, factors, losses):
+        """As :meth:`_TorchSteps.run_epoch`; ``losses`` is a numpy array."""
         views, kernels, dtype = self.views, self.kernels, self.exp_avg.dtype
-        loss = np.empty(len(self.last) if compute_loss else 0, dtype=dtype)
-        losses = []
-        for x, x_sq_b, u, f in zip(batches, x_sq.numpy(), uniforms.numpy(),
-                                   factors.astype(dtype)):
+        for step, (x, x_sq_b, u, f) in enumerate(zip(batches, x_sq.numpy(), uniforms.numpy(),
+                                                     factors.astype(dtype))):
             torch.baddbmm(self.padding_logits, self.memories, x.transpose(1, 2),
                           alpha=self.beta, out=self.logits)
             z = torch.softmax(self.logits, dim=1)
+            # The kernel writes the step's losses straight into their row.
             kernels.draws_and_weights(
                 views["logits"], z.numpy(), x_sq_b, self.sq_norms, u, self.last, self.beta,
-                x.shape[2], self.official, views["coef"], self.weight_sum, loss)
+                x.shape[2], self.official, views["coef"], self.weight_sum,
+                self.no_loss if losses is None else losses[step])
             torch.bmm(self.coef, x, out=self.products)
             kernels.adam_step(
                 views["memories"], views["products"], self.weight_sum, self.exp_avg,
                 self.exp_avg_sq, f, self.weight_scale, self.product_scale, self.sq_norms,
                 np.finfo(dtype).tiny)
-            if compute_loss:
-                losses.append(loss[f[3] > 0].mean())
-        return float(np.mean(losses)) if losses else None
 
 
-def fit_sae(batches, n_batches, memories, memory_mask, *, beta, max_epochs, lr, uniforms,
-            sampler="categorical", verbose=0, compiled=None):
-    """Train the memories of every class by the official objective, all classes at once.
+class _LikelihoodSteps:
+    """The steps of an epoch of the 'likelihood' objective: torch operations on any device
+    (:func:`likelihood_loss_and_grad`, then :class:`_MaskedAdam`)."""
+
+    def __init__(self, memories, memory_mask, *, beta):
+        self.memories, self.beta = memories, beta
+        self.optimizer = _MaskedAdam(memories)
+        self.step_kwargs = {
+            "beta": beta,
+            "padding_logits": likelihood_padding(memory_mask).to(memories.dtype),
+        }
+        self.log_n_memories = log_bank_sizes(memory_mask)
+        self.loss_offsets = None  # of every batch, computed on the first epoch
+        self.grad = torch.empty_like(memories)
+
+    def run_epoch(self, batches, x_sq, weights, uniforms, factors, losses):
+        """As :meth:`_TorchSteps.run_epoch`; ``weights`` (n_steps, C, B) holds the row
+        weights of every batch."""
+        device, dtype = self.memories.device, self.memories.dtype
+        factors = torch.as_tensor(factors[..., None, None], device=device, dtype=dtype)
+        if self.loss_offsets is None:
+            self.loss_offsets = likelihood_loss_offset(x_sq, weights, self.log_n_memories,
+                                                       self.beta, batches.shape[3])
+        for step, (x, w, f) in enumerate(zip(batches, weights, factors.unbind(0))):
+            sq_norms = torch.linalg.vector_norm(self.memories, dim=-1).square_()
+            _, grad = likelihood_loss_and_grad(
+                x, w, self.memories, None, sq_norms=sq_norms,
+                loss_offset=self.loss_offsets[step], compute_loss=losses is not None,
+                out=self.grad, loss_out=None if losses is None else losses[step],
+                **self.step_kwargs)
+            self.optimizer.step(self.memories, grad, f.unbind(0))
+
+
+class _CompiledLikelihoodSteps:
+    """The steps of an epoch of the 'likelihood' objective on the CPU: the two products by
+    torch, the responsibilities and Adam by the compiled kernels of :mod:`._sae_kernels`
+    (as :class:`_CompiledSteps` for the official objective)."""
+
+    def __init__(self, memories, memory_mask, *, beta, batch_size):
+        from . import _sae_kernels
+
+        self.kernels = _sae_kernels
+        n_banks, n_memories, n_features = memories.shape
+        self.memories, self.beta = memories, beta
+        self.padding_logits = likelihood_padding(memory_mask).to(memories.dtype)
+        self.logits = memories.new_empty((n_banks, n_memories, batch_size))
+        self.resp = torch.empty_like(self.logits)
+        self.products = torch.empty_like(memories)
+        self.views = {name: getattr(self, name).numpy()
+                      for name in ("memories", "logits", "resp", "products")}
+        dtype = self.views["memories"].dtype
+        self.constant = (log_bank_sizes(memory_mask).numpy()
+                         + 0.5 * n_features * math.log(2 * math.pi / beta)).astype(dtype)
+        self.weight_sum = np.empty((n_banks, n_memories), dtype=dtype)
+        self.sq_norms = np.einsum("cmd,cmd->cm", self.views["memories"],
+                                  self.views["memories"])
+        self.exp_avg = np.zeros((n_banks, n_memories, n_features), dtype=dtype)
+        self.exp_avg_sq = np.zeros_like(self.exp_avg)
+        self.no_loss = np.empty(0, dtype=dtype)
+
+    def run_epoch(self, batches, x_sq, weights, uniforms, factors, losses):
+        """As :meth:`_LikelihoodSteps.run_epoch`; ``weights`` and ``losses`` are numpy
+        arrays."""
+        views, kernels, dtype = self.views, self.kernels, self.exp_avg.dtype
+        for step, (x, x_sq_b, w, f) in enumerate(zip(batches, x_sq.numpy(), weights,
+                                                     factors.astype(dtype))):
+            torch.baddbmm(self.padding_logits, self.memories, x.transpose(1, 2),
+                          alpha=self.beta, out=self.logits)
+            kernels.mixture_responsibilities(
+                views["logits"], self.sq_norms, x_sq_b, w, self.beta, self.constant,
+                views["resp"], self.weight_sum, self.no_loss if losses is None else losses[step])
+            torch.bmm(self.resp, x, out=self.products)
+            # grad = beta (weight_sum xi - resp @ x)
+            kernels.adam_step(
+                views["memories"], views["products"], self.weight_sum, self.exp_avg,
+                self.exp_avg_sq, f, self.beta, -self.beta, self.sq_norms,
+                np.finfo(dtype).tiny)
+
+
+SaeFit = namedtuple("SaeFit", ["memories", "loss_curve", "converged"])
+SaeFit.__doc__ = """What :func:`fit_sae` returns.
+
+memories : tensor of shape (C, M, D)
+    The learned memories.
+loss_curve : list of float
+    The mean objective per training row of every epoch run (``len(loss_curve)`` epochs).
+converged : bool
+    Whether the early-stopping rule stopped the training (always False for ``tol=None``).
+"""
+
+
+def fit_sae(batches, n_batches, memories, memory_mask, *, beta, max_epochs, lr, uniforms=None,
+            objective="paper", sampler="categorical", row_counts=None, tol=None,
+            n_iter_no_change=10, verbose=0, compiled=None):
+    """Train the memories of every class by gradient steps, all classes at once.
 
     Class c has ``n_batches[c]`` batches per epoch, taken in order, and is idle once
-    they are used up, so the batched run equals one run per class.
+    they are used up, so the batched run equals one run per class. Every epoch records
+    the mean objective per training row (the objective of each class's batch, weighted by
+    its rows) in ``loss_curve``. With ``tol`` set, training stops once that mean has not
+    improved on the best so far by at least ``tol`` for ``n_iter_no_change`` epochs in a
+    row (:class:`~sklearn.linear_model.SGDClassifier`'s rule).
 
     Parameters
     ----------
@@ -348,11 +615,25 @@ def fit_sae(batches, n_batches, memories, memory_mask, *, beta, max_epochs, lr, 
     memories : tensor of shape (C, M, D)
         Initial memories (zeros on padding).
     memory_mask : bool tensor of shape (C, M)
-    uniforms : callable
+    beta : float
+    max_epochs : int
+    lr : float or array-like of shape (C,)
+        Adam's learning rate (per class when an array).
+    uniforms : callable, default=None
         ``uniforms(epoch)`` returns a tensor of shape (n_steps, C, B, S) of values
         in [0, 1), on the device of ``memories``, of its dtype: the randomness of one
-        epoch's S draws per row. Passing the same numbers to
+        epoch's S draws per row (objective 'paper' only). Passing the same numbers to
         :func:`sklearn_reclag._reference.fit_reclag_reference` gives the same draws.
+    objective : {'paper', 'likelihood'}, default='paper'
+        The official objective (:func:`sae_loss_and_grad`) or the mixture's negative
+        log-likelihood (:func:`likelihood_loss_and_grad`).
+    sampler : {'categorical', 'official'}, default='categorical'
+    row_counts : ndarray of shape (n_steps, C) of int, default=None
+        Real rows of every batch (:func:`batch_row_counts`); None: every batch of an
+        active class is full.
+    tol : float or None, default=None
+        None runs exactly ``max_epochs`` epochs.
+    n_iter_no_change : int, default=10
     verbose : int
         > 0 shows a progress bar over epochs, with the mean loss.
     compiled : bool, default=None
@@ -360,23 +641,72 @@ def fit_sae(batches, n_batches, memories, memory_mask, *, beta, max_epochs, lr, 
 
     Returns
     -------
-    memories : tensor of shape (C, M, D)
+    SaeFit
+        ``(memories, loss_curve, converged)``.
     """
     n_batches = np.asarray(n_batches)
+    n_steps, n_banks, batch_size = batches.shape[:3]
+    if row_counts is None:
+        row_counts = batch_size * (np.arange(n_steps)[:, None] < n_batches)
+    total_rows = row_counts.sum()
     memories = memories.clone()  # updated in place
+    device, dtype = memories.device, memories.dtype
     if compiled is None:
-        compiled = memories.device.type == "cpu"
-    if compiled:
-        engine = _CompiledSteps(memories, memory_mask, beta=beta, sampler=sampler,
-                                batch_size=batches.shape[2])
-    else:
-        engine = _TorchSteps(memories, memory_mask, beta=beta, sampler=sampler)
+        compiled = device.type == "cpu"
     # |x|^2 of every row once, not per step and epoch.
     x_sq = torch.linalg.vector_norm(batches, dim=-1).square_()
-    epochs = tqdm(range(max_epochs), desc="RecLag (sae)", unit="epoch", disable=verbose <= 0)
+    weights = None
+    if objective == "likelihood":
+        # Each row weighs 1 / (real rows of its batch); padding rows weigh 0.
+        weights = np.where(np.arange(batch_size) < row_counts[:, :, None],
+                           1.0 / np.maximum(row_counts, 1)[:, :, None], 0.0)
+        uniforms = _no_uniforms
+        if compiled:
+            engine = _CompiledLikelihoodSteps(memories, memory_mask, beta=beta,
+                                              batch_size=batch_size)
+            weights = weights.astype(engine.exp_avg.dtype)
+        else:
+            engine = _LikelihoodSteps(memories, memory_mask, beta=beta)
+            weights = torch.as_tensor(weights, device=device, dtype=dtype)
+    elif compiled:
+        engine = _CompiledSteps(memories, memory_mask, beta=beta, sampler=sampler,
+                                batch_size=batch_size)
+    else:
+        engine = _TorchSteps(memories, memory_mask, beta=beta, sampler=sampler)
+    # The per-step losses of an epoch, averaged with the row counts as weights at its end:
+    # one transfer per epoch.
+    row_weights = row_counts / max(total_rows, 1)
+    if compiled:
+        losses = np.zeros((n_steps, n_banks), dtype=engine.exp_avg.dtype)
+    else:
+        losses = torch.zeros((n_steps, n_banks), device=device, dtype=dtype)
+        row_weights = torch.as_tensor(row_weights, device=device)
+    loss_curve, converged = [], False
+    best, stalled = np.inf, 0
+    epochs = tqdm(range(max_epochs if total_rows else 0), desc="RecLag (sae)", unit="epoch",
+                  disable=verbose <= 0)
     for epoch in epochs:
-        loss = engine.run_epoch(batches, x_sq, uniforms(epoch),
-                                adam_factors(n_batches, epoch, lr=lr), verbose > 0)
-        if loss is not None:
+        engine.run_epoch(batches, x_sq, weights, uniforms(epoch),
+                         adam_factors(n_batches, epoch, lr=lr), losses)
+        # Idle (step, class) pairs weigh 0; where() keeps a NaN there out of the sum.
+        loss = float((row_weights * _where_counted(losses, row_weights)).sum())
+        loss_curve.append(loss)
+        if verbose > 0:
             epochs.set_postfix(loss=loss)
-    return memories
+        if tol is not None:
+            stalled = stalled + 1 if loss > best - tol else 0
+            best = min(best, loss)
+            if stalled >= n_iter_no_change:
+                converged = True
+                break
+    return SaeFit(memories, loss_curve, converged)
+
+
+def _no_uniforms(epoch):
+    return None
+
+
+def _where_counted(losses, row_weights):
+    if isinstance(losses, np.ndarray):
+        return np.where(row_weights > 0, losses, 0.0)
+    return torch.where(row_weights > 0, losses, 0.0)

@@ -1,12 +1,14 @@
 """Compiled CPU kernels of RecLag's 'sae' step (numba).
 
-A batched step of the official objective (specs/reclag.md) is two small batched matrix
-products and a chain of elementwise work on arrays of a few thousand numbers: the
-categorical draws, the importance weights, the gradient's coefficients and Adam. On a CPU
-each torch call of that chain costs more in dispatch than in arithmetic (about 30 calls
-of 5-30 us each, against a few microseconds of work), so there the chain runs as two
-compiled loops; the products and the softmax stay with torch. The torch form of the same
-step (:func:`~sklearn_reclag.detectors._sae.sae_loss_and_grad` and ``_MaskedAdam``) runs
+A batched step of the paper's objective is two small batched matrix products and a chain
+of elementwise work on arrays of a few thousand numbers: the categorical draws, the
+importance weights, the gradient's coefficients and Adam; a step of the 'likelihood'
+objective, the mixture's responsibilities and Adam. On a CPU each torch call of that
+chain costs more in dispatch than in arithmetic (about 30 calls of 5-30 us each, against
+a few microseconds of work), so there the chain runs as two compiled loops; the products
+(and the paper's softmax) stay with torch. The torch form of the same steps
+(:func:`~sklearn_reclag.detectors._sae.sae_loss_and_grad`,
+:func:`~sklearn_reclag.detectors._sae.likelihood_loss_and_grad` and ``_MaskedAdam``) runs
 on the other devices, and the tests check that both forms take the same steps.
 
 ``error_model='numpy'``: a division by zero gives inf or NaN, as in numpy, instead of a
@@ -182,3 +184,63 @@ def adam_step(memories, products, weight_sum, exp_avg, exp_avg_sq, factors, weig
                 m2[d] += lerp2 * (grad[d] * grad[d] - m2[d])
                 xi[d] -= step_size * m1[d] / (math.sqrt(m2[d] + real(tiny)) + eps)
             sq_norms[c, m] = np.dot(xi, xi)
+
+
+@_compiled
+def mixture_responsibilities(logits, sq_norms, x_sq, row_weights, beta, constant, resp,
+                             weight_sum, loss):
+    """The responsibilities and the loss of one batched step of the 'likelihood' objective.
+
+    For each class c and row b of weight ``w = row_weights[c, b]`` (0 on padding rows),
+    with ``l_mu = beta x . xi_mu - beta |xi_mu|^2 / 2``: ``r_mu = softmax_mu(l)``, written
+    as ``w r_mu``; the gradient is ``beta (weight_sum[c, mu] xi_mu - (resp @ x)[mu])``.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (C, M, B)
+        ``beta * x . xi``, -inf on padding memories.
+    sq_norms : ndarray of shape (C, M)
+        ``|xi|^2`` of the memories.
+    x_sq : ndarray of shape (C, B)
+        ``|x|^2`` of the rows.
+    row_weights : ndarray of shape (C, B)
+        ``1 / n_rows`` on the batch's real rows, 0 on padding rows.
+    beta : float
+    constant : ndarray of shape (C,)
+        ``log M_c + (D/2) log(2 pi / beta)``.
+    resp : ndarray of shape (C, M, B), written
+        ``w r``.
+    weight_sum : ndarray of shape (C, M), written
+        ``sum_b w r_mu``.
+    loss : ndarray of shape (C,) or (0,), written
+        ``sum_b w nll(x_b)``, ``nll(x) = -log (1/M_c) sum_mu N(x; xi_mu, I / beta)``; an
+        empty array skips it.
+    """
+    n_banks, n_memories, batch = logits.shape
+    real = logits.dtype.type
+    half_beta = real(0.5) * real(beta)
+    shifted = np.empty(n_memories, dtype=logits.dtype)
+    for c in range(n_banks):
+        weight_sum[c, :] = 0
+        total = real(0)
+        for b in range(batch):
+            w = row_weights[c, b]
+            if w == 0:
+                resp[c, :, b] = 0
+                continue
+            top = -np.inf
+            for m in range(n_memories):
+                shifted[m] = logits[c, m, b] - half_beta * sq_norms[c, m]
+                top = max(top, shifted[m])
+            mass = real(0)
+            for m in range(n_memories):
+                shifted[m] = math.exp(shifted[m] - top)  # 0 on padding
+                mass += shifted[m]
+            for m in range(n_memories):
+                r = w * shifted[m] / mass
+                resp[c, m, b] = r
+                weight_sum[c, m] += r
+            if loss.size:
+                total += w * (constant[c] - top - math.log(mass) + half_beta * x_sq[c, b])
+        if loss.size:
+            loss[c] = total

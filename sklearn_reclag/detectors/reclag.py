@@ -1,16 +1,16 @@
 """RecLag: the Rectified Lagrangian detector (Moriai et al., AAAI 2025).
 
-Formulas from specs/reclag.md. Xi_c (M x D) holds the memories of class c, beta > 0 is the
-inverse temperature and gamma > 0 the rectification constant:
+Xi_c (M x D) holds the memories of class c, beta > 0 is the inverse temperature and
+gamma > 0 the rectification constant:
 
 - ``G(v) = (1/beta) * (lse(beta * Xi_c v) - log gamma)``, the un-rectified hidden Lagrangian;
 - energy ``E(v) = |v|^2 / 2 - max(G(v), 0)``;
 - update rule ``v <- C(G(v)) * Xi_c^T softmax(beta * Xi_c v)``, C the unit step.
 
 v is out of distribution iff ``G(v) <= 0``. The memories of all classes are learned at once,
-as one batched tensor program over (classes, memories, features): by the official
-stochastic objective (``solver='sae'``) or by EM for the isotropic Gaussian mixture
-(``solver='em'``).
+as one batched tensor program over (classes, memories, features): by gradient steps
+(``solver='sae'``) on the paper's stochastic objective or on the likelihood of the
+memories' Gaussian mixture (:mod:`._sae`), or by EM for that mixture (``solver='em'``).
 """
 
 import math
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from sklearn.base import OneToOneFeatureMixin, TransformerMixin
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -28,10 +29,16 @@ from sklearn.utils.validation import check_is_fitted
 from .._docstrings import fill_doc
 from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
 from ._banks import _SCORE_BLOCK, _MemoryBankDetector, pad_banks
-from ._sae import fit_sae, sae_batches
+from ._sae import batch_row_counts, class_spread, fit_sae, sae_batches
 
-# Relative change of the memories (EM) or of the states (transform) that counts as converged.
-_TOL = 1e-6
+# lr='auto': the official Adam learning rate of the paper's objective, and the step of the
+# 'likelihood' objective relative to the spread of each class's rows (see the lr parameter).
+_PAPER_LR = 1e-3
+_LIKELIHOOD_LR = 0.3
+
+# Relative change of the states that stops the update rule in transform (the fit's own
+# stopping rule is the ``tol`` parameter).
+_RETRIEVAL_TOL = 1e-6
 
 
 # --------------------------------------------------------------------- initialisation
@@ -42,7 +49,8 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
     'random' takes ``n_memories`` random rows of the class, 'kmeans' the k-means++
     centres of its rows; a class with ``n_memories`` rows or fewer takes all its rows,
     so its bank holds fewer memories (the rest of the bank is masked padding). Each memory
-    is then scaled to norm ``init_norm`` (None keeps it as it is).
+    is then scaled to norm ``init_norm``: a number, 'auto' (the mean norm of the class's
+    rows) or None (kept as it is).
 
     Returns
     -------
@@ -71,30 +79,55 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
     memories[:, : banks.shape[1]] = banks
     mask = np.arange(n_memories) < np.minimum(counts, n_memories)[:, None]
     if init_norm is not None:
+        if init_norm == "auto":
+            row_norms = np.linalg.norm(X, axis=1)
+            target = (np.bincount(labels, weights=row_norms, minlength=n_banks)
+                      / np.maximum(counts, 1))[:, None, None]
+        else:
+            target = init_norm
         norms = np.linalg.norm(memories, axis=2, keepdims=True)
-        np.divide(init_norm * memories, norms, out=memories, where=norms > 0)
+        np.divide(target * memories, norms, out=memories, where=norms > 0)
     return memories, mask
 
 
 # --------------------------------------------------------------------------- solver 'em'
-def fit_em(data, row_mask, memories, memory_mask, *, beta, max_iter):
+def fit_em(data, row_mask, memories, memory_mask, *, beta, max_iter, tol=None):
     """EM for the equal-weight isotropic Gaussian mixture of variance 1/beta, per class.
 
     E step: responsibilities ``softmax_mu(beta * (x . xi_mu - |xi_mu|^2 / 2))``; M step:
     each memory moves to the responsibility-weighted mean of its class's rows (a memory
-    that no row claims stays). Deterministic given the initial memories.
+    that no row claims stays). Deterministic given the initial memories. Each iteration
+    records the mean negative log-likelihood of the rows under the memories it starts
+    from (in nats per row, over every class's rows)::
+
+        nll(x) = -log (1/M_c) sum_mu N(x; xi_mu, I / beta)
+
+    and, with ``tol`` set, stops once an iteration changes it by less than ``tol``
+    (:class:`~sklearn.mixture.GaussianMixture`'s rule); ``tol=None`` runs ``max_iter``
+    iterations.
 
     Returns
     -------
     memories : tensor of shape (C, M, D)
-    n_iter : int
-        Iterations run (fewer than ``max_iter`` once the memories stop moving).
+    loss_curve : list of float
+        The mean negative log-likelihood of every iteration run.
+    converged : bool
     """
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    n_features = data.shape[2]
+    sq_rows = (data * data).sum(dim=-1)
+    counted = row_mask > 0
+    n_rows = float(row_mask.sum())
+    constant = (torch.log(memory_mask.sum(dim=1).clamp(min=1).to(data.dtype))[:, None]
+                + 0.5 * n_features * math.log(2 * math.pi / beta))
+    loss_curve, converged = [], False
+    for _ in range(max_iter):
         logits = beta * (torch.einsum("cnd,cmd->cnm", data, memories)
                          - 0.5 * (memories * memories).sum(dim=-1)[:, None, :])
         logits = logits.masked_fill(~memory_mask[:, None, :], -math.inf)
+        log_norm = torch.logsumexp(logits, dim=-1)
+        # where, not a product: the rows of an empty bank have log_norm = -inf.
+        nll = torch.where(counted, constant - log_norm + 0.5 * beta * sq_rows, 0.0)
+        loss_curve.append(float(nll.sum()) / n_rows)
         resp = torch.softmax(logits, dim=-1) * row_mask[:, :, None]
         mass = resp.sum(dim=1)
         # A memory that (almost) no row claims stays where it is: dividing by a mass near
@@ -102,12 +135,12 @@ def fit_em(data, row_mask, memories, memory_mask, *, beta, max_iter):
         claimed = (mass > torch.finfo(mass.dtype).eps) & memory_mask
         means = torch.einsum("cnm,cnd->cmd", resp, data) / torch.where(
             claimed, mass, torch.ones_like(mass))[:, :, None]
-        new = torch.where(claimed[:, :, None], means, memories)
-        shift = (new - memories).abs().max()
-        memories = new
-        if shift <= _TOL * (1 + memories.abs().max()):
+        memories = torch.where(claimed[:, :, None], means, memories)
+        if tol is not None and len(loss_curve) > 1 and abs(
+                loss_curve[-1] - loss_curve[-2]) < tol:
+            converged = True
             break
-    return memories, n_iter
+    return memories, loss_curve, converged
 
 
 # ------------------------------------------------------------------------- the estimator
@@ -118,7 +151,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     Moriai et al., "Rectified Lagrangian for Out-of-Distribution Detection in Modern
     Hopfield Networks", AAAI 2025. Each class c keeps ``n_memories`` learned memories
     Xi_c, trained on the class's stored patterns (the training rows the head classifies
-    as c). With c the routed class (specs/reclag.md):
+    as c). With c the routed class:
 
     - ``score_samples(v) = (1/beta) * lse(beta * Xi_c v)`` (``energy='full'``: minus
       ``|v|^2 / 2``; ``energy='density'``: ``(1/beta) * lse(-beta |v - xi|^2 / 2)``, the
@@ -152,29 +185,68 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Fraction of the training rows rejected when ``gamma='auto'`` (0.05 is the
         FPR95 operating point); unused for a numeric gamma.
     solver : {'sae', 'em'}, default='sae'
-        'sae': the official stochastic objective, trained with Adam (lr ``lr``, betas
-        (0.9, 0.98), eps 1e-9) on batches of ``learning_batch_size`` rows taken in
-        order, the last partial batch dropped; a class with fewer stored patterns than
-        one batch keeps its initial memories (with a warning). 'em': EM for the
-        equal-weight isotropic Gaussian mixture of variance 1/beta, deterministic given
-        the initial memories.
+        'sae': gradient steps on ``objective`` with Adam (betas (0.9, 0.98), eps 1e-9)
+        on batches of ``learning_batch_size`` rows of each class, taken in order.
+        'em': EM for the equal-weight isotropic Gaussian mixture of variance 1/beta
+        (the model of ``objective='likelihood'``), deterministic given the initial
+        memories.
+    objective : {'paper', 'likelihood'}, default='paper'
+        What 'sae' minimises, per batch x (B rows) of class c.
+
+        - 'paper': the authors' objective. With ``z = softmax(beta * x Xi_c^T)``, S =
+          ``n_draws`` memories xi_s drawn from z for each row and constant importance
+          weights ``w_s = (p_s + 1e-16) / mean_s(p + 1e-16)``,
+          ``p_s = exp(-|x - xi_s|^2 / 2)``:
+          ``loss = mean_(s, b) w_s * (mean_D (x - xi_s)^2 - log(z_s + 1e-12))``.
+          Each class's last partial batch is dropped, as in the authors' code, so a
+          class with fewer stored patterns than one batch keeps its initial memories
+          (with a warning).
+        - 'likelihood' (an extension beyond the paper): the negative log-likelihood of
+          the equal-weight isotropic Gaussian mixture of variance 1/beta on the
+          memories, whose log-density ``energy='density'`` scores:
+          ``nll(x) = -log (1/M) sum_mu N(x; xi_mu, I / beta)``, averaged over the batch.
+          Its gradient is exact, without draws:
+          ``beta * mean_b r_mu(x_b) (xi_mu - x_b)``, with ``r(x) = softmax_mu(-beta
+          |x - xi_mu|^2 / 2)`` the mixture's responsibilities. Every row is used,
+          partial batches too. See Notes for why the paper's objective barely moves
+          the memories.
     n_draws : int, default=5
-        Memories drawn per row and step ('sae').
+        Memories drawn per row and step ('sae' with ``objective='paper'``).
     max_epochs : int, default=50
-        Epochs ('sae') or the most EM iterations ('em'); 0 keeps the initial memories.
+        Most epochs ('sae') or EM iterations ('em'); fewer when ``tol`` stops the fit
+        first; 0 keeps the initial memories.
     learning_batch_size : int, default=50
         Rows per class and step ('sae').
-    lr : float > 0, default=1e-3
-        Adam learning rate ('sae').
+    lr : float > 0 or 'auto', default='auto'
+        Adam's learning rate ('sae'). With ``objective='paper'`` an absolute step
+        size; 'auto' is 1e-3, the official value. With 'likelihood' it is relative to
+        the spread of each class's stored patterns: class c steps by ``lr * s_c``,
+        ``s_c = sqrt(mean_i |x_i - m_c|^2 / D)`` (m_c their mean), so that one value
+        suits features of any scale; 'auto' is 0.3.
+    tol : float >= 0 or None, default=1e-4
+        Tolerance on the mean objective per training row (``loss_curve_``). 'sae'
+        stops once it has not improved on the best epoch by at least ``tol`` for
+        ``n_iter_no_change`` epochs in a row (the rule of
+        :class:`~sklearn.linear_model.SGDClassifier`); 'em' stops once an iteration
+        changes it by less than ``tol`` (the rule of
+        :class:`~sklearn.mixture.GaussianMixture`). None runs exactly ``max_epochs``
+        epochs, the paper's protocol. A fit that reaches ``max_epochs`` with ``tol``
+        set warns with a :class:`~sklearn.exceptions.ConvergenceWarning`.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` after which 'sae' stops (unused by
+        'em').
     init : {'random', 'kmeans'}, default='random'
         Initial memories: random stored patterns of the class, or its k-means++
         centres.
-    init_norm : float > 0 or None, default=10.0
-        Norm the initial memories are scaled to (the official value); None keeps them.
+    init_norm : float > 0, 'auto' or None, default=10.0
+        Norm the initial memories are scaled to: a number (10.0 is the official value,
+        a scale of the paper's CNN features), 'auto' (the mean norm of the class's
+        stored patterns: the scale follows the data) or None (kept as they are, rows
+        of the data or k-means centres, which suits ``energy='density'``).
     sampler : {'categorical', 'official'}, default='categorical'
-        How 'sae' draws memories: from the categorical distribution z, or as the
-        official code does, from softmax(z) (nearly uniform; for exact reproduction
-        studies only).
+        How 'sae' draws memories for ``objective='paper'``: from the categorical
+        distribution z, or as the official code does, from softmax(z) (nearly uniform;
+        for exact reproduction studies only).
     ${head}${head_without_y}
     max_iter : int, default=10
         Most steps of the update rule in ``transform`` (it stops early once the states
@@ -191,7 +263,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Seeds the initial memories and a torch.Generator for the draws of 'sae' (on the
         host, so the draws are the same on every device).
     verbose : int, default=0
-        > 0 shows a progress bar over the epochs of 'sae'.
+        > 0 shows a progress bar over the epochs of 'sae', with the mean objective.
 
     Attributes
     ----------
@@ -207,8 +279,15 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         ``log(gamma_)``, always finite: the threshold is computed from it.
     offset_ : float
         ``log_gamma_ / beta``; ``decision_function = score_samples - offset_``.
+    loss_curve_ : list of float
+        The mean objective per training row of every epoch ('sae', over the epoch's
+        steps) or iteration ('em': the mean negative log-likelihood of the memories the
+        iteration starts from, in nats, the same quantity as 'likelihood').
     n_iter_ : int
-        Epochs ('sae') or EM iterations ('em') run.
+        Epochs ('sae') or EM iterations ('em') run, ``len(loss_curve_)``.
+    converged_ : bool
+        Whether ``tol`` stopped the fit before ``max_epochs``; False for ``tol=None``
+        and ``max_epochs=0``.
 
     See Also
     --------
@@ -224,15 +303,27 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     update rule then goes. With ``energy='full'`` the step gate is ``decision_function >
     0`` (the full score against ``offset_``), so ``transform`` agrees with ``predict``.
 
+    Why the paper's objective barely changes the detector: with draws from z, the
+    expected gradient of its ``-log z_s`` term is zero (``sum_mu z_mu grad log z_mu =
+    grad sum_mu z_mu = 0``): it adds noise but no direction. On network features that
+    noise is tens of times the gradient of the reconstruction term, and it sets Adam's
+    normaliser, so the memories move by about one percent in 50 epochs at lr 1e-3.
+    The weights ``p_s`` underflow (``|x - xi_s|^2`` is in the hundreds) and are then
+    uniform. What remains in expectation, the reconstruction error of z's draws, is
+    minimised by z-weighted means: a fit unrelated to the density any energy scores,
+    which trained longer does not lower FPR95 either. ``objective='likelihood'`` fits
+    the density that ``energy='density'`` scores, by maximum likelihood, as 'em' does
+    in full batches.
+
     ``solver='sae'`` trains every class in one batched program
     (:mod:`sklearn_reclag.detectors._sae`): a step is two batched matrix products and
     elementwise work on small arrays, for all classes at once. On a GPU the elementwise
     work is a few dozen torch operations; on a CPU, where each torch call would cost more
-    in dispatch than in arithmetic, it is two compiled numba loops (compiled once per
-    installation and dtype, in about three seconds, then cached on disk). The products use
-    torch's intra-op threads (``torch.set_num_threads``). Fit holds one extra copy of
-    the stored patterns, laid out batch-major. benchmarks/RESULTS.md times it against
-    the one-class-at-a-time formulation.
+    in dispatch than in arithmetic, it is two compiled numba loops per objective
+    (compiled once per installation and dtype, in about three seconds, then cached on
+    disk). The products use torch's intra-op threads (``torch.set_num_threads``). Fit
+    holds one extra copy of the stored patterns, laid out batch-major.
+    benchmarks/RESULTS.md times it against the one-class-at-a-time formulation.
 
     Examples
     --------
@@ -240,10 +331,12 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     >>> from sklearn_reclag import RecLagDetector
     >>> X, y = load_digits(return_X_y=True)
     >>> X = X / 16
-    >>> det = RecLagDetector(solver="em", random_state=0, device="cpu")
+    >>> det = RecLagDetector(solver="em", max_epochs=100, random_state=0, device="cpu")
     >>> det = det.fit(X[y < 5], y[y < 5])
     >>> det.memories_.shape
     (5, 10, 64)
+    >>> det.converged_, det.n_iter_ == len(det.loss_curve_) < 100
+    (True, True)
     >>> bool(det.predict(X[y < 5]).mean() > det.predict(X[y >= 5]).mean())
     True
     >>> det.transform(X[y >= 5][:2]).shape
@@ -258,17 +351,21 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         "n_draws": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "learning_batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "init": [StrOptions({"random", "kmeans"})],
-        "init_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "init_norm": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}), None],
+        "objective": [StrOptions({"paper", "likelihood"})],
         "sampler": [StrOptions({"categorical", "official"})],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
     def __init__(self, n_memories=10, beta=5.0, gamma="auto", *, contamination=0.05,
-                 solver="sae", n_draws=5, max_epochs=50, learning_batch_size=50, lr=1e-3,
+                 solver="sae", objective="paper", n_draws=5, max_epochs=50,
+                 learning_batch_size=50, lr="auto", tol=1e-4, n_iter_no_change=10,
                  init="random", init_norm=10.0, sampler="categorical", energy="lse",
                  routing="predicted", metric="euclidean", covariance="ledoit_wolf",
                  head=None, max_iter=10, device="auto",
@@ -280,10 +377,13 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         self.beta = beta
         self.gamma = gamma
         self.solver = solver
+        self.objective = objective
         self.n_draws = n_draws
         self.max_epochs = max_epochs
         self.learning_batch_size = learning_batch_size
         self.lr = lr
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
         self.init = init
         self.init_norm = init_norm
         self.sampler = sampler
@@ -308,16 +408,29 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         memory_mask = as_tensor(mask, device, torch.bool)
         with torch.no_grad():
             if self.solver == "sae":
-                memories = self._fit_sae(X, labels, n_banks, memories, memory_mask, rng)
-                self.n_iter_ = self.max_epochs
+                memories, loss_curve, converged = self._fit_sae(
+                    X, labels, n_banks, memories, memory_mask, rng)
             else:
                 # A private array: EM reads it in place (as_tensor(copy=False)).
                 data, row_mask = pad_banks(X, labels, n_banks)
-                memories, self.n_iter_ = fit_em(
+                memories, loss_curve, converged = fit_em(
                     as_tensor(data, device, dtype, copy=False),
                     as_tensor(row_mask, device, dtype),
                     memories, memory_mask, beta=self.beta_, max_iter=self.max_epochs,
+                    tol=self.tol,
                 )
+        self.loss_curve_ = loss_curve
+        self.n_iter_ = len(loss_curve)
+        self.converged_ = converged
+        if self.tol is not None and self.n_iter_ == self.max_epochs > 0 and not converged:
+            unit = "epochs" if self.solver == "sae" else "iterations"
+            warnings.warn(
+                f"RecLagDetector(solver={self.solver!r}) ran max_epochs={self.max_epochs} "
+                f"{unit} without converging (tol={self.tol}): increase max_epochs, or set "
+                f"tol=None to run exactly max_epochs {unit}.",
+                ConvergenceWarning,
+                stacklevel=5,  # the caller of fit (through _fit_context)
+            )
         # Padding slots hold zeros whatever the solver did there (an empty bank's updates
         # are undefined), so nothing non-finite can reach a retrieval or a plot.
         memories = memories.masked_fill(~memory_mask[:, :, None], 0.0)
@@ -325,32 +438,57 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         self.memory_mask_ = mask
 
     def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng):
-        batches, n_batches = sae_batches(X, labels, n_banks, self.learning_batch_size)
-        idle = n_batches == 0
+        likelihood = self.objective == "likelihood"
+        batch_size = self.learning_batch_size
+        # The official objective drops each class's last partial batch, as the authors'
+        # code does; the likelihood trains on every row.
+        batches, n_batches = sae_batches(X, labels, n_banks, batch_size,
+                                         drop_last=not likelihood)
+        counts = np.bincount(labels, minlength=n_banks)
+        # An empty bank was warned about with the stored patterns.
+        idle = (n_batches == 0) & (counts > 0)
         if idle.any() and self.max_epochs > 0:
-            names = np.arange(n_banks) if self.classes_ is None else self.classes_
-            warnings.warn(
-                f"Classes {names[idle].tolist()} have fewer stored patterns than "
-                f"learning_batch_size={self.learning_batch_size}: their memories keep "
-                "their initial values.",
-                UserWarning,
-                stacklevel=6,  # the caller of fit (through _fit_context)
-            )
+            self._warn_idle(counts, idle)
         device, dtype = memories.device, memories.dtype
-        # Drawn on the host whatever the device (an epoch's draws are small), so that a
-        # random_state gives the same draws on every device.
-        generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-        shape = (batches.shape[0], n_banks, self.learning_batch_size, self.n_draws)
+        uniforms = None
+        if not likelihood:
+            # Drawn on the host whatever the device (an epoch's draws are small), so that
+            # a random_state gives the same draws on every device.
+            generator = torch.Generator().manual_seed(
+                int(rng.randint(np.iinfo(np.int32).max)))
+            shape = (batches.shape[0], n_banks, batch_size, self.n_draws)
 
-        def uniforms(epoch):
-            return torch.rand(shape, generator=generator, dtype=dtype).to(device)
+            def uniforms(epoch):
+                return torch.rand(shape, generator=generator, dtype=dtype).to(device)
 
-        # A private array: fit_sae reads it in place (as_tensor(copy=False)).
+        batches = as_tensor(batches, device, dtype, copy=False)  # private: read in place
+        if likelihood:
+            row_counts = batch_row_counts(labels, n_banks, batch_size, batches.shape[0])
+            rate = _LIKELIHOOD_LR if self.lr == "auto" else self.lr
+            lr = rate * class_spread(batches, row_counts)
+        else:
+            row_counts = None
+            lr = _PAPER_LR if self.lr == "auto" else self.lr
         return fit_sae(
-            as_tensor(batches, device, dtype, copy=False), n_batches, memories, memory_mask,
-            beta=self.beta_, max_epochs=self.max_epochs, lr=self.lr, uniforms=uniforms,
-            sampler=self.sampler, verbose=self.verbose,
+            batches, n_batches, memories, memory_mask, beta=self.beta_,
+            max_epochs=self.max_epochs, lr=lr, uniforms=uniforms, objective=self.objective,
+            sampler=self.sampler, row_counts=row_counts, tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
         )
+
+    def _warn_idle(self, counts, idle):
+        """Say which banks the official objective cannot train, and what to change."""
+        advice = ("lower learning_batch_size, or use objective='likelihood', which also "
+                  "trains on partial batches")
+        if self.classes_ is None:
+            message = (f"There are {counts[0]} stored patterns, fewer than "
+                       f"learning_batch_size={self.learning_batch_size}: the memories keep "
+                       f"their initial values ({advice}).")
+        else:
+            message = (f"Classes {self.classes_[idle].tolist()} have fewer stored patterns "
+                       f"than learning_batch_size={self.learning_batch_size}: their memories "
+                       f"keep their initial values ({advice}).")
+        warnings.warn(message, UserWarning, stacklevel=7)  # the caller of fit
 
     def _fit_offset(self, training_scores):
         """``offset_ = log(gamma_) / beta_``; 'auto' puts it at the contamination quantile."""
@@ -426,7 +564,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                 new = self._memory_space(new, state)
             shift = (new - Z).abs().amax(dim=1)
             Z = torch.where(moving[:, None], new, Z)
-            moving &= shift > _TOL * (1 + Z.abs().amax(dim=1))
+            moving &= shift > _RETRIEVAL_TOL * (1 + Z.abs().amax(dim=1))
             if not moving.any():
                 break
         return Z
