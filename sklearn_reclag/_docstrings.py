@@ -34,29 +34,23 @@ _FRAGMENTS = {
     batch_size : int or None, default=None
         Rows scored at a time (moved to the device together); bounds the memory of
         scoring. None: 4096 on a CPU, 16384 on a GPU.""",
-    "routing_energy": """routing : {'predicted', 'max', 'pooled'}, default='predicted'
+    "routing": """routing : {'predicted', 'max', 'pooled'}, default='predicted'
         Which bank scores a row: 'predicted' the bank of the head's predicted class (as
         the papers do), 'max' the bank with the largest log-sum-exp, 'pooled' one bank of
-        every memory (no classifier involved at scoring time).
-    energy : {'lse', 'full', 'density'}, default='lse'
-        'lse' scores ``(1/beta) * lse(beta * Xi_c v)``; 'full' also subtracts
-        ``|v|^2 / 2`` (the whole negative Hopfield energy, an extension beyond the
-        papers); 'density' (an extension too) scores
+        every memory (no classifier involved at scoring time).""",
+    # The descriptions only: the lines above them, with the defaults, are the
+    # estimators' own (their defaults differ).
+    "energy": """'lse' scores ``(1/beta) * lse(beta * Xi_c v)``, the papers' score; 'full'
+        also subtracts ``|v|^2 / 2`` (the whole negative Hopfield energy, an extension
+        beyond the papers); 'density' (an extension too) scores
         ``(1/beta) * lse(-beta * |v - xi|^2 / 2)`` over the bank, i.e. 'full' with each
         memory's ``-beta |xi|^2 / 2`` inside the log-sum-exp: the scaled log-density of
         an isotropic Gaussian mixture (variance 1/beta) on the memories, which no longer
-        favours memories of large norm. For large beta it tends to minus half the
-        squared distance to the nearest memory.""",
-    # The description only: the line above it, with the default, is the estimator's own.
-    "covariance": """How the shared within-class covariance Sigma is estimated from the
-        class-centred training rows (:mod:`sklearn.covariance`): 'empirical' the
-        maximum-likelihood estimate (scatter / N, as Lee et al.'s code), 'ledoit_wolf'
-        and 'oas' shrunk towards a scaled identity (better conditioned when features
-        are many or some are dead), or any estimator with ``fit`` and ``covariance_``
-        (cloned, fitted on the centred rows). Directions of zero variance are ignored
-        (pseudo-inverse).""",
-    "metric": """metric : {'euclidean', 'cosine', 'mahalanobis'}, default='euclidean'
-        The space the memories live in; the head always reads the raw features.
+        favours memories (or rows) of large norm. For large beta it tends to minus half
+        the squared distance to the nearest memory. 'lse' rewards the norm of v: on
+        standardised tabular data it ranks outliers, which have larger norms, above
+        the inliers.""",
+    "metric": """The space the memories live in; the head always reads the raw features.
         'euclidean': the raw features. 'cosine': every row divided by its L2 norm,
         ``v / |v|`` (training rows, stored patterns, memories and queries alike).
         'mahalanobis': every row whitened, ``v -> Sigma^{+1/2} v``, with Sigma the
@@ -67,6 +61,13 @@ _FRAGMENTS = {
         tends to deep 1-NN on normalised features. The useful range of beta depends on
         the metric and the scale of the features (about 0.01-1 on raw features, 30-3000
         with 'cosine'); ``beta='auto'`` adapts to both.""",
+    "covariance": """How the shared within-class covariance Sigma is estimated from the
+        class-centred training rows (:mod:`sklearn.covariance`): 'empirical' the
+        maximum-likelihood estimate (scatter / N, as Lee et al.'s code), 'ledoit_wolf'
+        and 'oas' shrunk towards a scaled identity (better conditioned when features
+        are many or some are dead), or any estimator with ``fit`` and ``covariance_``
+        (cloned, fitted on the centred rows). Directions of zero variance are ignored
+        (pseudo-inverse).""",
     "beta_auto": """'auto' sets ``beta_ = 4 / median_i d_i^2`` from the data, ``d_i`` the distance
         from stored pattern i to the nearest other stored pattern of its bank, in the
         space of ``metric`` (about 2000 patterns are queried): a Gaussian kernel whose

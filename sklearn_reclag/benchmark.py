@@ -171,9 +171,10 @@ PAPER_PARAMS = {
     "HE": dict(patterns="all", beta=0.01, energy="lse", routing="predicted",
                metric="euclidean"),
     "SHE": dict(patterns="mean", energy="lse", routing="predicted", metric="euclidean"),
-    "RecLag": dict(n_memories=10, beta=5.0, gamma="auto", solver="sae", n_draws=5,
-                   max_epochs=50, learning_batch_size=50, lr=1e-3, init="random",
-                   init_norm=10.0, energy="lse", routing="predicted", metric="euclidean"),
+    "RecLag": dict(n_memories=10, beta=5.0, gamma="auto", solver="sae", objective="paper",
+                   n_draws=5, max_epochs=50, tol=None, learning_batch_size=50, lr=1e-3,
+                   init="random", init_norm=10.0, energy="lse", routing="predicted",
+                   metric="euclidean"),
 }
 """The papers' exact configurations (Zhang et al., ICLR 2023: HE, SHE; Moriai et al.,
 AAAI 2025: RecLag) as constructor parameters; README's "Reproducing the papers"."""
@@ -202,64 +203,6 @@ class _PeerScore(BaseEstimator):
         if hasattr(self.estimator_, "decision_scores_"):  # a PyOD detector
             return -self.estimator_.decision_function(X)
         return self.estimator_.score_samples(X)
-
-
-def default_methods(*, quick=False, device="auto", random_state=0):
-    """The suite's methods with the grids the benchmark searches.
-
-    Parameters
-    ----------
-    quick : bool, default=False
-        Smaller grids and fewer training epochs, for the demo and CI.
-    device : str, default='auto'
-    random_state : int, default=0
-        Seeds the stochastic methods (RecLag, the dense memory).
-
-    Returns
-    -------
-    methods : list of Method
-    """
-    from . import (
-        DensePolynomialHopfield,
-        EnergyDetector,
-        HopfieldEnergyDetector,
-        MSPDetector,
-        ReActDetector,
-        RecLagDetector,
-    )
-
-    rs = random_state
-    epochs = 10 if quick else 50
-    reclag_betas = [0.5, 2.0] if quick else [0.1, 0.5, 2.0, 5.0]
-    he_betas = [0.1, 1.0] if quick else [0.01, 0.1, 0.5, 1.0]
-    methods = [
-        Method("MSP", MSPDetector(device=device), uses_head=True),
-        Method("Energy", EnergyDetector(device=device), {"temperature": [1.0]}
-               if quick else {"temperature": [0.5, 1.0, 2.0]}, uses_head=True),
-        Method("ReAct", ReActDetector(device=device),
-               {"percentile": [90] if quick else [80, 90, 95, 99]}, uses_head=True),
-        Method("HE", HopfieldEnergyDetector(patterns="all", device=device),
-               {"beta": he_betas}, uses_head=True),
-        Method("SHE", HopfieldEnergyDetector(patterns="mean", device=device), uses_head=True),
-        Method("HE (density)", HopfieldEnergyDetector(energy="density", device=device),
-               {"beta": he_betas}, uses_head=True),
-    ]
-    for solver in ("sae", "em"):
-        for energy in ("lse", "full", "density"):
-            methods.append(Method(
-                f"RecLag ({solver}, {energy})",
-                RecLagDetector(solver=solver, energy=energy, max_epochs=epochs,
-                               device=device, random_state=rs),
-                {"beta": reclag_betas},
-                uses_head=True,
-            ))
-    dense = make_pipeline(
-        MinMaxScaler(feature_range=(-1, 1), clip=True),
-        DensePolynomialHopfield(max_epochs=30 if quick else 100, device=device, random_state=rs),
-    )
-    methods.append(Method("Dense (energy)", dense,
-                          {"densepolynomialhopfield__n": [2, 3] if quick else [2, 3, 6, 10]}))
-    return methods
 
 
 def peer_methods(*, random_state=0, quick=False):
