@@ -15,6 +15,7 @@ from .dense import DensePolynomialHopfield, capacity  # noqa: E402
 from .detectors import (  # noqa: E402
     EnergyDetector,
     HopfieldEnergyDetector,
+    KNNDetector,
     MSPDetector,
     ReActDetector,
     RecLagDetector,
@@ -26,6 +27,7 @@ __all__ = [
     "DensePolynomialHopfield",
     "EnergyDetector",
     "HopfieldEnergyDetector",
+    "KNNDetector",
     "MSPDetector",
     "ReActDetector",
     "RecLagDetector",

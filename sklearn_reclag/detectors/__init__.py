@@ -2,11 +2,13 @@
 
 from .baselines import EnergyDetector, MSPDetector, ReActDetector
 from .hopfield_energy import HopfieldEnergyDetector
+from .knn import KNNDetector
 from .reclag import RecLagDetector
 
 __all__ = [
     "EnergyDetector",
     "HopfieldEnergyDetector",
+    "KNNDetector",
     "MSPDetector",
     "ReActDetector",
     "RecLagDetector",
