@@ -19,6 +19,7 @@ from .detectors import (  # noqa: E402
     MSPDetector,
     ReActDetector,
     RecLagDetector,
+    ViMDetector,
 )
 from .features import TorchFeatureExtractor, linear_head  # noqa: E402
 
@@ -32,6 +33,7 @@ __all__ = [
     "ReActDetector",
     "RecLagDetector",
     "TorchFeatureExtractor",
+    "ViMDetector",
     "capacity",
     "linear_head",
     "__version__",

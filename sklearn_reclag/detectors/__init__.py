@@ -4,6 +4,7 @@ from .baselines import EnergyDetector, MSPDetector, ReActDetector
 from .hopfield_energy import HopfieldEnergyDetector
 from .knn import KNNDetector
 from .reclag import RecLagDetector
+from .vim import ViMDetector
 
 __all__ = [
     "EnergyDetector",
@@ -12,4 +13,5 @@ __all__ = [
     "MSPDetector",
     "ReActDetector",
     "RecLagDetector",
+    "ViMDetector",
 ]
