@@ -23,7 +23,8 @@ from ..base import BaseOODDetector
 _BLOCK = 2**24
 # Most entries of one block of differences z - x when the k-th distances are computed
 # again on a CPU: 1 MiB in float32 stays in cache, about 5x faster than blocks of 2**24
-# entries gathered through memory (measured: 100,000 queries, k=50, 512 features).
+# entries gathered through memory (measured on 4,096 queries, k = 50, 512 features:
+# 0.65 s against 3.8 s on a 2-core AMD EPYC).
 _CPU_DIFFERENCES_BLOCK = 2**18
 
 
@@ -48,7 +49,8 @@ class KNNDetector(BaseOODDetector):
     nearest rows of every chunk are merged into a running top-k. The k distances found
     are then computed again as ``||z - x||``, free of the cancellation of the expanded
     form: a score is accurate to the precision of ``dtype``, and depends on its row
-    alone, not on the other rows scored with it.
+    alone, not on the other rows scored with it (but for rows whose k-th and (k+1)-th
+    neighbours tie to rounding, where either distance may come out).
 
     Parameters
     ----------
@@ -165,7 +167,8 @@ def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK):
     distances: ``|z|^2 - 2 z.x + |x|^2`` loses precision to cancellation near 0 and its
     rounding depends on the shape of the product, so the ``kth`` distances found are
     computed again as ``||z - x||`` (about kth / (2 n_train) of the search's work). A
-    query's score thus depends on its row alone, not on the other rows of its chunk.
+    query's distance thus depends on its row alone, not on the other rows of its chunk
+    (up to near-ties at the k-th place, where the search may pick either row).
 
     Parameters
     ----------
@@ -178,12 +181,18 @@ def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK):
     -------
     tensor of shape (B,)
     """
+    n_queries, n_train = queries.shape[0], train.shape[0]
     # Costs N * D per chunk of queries, 1/B of the products.
     train_sq_norms = torch.einsum("nd,nd->n", train, train)
+    chunk = _memory_chunk(max_block, n_queries)
+    # Every block is written into the same memory: on a CPU a fresh block of 64 MiB per
+    # product pays its page faults again (measured: 10-20 % of the search).
+    buffer = queries.new_empty(n_queries * min(chunk, n_train))
     values = nearest = None
-    for rows in iter_slices(train.shape[0], _memory_chunk(max_block, queries.shape[0])):
+    for rows in iter_slices(n_train, chunk):
+        block = buffer[: n_queries * (rows.stop - rows.start)].view(n_queries, -1)
         # |x|^2 - 2 z.x: the squared distance less |z|^2, in one fused product.
-        block = torch.addmm(train_sq_norms[rows], queries, train[rows].T, alpha=-2)
+        torch.addmm(train_sq_norms[rows], queries, train[rows].T, alpha=-2, out=block)
         values, nearest = _merge_smallest(values, nearest, block, rows.start, kth)
     return _largest_distance(queries, train, nearest, max_block)
 

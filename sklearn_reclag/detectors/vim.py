@@ -47,7 +47,7 @@ class ViMDetector(BaseOODDetector):
     ----------
     n_components : int, float in (0, 1) or None, default=None
         Dimension d of the principal subspace. An int is used as it is; a float keeps
-        the fewest leading eigenvectors whose eigenvalues sum to at least that fraction
+        the fewest leading eigenvectors whose eigenvalues sum to more than that fraction
         of the trace (as :class:`~sklearn.decomposition.PCA` does); None follows the
         paper: 1000 when ``n_features >= 1500``, 512 when ``n_features >= 768``, else
         ``n_features // 2`` (at least 1). d must be smaller than ``n_features``.
