@@ -19,9 +19,9 @@ compared. The bare matrix products (torch's float32, and the OpenBLAS float32 an
 products that numpy and scikit-learn use) are timed in the same way, because the search is
 bound by them: their rates say where the ratios come from::
 
-    python benchmarks/knn_speed.py                 # full size, 1 and 2 threads (~30-40 min on 2 cores)
-    python benchmarks/knn_speed.py --quick         # small shapes, seconds; prints the table
-    python benchmarks/knn_speed.py --device cuda   # KNNDetector on the GPU: results/knn_speed_cuda.md
+    python benchmarks/knn_speed.py                # full size, 1 and 2 threads: 35-60 min
+    python benchmarks/knn_speed.py --quick        # small shapes, a minute; prints the table
+    python benchmarks/knn_speed.py --device cuda  # KNNDetector on the GPU: knn_speed_cuda.md
 
 ``--threads 1,2`` sets the thread counts, ``--output`` the results file (default
 ``benchmarks/results/knn_speed.md``, or ``knn_speed_cuda.md`` with ``--device cuda``;
@@ -395,12 +395,29 @@ def report(cfg, device, threads, methods, rows, kth, fit_seconds, command, load_
             "block KNNDetector multiplies on a CPU), best of 3: the search's upper bound. "
             "scikit-learn computes float32 rows' distances with float64 products; faiss "
             "uses its own OpenBLAS.", "",
-            "| threads | torch float32 | OpenBLAS float32 | OpenBLAS float64 |",
-            "|---:|---:|---:|---:|"]
+            "| threads | torch float32 | OpenBLAS float32 | OpenBLAS float64 "
+            "| KNNDetector / torch float32 | scikit-learn / OpenBLAS float64 "
+            + ("| faiss / OpenBLAS float32 |" if faiss_found else "|"),
+            "|---:|---:|---:|---:|---:|---:|" + ("---:|" if faiss_found else "")]
+    bounds = []
     for t in threads:
         g = rows[("gemm", t)]
-        out.append(f"| {t} | {g['torch_float32']:,.1f} | {g['openblas_float32']:,.1f} "
-                   f"| {g['openblas_float64']:,.1f} |")
+        rate = {m: flops / rows[(m, t)]["seconds"] / 1e9 for m in methods if (m, t) in rows}
+        if device == "cuda":
+            rate["knn"] = flops / rows[("knn", knn_threads[0])]["seconds"] / 1e9
+        line = (f"| {t} | {g['torch_float32']:,.1f} | {g['openblas_float32']:,.1f} "
+                f"| {g['openblas_float64']:,.1f} | {rate['knn'] / g['torch_float32']:.0%} "
+                f"| {rate['sklearn'] / g['openblas_float64']:.0%} |")
+        if faiss_found:
+            line += f" {rate['faiss'] / g['openblas_float32']:.0%} |"
+        out.append(line)
+        bounds.append(f"at {t} thread(s), {g['torch_float32'] / rate['sklearn']:.2f}x (a "
+                      f"{TARGET_SPEEDUP:g}x speed-up needs a product of at least "
+                      f"{TARGET_SPEEDUP * rate['sklearn']:,.1f} GFLOP/s)")
+    out += ["", "The last columns are each search's GFLOP/s as a share of its own product's. "
+            "KNNDetector's search cannot run faster than torch's product, so its speed-up "
+            "over scikit-learn is at most torch's product rate over scikit-learn's search "
+            "rate: " + "; ".join(bounds) + "."]
 
     # Agreement of the k-th distances.
     reference = kth[("sklearn", threads[0])]
