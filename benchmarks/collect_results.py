@@ -19,6 +19,8 @@ SECTIONS = [
     ("speed_cpu.md", "benchmarks/speed.py"),
     ("speed_cuda.md", "benchmarks/speed.py --device cuda"),
     ("dense_n_sweep.md", "benchmarks/dense_n_sweep.py"),
+    ("knn_speed.md", "benchmarks/knn_speed.py"),
+    ("knn_speed_cuda.md", "benchmarks/knn_speed.py --device cuda"),
 ]
 
 

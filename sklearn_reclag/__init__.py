@@ -15,10 +15,12 @@ from .dense import DensePolynomialHopfield, capacity  # noqa: E402
 from .detectors import (  # noqa: E402
     EnergyDetector,
     HopfieldEnergyDetector,
+    KNNDetector,
     MahalanobisDetector,
     MSPDetector,
     ReActDetector,
     RecLagDetector,
+    ViMDetector,
 )
 from .features import TorchFeatureExtractor, linear_head  # noqa: E402
 
@@ -27,11 +29,13 @@ __all__ = [
     "DensePolynomialHopfield",
     "EnergyDetector",
     "HopfieldEnergyDetector",
+    "KNNDetector",
     "MahalanobisDetector",
     "MSPDetector",
     "ReActDetector",
     "RecLagDetector",
     "TorchFeatureExtractor",
+    "ViMDetector",
     "capacity",
     "linear_head",
     "__version__",

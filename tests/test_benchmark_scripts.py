@@ -56,3 +56,39 @@ def test_sae_epochs_quick_writes_table_and_plot(tmp_path):
                    "| em |"]:
         assert text.count(config) == 3, f"missing rows {config!r}"
     assert (tmp_path / "sae_epochs.png").stat().st_size > 0
+
+
+KNN_SCRIPT = SCRIPT.parent / "knn_speed.py"
+
+
+@pytest.mark.slow
+def test_knn_speed_quick_writes_results(tmp_path):
+    """The KNN speed benchmark in its quick form: every search runs, agrees with
+    scikit-learn, and every target has a verdict; faiss is measured when installed and
+    said to be missing otherwise."""
+    output = tmp_path / "knn_speed.md"
+    done = subprocess.run(
+        [sys.executable, str(KNN_SCRIPT), "--quick", "--threads", "1", "--output",
+         str(output)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+    )
+    assert done.returncode == 0, f"knn_speed.py failed:\n{done.stdout}\n{done.stderr}"
+    text = output.read_text()
+    for heading in ["# KNN speed (quick form, KNNDetector on cpu)", "## Summary",
+                    "## Search time and memory", "## The bare matrix products",
+                    "## Agreement"]:
+        assert heading in text, f"missing section {heading!r}"
+    assert "KNNDetector.score_samples (cpu) | 1 |" in text
+    assert "sklearn NearestNeighbors(algorithm='brute').kneighbors | 1 |" in text
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        assert "faiss-cpu is not installed" in text
+    else:
+        assert "faiss IndexFlatL2.search | 1 |" in text
+    # Two speed/memory verdicts and the agreement, which must hold.
+    assert text.count("**met**") + text.count("**MISSED**") >= 3
+    assert "| k-th distances agree with scikit-learn (max difference) |" in text
+    agreement = next(line for line in text.splitlines() if "k-th distances agree" in line)
+    assert "**met**" in agreement
+    assert "Every search returned finite distances: True" in text

@@ -1,0 +1,206 @@
+"""ViM: virtual-logit matching (Wang, Li, Feng & Zhang, CVPR 2022).
+
+The score is the energy of the head's logits minus a virtual logit: the norm of the
+feature's residual outside the principal subspace of the training features (taken about
+the origin ``u = -W^+ b`` of the head), scaled by ``alpha`` so that on the training rows
+the virtual logit matches the largest real one on average.
+"""
+
+import warnings
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, RealNotInt
+
+from .._backend import iter_slices
+from .._docstrings import fill_doc
+from ..base import BaseOODDetector
+
+# Rows per chunk of the float64 passes over the training rows in fit (bounded memory).
+_FIT_ROWS = 8192
+
+
+@fill_doc
+class ViMDetector(BaseOODDetector):
+    """Virtual-logit matching (ViM) detector.
+
+    Wang, Li, Feng & Zhang, "ViM: Out-Of-Distribution with Virtual-logit Matching",
+    CVPR 2022, as in the authors' code. With ``W``, ``b`` the head's weights and bias
+    and X the N in-distribution training rows:
+
+    - origin ``u = -W^+ b`` (``W^+`` the Moore-Penrose pseudo-inverse);
+    - principal subspace: the eigenvectors of the d largest eigenvalues of
+      ``(X - u)^T (X - u) / N`` (no centring other than u); ``P_perp`` holds the
+      eigenvectors of the D - d others;
+    - residual ``r(v) = || (v - u) P_perp ||``;
+    - ``alpha = mean_i max_k (W x_i + b)_k / mean_i r(x_i)`` over the training rows;
+
+    and::
+
+        score_samples(v) = logsumexp(W v + b) - alpha * r(v)
+
+    the energy of the logits minus the virtual logit ``alpha * r(v)``. Higher means more
+    in-distribution.
+
+    Parameters
+    ----------
+    n_components : int, float in (0, 1) or None, default=None
+        Dimension d of the principal subspace. An int is used as it is; a float keeps
+        the fewest leading eigenvectors whose eigenvalues sum to more than that fraction
+        of the trace (as :class:`~sklearn.decomposition.PCA` does); None follows the
+        paper: 1000 when ``n_features >= 1500``, 512 when ``n_features >= 768``, else
+        ``n_features // 2`` (at least 1). d must be smaller than ``n_features``.
+    ${head}
+    ${contamination}
+    ${device}
+
+    Attributes
+    ----------
+    n_components_ : int
+        The dimension d of the principal subspace.
+    origin_ : ndarray of shape (n_features,)
+        The origin ``u = -W^+ b``.
+    residual_space_ : ndarray of shape (n_features, n_features - n_components_)
+        ``P_perp``: orthonormal eigenvectors of the D - d smallest eigenvalues.
+    alpha_ : float
+        The scale of the virtual logit.
+    ${fitted_head}
+    ${fitted_common}
+
+    See Also
+    --------
+    EnergyDetector : the first term of the score alone.
+
+    Notes
+    -----
+    ``alpha`` assumes that the training rows' largest logits are positive on average,
+    as they are for a trained network (and for the default head, a softmax regression);
+    a head with a negative mean largest logit gives a negative alpha, which rewards the
+    residual instead of penalising it, and ``fit`` warns.
+
+    **Hyperparameter search.** ``ViMDetector.search_space`` is the grid to search:
+    ``{'n_components': [None, 0.5, 0.8, 0.9, 0.95, 0.99]}`` (fractions of the trace,
+    so that the grid fits any feature width, and the paper's rule).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_reclag import ViMDetector
+    >>> X, y = load_digits(return_X_y=True)
+    >>> det = ViMDetector(device="cpu").fit(X[y < 5] / 16, y[y < 5])
+    >>> det.n_components_, det.residual_space_.shape
+    (32, (64, 32))
+    >>> det.score_samples(X[:2] / 16).shape
+    (2,)
+    """
+
+    _parameter_constraints = {
+        **BaseOODDetector._parameter_constraints,
+        "n_components": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(RealNotInt, 0, 1, closed="neither"),
+            None,
+        ],
+        "head": [None, object],
+    }
+    _tensor_attributes = (
+        "head_coef_", "head_intercept_", "origin_", "residual_space_", "alpha_",
+    )
+
+    # The grid a user should search (see Notes).
+    search_space = {"n_components": [None, 0.5, 0.8, 0.9, 0.95, 0.99]}
+
+    def __init__(self, n_components=None, *, head=None, contamination=0.05, device="auto",
+                 dtype="float32", batch_size=None):
+        super().__init__(
+            contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
+        )
+        self.n_components = n_components
+        self.head = head
+
+    def _fit(self, X, y):
+        self._fit_head(X, y)
+        coef, intercept = self.head_coef_, self.head_intercept_
+        origin = -np.linalg.pinv(coef) @ intercept
+        second_moment, mean_max_logit = _training_moments(X, origin, coef, intercept)
+        eigenvalues, eigenvectors = np.linalg.eigh(second_moment)  # ascending
+        n_components = self._resolve_n_components(eigenvalues[::-1])
+        residual_space = eigenvectors[:, : X.shape[1] - n_components]
+        mean_residual, mean_norm = _mean_residual(X, origin, residual_space)
+        # Relative to the rows' size: below this the residual is rounding, not signal.
+        if not mean_residual > np.sqrt(np.finfo(np.float64).eps) * mean_norm:
+            raise ValueError(
+                f"The training rows have no residual outside the {n_components}-dimensional "
+                f"principal subspace (mean residual {mean_residual:.3g}, mean norm of "
+                f"X - u {mean_norm:.3g}): X - u spans at most {n_components} dimensions, "
+                "so the virtual logit's scale alpha is undefined. Use a smaller "
+                "n_components, below the rank of the training rows."
+            )
+        alpha = mean_max_logit / mean_residual
+        if alpha <= 0:
+            warnings.warn(
+                f"ViM's alpha is {alpha:.3g}: the training rows' largest logit is "
+                f"{mean_max_logit:.3g} on average, not positive, so the virtual logit "
+                "raises the score of rows far from the principal subspace.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self.n_components_ = n_components
+        self.origin_ = origin
+        self.residual_space_ = np.ascontiguousarray(residual_space)
+        self.alpha_ = float(alpha)
+
+    def _resolve_n_components(self, descending_eigenvalues):
+        n_features = len(descending_eigenvalues)
+        requested = self.n_components
+        if requested is None:
+            n_components = 1000 if n_features >= 1500 else 512 if n_features >= 768 else max(
+                1, n_features // 2)
+            what = f"n_components=None (the paper's rule) gives {n_components}, which"
+        elif isinstance(requested, Integral):
+            n_components = int(requested)
+            what = f"n_components={n_components}"
+        else:
+            spectrum = np.clip(descending_eigenvalues, 0, None)
+            # All rows at u (no spectrum): one component, refused below by the residual.
+            explained = np.cumsum(spectrum) / spectrum.sum() if spectrum.any() else np.ones(
+                n_features)
+            n_components = int(np.searchsorted(explained, requested, side="right")) + 1
+            what = (f"n_components={requested} keeps {n_components} components to explain "
+                    f"that fraction of the trace, which")
+        if n_components >= n_features:
+            raise ValueError(
+                f"{what} must be smaller than n_features={n_features}: ViM scores the "
+                "residual outside the n_components-dimensional principal subspace."
+            )
+        return n_components
+
+    def _score_batch(self, V, state):
+        energy = torch.logsumexp(self._head_logits(V, state), dim=1)
+        residual = torch.linalg.vector_norm(
+            (V - state["origin_"]) @ state["residual_space_"], dim=1)
+        return energy - state["alpha_"] * residual
+
+
+def _training_moments(X, origin, coef, intercept):
+    """``(X - u)^T (X - u) / N`` and the mean largest logit, in float64, chunk by chunk."""
+    n_features = X.shape[1]
+    second_moment = np.zeros((n_features, n_features))
+    max_logit_sum = 0.0
+    for rows in iter_slices(X.shape[0], _FIT_ROWS):
+        chunk = np.asarray(X[rows], dtype=np.float64)
+        centred = chunk - origin
+        second_moment += centred.T @ centred
+        max_logit_sum += (chunk @ coef.T + intercept).max(axis=1).sum()
+    return second_moment / X.shape[0], max_logit_sum / X.shape[0]
+
+
+def _mean_residual(X, origin, residual_space):
+    """Mean over the rows of ``||(x - u) P_perp||`` and of ``||x - u||`` (float64)."""
+    residual_sum = norm_sum = 0.0
+    for rows in iter_slices(X.shape[0], _FIT_ROWS):
+        centred = np.asarray(X[rows], dtype=np.float64) - origin
+        residual_sum += np.linalg.norm(centred @ residual_space, axis=1).sum()
+        norm_sum += np.linalg.norm(centred, axis=1).sum()
+    return residual_sum / X.shape[0], norm_sum / X.shape[0]

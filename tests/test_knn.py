@@ -1,0 +1,290 @@
+"""KNNDetector (deep KNN): exact scores, the leave-one-out threshold, bounded blocks, the
+API contract and sklearn's estimator checks."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.neighbors import NearestNeighbors
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_reclag import OOD_LABEL, KNNDetector
+from sklearn_reclag.detectors import knn
+from sklearn_reclag.metrics import fpr95_scorer
+
+
+def _relu_rows(rng, n, d=12):
+    """Non-negative rows with a few exact zeros, like a network's ReLU features."""
+    return np.maximum(rng.normal(0.3, 1.0, size=(n, d)), 0)
+
+
+# ---------------------------------------------------------------- reference formula
+def knn_reference(X_test, X_train, k, normalize=True):
+    """-||z - z_(k)|| by a full numpy distance matrix and a sort."""
+    def unit(A):
+        norms = np.linalg.norm(A, axis=1, keepdims=True)
+        return A / np.where(norms > 0, norms, 1)
+
+    Z, T = (unit(X_test), unit(X_train)) if normalize else (X_test, X_train)
+    distances = np.sqrt(((Z[:, None, :] - T[None, :, :]) ** 2).sum(axis=2))
+    return -np.sort(distances, axis=1)[:, k - 1]
+
+
+def loo_reference(X_train, k, normalize=True):
+    """Each training row's score against the other training rows."""
+    return np.array([
+        knn_reference(X_train[i:i + 1], np.delete(X_train, i, axis=0), k, normalize)[0]
+        for i in range(len(X_train))
+    ])
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("k", [1, 7, 60])
+@pytest.mark.parametrize("dtype, atol", [("float64", 1e-12), ("float32", 1e-6)])
+def test_scores_equal_numpy_reference(rng, monkeypatch, k, normalize, dtype, atol):
+    X_train, X_test = _relu_rows(rng, 90), _relu_rows(rng, 40)
+    X_test[:5] = X_train[:5]  # at distance 0 from a training row
+    # Small blocks and chunks, so that the top-k is merged across many chunks of
+    # training rows (some smaller than k) and of queries.
+    monkeypatch.setattr(knn, "_BLOCK", 8 * 13)
+    det = KNNDetector(k, normalize=normalize, device="cpu", dtype=dtype, batch_size=8)
+    det.fit(X_train)
+    np.testing.assert_allclose(det.score_samples(X_test),
+                               knn_reference(X_test, X_train, k, normalize), atol=atol)
+
+
+def test_scores_equal_sklearn_nearest_neighbors(rng):
+    X_train, X_test = _relu_rows(rng, 300, d=32), _relu_rows(rng, 100, d=32)
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    nn = NearestNeighbors(n_neighbors=10, algorithm="brute").fit(unit(X_train))
+    expected = -nn.kneighbors(unit(X_test))[0][:, -1]
+    det = KNNDetector(10, device="cpu", dtype="float64").fit(X_train)
+    np.testing.assert_allclose(det.score_samples(X_test), expected, rtol=1e-10)
+
+
+def test_scores_do_not_depend_on_chunking(rng, monkeypatch):
+    X_train, X_test = _relu_rows(rng, 200), _relu_rows(rng, 70)
+    whole = KNNDetector(5, device="cpu", dtype="float64").fit(X_train).score_samples(X_test)
+    monkeypatch.setattr(knn, "_BLOCK", 17)
+    det = KNNDetector(5, device="cpu", dtype="float64", batch_size=3).fit(X_train)
+    np.testing.assert_allclose(det.score_samples(X_test), whole, rtol=1e-12)
+
+
+def test_rows_of_zeros_stay_zeros(rng):
+    """normalize=True leaves a zero row as it is: distance 1 to every unit row."""
+    X_train = _relu_rows(rng, 30)
+    X_train[3] = 0
+    det = KNNDetector(2, device="cpu", dtype="float64").fit(X_train)
+    np.testing.assert_array_equal(det.train_rows_[3], 0)
+    np.testing.assert_allclose(np.linalg.norm(np.delete(det.train_rows_, 3, 0), axis=1), 1)
+    zero = np.zeros((1, X_train.shape[1]))
+    assert det.score_samples(zero)[0] == pytest.approx(-1.0)  # the 2nd nearest is a unit row
+    np.testing.assert_allclose(det.score_samples(zero), knn_reference(zero, X_train, 2))
+
+
+def test_normalize_ignores_the_scale_of_rows(rng):
+    X_train, X_test = _relu_rows(rng, 50), _relu_rows(rng, 10)
+    det = KNNDetector(3, device="cpu", dtype="float64").fit(X_train)
+    scales = rng.uniform(0.1, 10, size=(10, 1))
+    np.testing.assert_allclose(det.score_samples(scales * X_test), det.score_samples(X_test))
+
+
+def test_distances_near_zero_are_exact(rng):
+    """|z|^2 - 2 z.x + |x|^2 rounds to about eps (even below 0) for duplicated rows; the
+    distances are computed again from z - x, so duplicates score 0 up to the rounding of
+    the normalisation (float32 eps), not sqrt(eps)."""
+    X_train = np.repeat(_relu_rows(rng, 20, d=64), 3, axis=0).astype(np.float32)
+    det = KNNDetector(2, device="cpu").fit(X_train)
+    np.testing.assert_allclose(det.score_samples(X_train), 0, atol=1e-6)
+    # Near-duplicates keep their small distance, in float32 too.
+    X_near = X_train[::3] + 1e-4 * rng.standard_normal((20, 64)).astype(np.float32)
+    np.testing.assert_allclose(det.score_samples(X_near),
+                               knn_reference(X_near, X_train, 1), rtol=1e-3)
+
+
+# ------------------------------------------------------------------------ threshold
+def test_offset_is_the_quantile_of_leave_one_out_scores(rng):
+    X_train = _relu_rows(rng, 120)
+    det = KNNDetector(4, contamination=0.1, device="cpu", dtype="float64").fit(X_train)
+    expected = np.percentile(loo_reference(X_train, 4), 10)
+    assert det.offset_ == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_new_rows_are_accepted_at_one_minus_contamination(rng, k):
+    """The leave-one-out threshold holds on fresh rows of the training distribution,
+    where the training rows' own scores (each row its own nearest neighbour) would not:
+    for k=1 they are all 0 and would reject every new row."""
+    X_train, X_new = rng.normal(size=(3000, 8)), rng.normal(size=(3000, 8))
+    det = KNNDetector(k, contamination=0.1, device="cpu", dtype="float64").fit(X_train)
+    assert np.mean(det.predict(X_new) == 1) == pytest.approx(0.9, abs=0.03)
+    in_sample_offset = np.percentile(det.score_samples(X_train), 10)
+    assert in_sample_offset > det.offset_
+    if k == 1:
+        assert in_sample_offset == pytest.approx(0, abs=1e-6)
+
+
+# --------------------------------------------------------------------- memory bound
+def test_distance_blocks_stay_bounded(rng, monkeypatch, product_sizes):
+    """No block of distances exceeds the budget, for queries and training rows many times
+    larger than it."""
+    budget = 64 * 50
+    monkeypatch.setattr(knn, "_BLOCK", budget)
+    X_train, X_test = _relu_rows(rng, 1000), _relu_rows(rng, 512)
+    det = KNNDetector(20, device="cpu", dtype="float64", batch_size=64).fit(X_train)
+    product_sizes.clear()
+    scores = det.score_samples(X_test)
+    assert product_sizes and max(product_sizes) <= budget
+    # 1000 / (3200 // 64) = 20 training chunks for each of the 8 query chunks.
+    assert len(product_sizes) == 8 * 20
+    np.testing.assert_allclose(scores, knn_reference(X_test, X_train, 20), atol=1e-10)
+
+
+def test_default_block_is_bounded_for_the_default_chunks(rng, product_sizes):
+    X_train = _relu_rows(rng, 5000, d=4)
+    det = KNNDetector(5, device="cpu").fit(X_train)
+    product_sizes.clear()
+    det.score_samples(_relu_rows(rng, 9000, d=4))
+    assert max(product_sizes) <= knn._BLOCK
+
+
+# ------------------------------------------------------------------------- contract
+def test_y_is_optional_and_ood_rows_are_ignored(rng):
+    X_train, X_ood = _relu_rows(rng, 80), 3 + _relu_rows(rng, 20)
+    X_all = np.vstack([X_train, X_ood])
+    y_all = np.r_[rng.integers(0, 3, size=80), np.full(20, OOD_LABEL)]
+    a = KNNDetector(5, device="cpu", dtype="float64").fit(X_train)
+    b = KNNDetector(5, device="cpu", dtype="float64").fit(X_all, y_all)
+    np.testing.assert_array_equal(a.train_rows_, b.train_rows_)
+    np.testing.assert_allclose(a.score_samples(X_all), b.score_samples(X_all))
+    assert a.offset_ == pytest.approx(b.offset_)
+    assert not hasattr(a, "classes_")
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inputs_are_not_modified(rng, dtype, normalize):
+    X = _relu_rows(rng, 60).astype(dtype)
+    original = X.copy()
+    det = KNNDetector(3, normalize=normalize, device="cpu", dtype=dtype).fit(X)
+    det.score_samples(X)
+    det.predict(X)
+    np.testing.assert_array_equal(X, original)
+    # The fitted rows are the detector's own copy.
+    assert not np.shares_memory(det.train_rows_, X)
+
+
+@pytest.mark.parametrize("n_neighbors, n_rows", [(30, 30), (31, 30), (1, 1)])
+def test_too_many_neighbors_is_rejected(rng, n_neighbors, n_rows):
+    with pytest.raises(ValueError, match=f"n_neighbors={n_neighbors} must be smaller than "
+                                         f"n_samples = {n_rows}"):
+        KNNDetector(n_neighbors, device="cpu").fit(_relu_rows(rng, n_rows))
+
+
+def test_ood_rows_do_not_count_as_training_rows(rng):
+    X = _relu_rows(rng, 30)
+    KNNDetector(29, device="cpu").fit(X)
+    with pytest.raises(ValueError, match="n_samples = 29"):
+        KNNDetector(29, device="cpu").fit(X, np.r_[np.zeros(29), OOD_LABEL])
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "5"])
+def test_invalid_n_neighbors_is_rejected(rng, bad):
+    with pytest.raises(ValueError, match="n_neighbors"):
+        KNNDetector(bad, device="cpu").fit(_relu_rows(rng, 20))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_input_is_rejected(rng, bad):
+    X = _relu_rows(rng, 30)
+    X_bad = X.copy()
+    X_bad[4, 1] = bad
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        KNNDetector(3, device="cpu").fit(X_bad)
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        KNNDetector(3, device="cpu").fit(X).score_samples(X_bad)
+
+
+def test_search_space_drives_grid_search(digits_split):
+    X_id, _, X_ood = digits_split
+    X = np.vstack([X_id, X_ood])
+    y = np.r_[np.zeros(len(X_id), dtype=int), np.full(len(X_ood), OOD_LABEL)]
+    assert KNNDetector.search_space == {"n_neighbors": [1, 5, 10, 20, 50, 100, 200]}
+    search = GridSearchCV(KNNDetector(device="cpu"), KNNDetector.search_space,
+                          scoring=fpr95_scorer, cv=KFold(3, shuffle=True, random_state=0))
+    search.fit(X, y)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.all(np.isfinite(scores)) and np.all((scores <= 0) & (scores >= -1))
+    assert search.best_params_["n_neighbors"] in KNNDetector.search_space["n_neighbors"]
+
+
+# ------------------------------------------------------------------ sklearn's checks
+_TRAIN_ROWS_OWN_NEIGHBOURS = (
+    "asserts that predict on the training rows rejects exactly `contamination` of them; "
+    "offset_ is the contamination quantile of leave-one-out scores, so that *new* rows "
+    "are rejected at that rate (tested in test_new_rows_are_accepted_at_one_minus_"
+    "contamination); each training row is its own nearest neighbour, so fewer training "
+    "rows are rejected"
+)
+
+
+def _expected_failed_checks(estimator):
+    return {
+        "check_outliers_train": _TRAIN_ROWS_OWN_NEIGHBOURS,
+        "check_outliers_fit_predict": _TRAIN_ROWS_OWN_NEIGHBOURS,
+    }
+
+
+# n_neighbors=5: the checks fit on as few as 10 rows; n_neighbors must stay below that.
+@parametrize_with_checks([KNNDetector(5, device="cpu"),
+                          KNNDetector(5, normalize=False, device="cpu")],
+                         expected_failed_checks=_expected_failed_checks)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_outlier_check_contract_holds_apart_from_the_training_rejection_rate():
+    """The parts of check_outliers_train that apply, on its data (300 blobs in 2-D)."""
+    from sklearn.datasets import make_blobs
+
+    X, _ = make_blobs(n_samples=300, random_state=0)
+    det = KNNDetector(5, device="cpu", contamination=0.1).fit(X)
+    scores, decision, pred = det.score_samples(X), det.decision_function(X), det.predict(X)
+    assert scores.dtype == np.float64 and scores.shape == (300,)
+    assert pred.dtype.kind == "i" and set(np.unique(pred)) == {-1, 1}
+    np.testing.assert_allclose(decision, scores - det.offset_)
+    np.testing.assert_array_equal(pred, np.where(decision > 0, 1, -1))
+    # Fewer training rows than `contamination` are rejected, for the reason above.
+    assert 0 < np.mean(pred == -1) < 0.1
+    np.testing.assert_array_equal(det.fit_predict(X), pred)
+
+
+# --------------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("normalize", [True, False])
+def test_cuda_scores_match_cpu(rng, monkeypatch, normalize):
+    X_train, X_test = _relu_rows(rng, 400, d=32), _relu_rows(rng, 150, d=32)
+    cpu = KNNDetector(10, normalize=normalize, device="cpu", dtype="float64").fit(X_train)
+    gpu = KNNDetector(10, normalize=normalize, device="cuda").fit(X_train)
+    assert gpu.device_.startswith("cuda")
+    np.testing.assert_allclose(gpu.score_samples(X_test), cpu.score_samples(X_test),
+                               atol=2e-3)
+    assert gpu.offset_ == pytest.approx(cpu.offset_, abs=2e-3)
+    # The chunked merge on the device, with many small chunks.
+    monkeypatch.setattr(knn, "_BLOCK", 64 * 9)
+    gpu = KNNDetector(10, normalize=normalize, device="cuda", dtype="float64", batch_size=64)
+    np.testing.assert_allclose(gpu.fit(X_train).score_samples(X_test),
+                               cpu.score_samples(X_test), rtol=1e-10)
+    X_test[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        gpu.score_samples(X_test)
+
+
+@pytest.mark.cuda
+def test_cuda_kth_distance_matches_numpy_on_the_device():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    train = torch.rand(3000, 64, device="cuda", generator=g, dtype=torch.float64)
+    queries = torch.rand(500, 64, device="cuda", generator=g, dtype=torch.float64)
+    got = knn.kth_neighbour_distance(queries, train, 25, max_block=500 * 7)
+    expected = -knn_reference(queries.cpu().numpy(), train.cpu().numpy(), 25, normalize=False)
+    np.testing.assert_allclose(got.cpu().numpy(), expected, rtol=1e-10)

@@ -1,0 +1,270 @@
+"""ViMDetector: the official formulas, the choice of n_components, bad input, the API
+contract and sklearn's estimator checks."""
+
+import numpy as np
+import pytest
+from numpy.linalg import norm, pinv
+from scipy.special import logsumexp
+from sklearn.covariance import EmpiricalCovariance
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils.estimator_checks import (
+    check_outliers_fit_predict,
+    check_outliers_train,
+    parametrize_with_checks,
+)
+
+from sklearn_reclag import OOD_LABEL, ViMDetector
+from sklearn_reclag.metrics import fpr95_scorer
+
+
+def _problem(rng, n=300, d=16, k=4):
+    """ReLU-like rows with a low-rank structure plus noise, and a head."""
+    latent = rng.normal(size=(n, 5)) @ rng.normal(size=(5, d))
+    X = np.maximum(latent + 0.3 * rng.normal(size=(n, d)), 0)
+    y = rng.integers(0, k, size=n)
+    coef, intercept = rng.normal(size=(k, d)), rng.normal(size=k)
+    return X, y, (coef, intercept)
+
+
+# ---------------------------------------------------------------- reference formula
+def vim_reference(X_test, X_train, coef, intercept, dim):
+    """The authors' benchmark.py, step by step (EmpiricalCovariance, np.linalg.eig)."""
+    u = -np.matmul(pinv(coef), intercept)
+    ec = EmpiricalCovariance(assume_centered=True).fit(X_train - u)
+    eig_vals, eigen_vectors = np.linalg.eig(ec.covariance_)
+    NS = np.ascontiguousarray((eigen_vectors.T[np.argsort(eig_vals * -1)[dim:]]).T)
+    vlogit_train = norm(np.matmul(X_train - u, NS), axis=-1)
+    alpha = (X_train @ coef.T + intercept).max(axis=-1).mean() / vlogit_train.mean()
+    vlogit = norm(np.matmul(X_test - u, NS), axis=-1) * alpha
+    return logsumexp(X_test @ coef.T + intercept, axis=-1) - vlogit, alpha, u
+
+
+@pytest.mark.parametrize("n_components", [1, 6, 12])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-9), ("float32", 1e-4)])
+def test_scores_equal_official_formulas(rng, n_components, dtype, rtol):
+    X, y, head = _problem(rng)
+    X_test = np.vstack([_problem(rng, n=50)[0], 3 * rng.random((20, X.shape[1]))])
+    expected, alpha, origin = vim_reference(X_test, X, *head, n_components)
+    det = ViMDetector(n_components, head=head, device="cpu", dtype=dtype, batch_size=16)
+    det.fit(X, y)
+    assert det.n_components_ == n_components
+    assert det.alpha_ == pytest.approx(alpha, rel=1e-9)
+    np.testing.assert_allclose(det.origin_, origin, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(det.score_samples(X_test), expected, rtol=rtol,
+                               atol=rtol * np.abs(expected).max())
+
+
+def test_residual_space_is_orthonormal_and_spans_the_smallest_eigenvalues(rng):
+    X, y, head = _problem(rng)
+    det = ViMDetector(6, head=head, device="cpu").fit(X, y)
+    P = det.residual_space_
+    assert P.shape == (16, 10)
+    np.testing.assert_allclose(P.T @ P, np.eye(10), atol=1e-10)
+    centred = X - det.origin_
+    second_moment = centred.T @ centred / len(X)
+    eigenvalues = np.linalg.eigvalsh(second_moment)  # ascending
+    # The Rayleigh quotients on P are the 10 smallest eigenvalues.
+    np.testing.assert_allclose(np.sort(np.diag(P.T @ second_moment @ P)),
+                               eigenvalues[:10], rtol=1e-8, atol=1e-12)
+
+
+def test_default_head_is_softmax_regression(rng):
+    X, y, _ = _problem(rng)
+    reference = LogisticRegression(max_iter=1000).fit(X, y)
+    det = ViMDetector(device="cpu", dtype="float64").fit(X, y)
+    np.testing.assert_allclose(det.head_coef_, reference.coef_)
+    expected = vim_reference(X[:30], X, reference.coef_, reference.intercept_, 8)[0]
+    np.testing.assert_allclose(det.score_samples(X[:30]), expected, rtol=1e-9)
+
+
+def test_fitted_head_needs_no_labels(rng):
+    X, y, head = _problem(rng)
+    with_y = ViMDetector(head=head, device="cpu").fit(X, y)
+    without_y = ViMDetector(head=head, device="cpu").fit(X)
+    np.testing.assert_array_equal(with_y.score_samples(X), without_y.score_samples(X))
+
+
+# ------------------------------------------------------------------ n_components
+@pytest.mark.parametrize("n_features, expected", [
+    (1, 1), (2, 1), (7, 3), (64, 32), (512, 256), (767, 383), (768, 512), (1024, 512),
+    (1499, 512), (1500, 1000), (2048, 1000),
+])
+def test_default_n_components_follows_the_paper(n_features, expected):
+    resolve = ViMDetector()._resolve_n_components
+    if expected >= n_features:
+        with pytest.raises(ValueError, match=f"gives {expected}, which must be smaller than "
+                                             f"n_features={n_features}"):
+            resolve(np.ones(n_features))
+    else:
+        assert resolve(np.ones(n_features)) == expected
+
+
+def test_fractional_n_components_explains_that_fraction_of_the_trace(rng):
+    X, y, head = _problem(rng)
+    det = ViMDetector(0.9, head=head, device="cpu").fit(X, y)
+    centred = X - det.origin_
+    eigenvalues = np.sort(np.linalg.eigvalsh(centred.T @ centred / len(X)))[::-1]
+    explained = np.cumsum(eigenvalues) / eigenvalues.sum()
+    d = det.n_components_
+    assert explained[d - 1] > 0.9 >= explained[d - 2]
+    assert det.residual_space_.shape == (16, 16 - d)
+
+
+@pytest.mark.parametrize("n_components", [16, 40])
+def test_n_components_not_below_n_features_is_rejected(rng, n_components):
+    X, y, head = _problem(rng)
+    with pytest.raises(ValueError, match=f"n_components={n_components} must be smaller "
+                                         "than n_features=16"):
+        ViMDetector(n_components, head=head, device="cpu").fit(X, y)
+
+
+def test_fraction_that_keeps_every_component_is_rejected(rng):
+    X = rng.normal(size=(200, 4))  # isotropic: 0.999 of the trace needs all 4
+    head = (rng.normal(size=(3, 4)), rng.normal(size=3))
+    with pytest.raises(ValueError, match="n_components=0.999 keeps 4 components"):
+        ViMDetector(0.999, head=head, device="cpu").fit(X)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.0, 1.5, "all"])
+def test_invalid_n_components_is_rejected(rng, bad):
+    X, y, head = _problem(rng)
+    with pytest.raises(ValueError, match="n_components"):
+        ViMDetector(bad, head=head, device="cpu").fit(X, y)
+
+
+def test_no_residual_in_the_training_rows_is_rejected(rng):
+    """With fewer rows than components, X - u lies in the principal subspace: the mean
+    residual is rounding and alpha would be meaningless."""
+    X, y, head = _problem(rng, n=5)
+    with pytest.raises(ValueError, match="no residual outside the 8-dimensional"):
+        ViMDetector(8, head=head, device="cpu").fit(X, y)
+
+
+def test_negative_alpha_warns(rng):
+    X, y, (coef, intercept) = _problem(rng)
+    with pytest.warns(UserWarning, match="alpha is -"):
+        det = ViMDetector(4, head=(coef, intercept - 100), device="cpu").fit(X, y)
+    assert det.alpha_ < 0
+
+
+# ------------------------------------------------------------------------ contract
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        ((np.ones((3, 5)), np.zeros(3)), r"coef has shape \(3, 5\), expected \(n_classes, 16\)"),
+        ((np.ones((4, 16)), np.zeros(3)), r"intercept has shape \(3,\), expected \(4,\)"),
+    ],
+)
+def test_head_shape_mismatch_is_rejected(rng, head, message):
+    X, y, _ = _problem(rng)
+    with pytest.raises(ValueError, match=message):
+        ViMDetector(head=head, device="cpu").fit(X, y)
+
+
+def test_missing_labels_without_head_is_rejected(rng):
+    X, _, _ = _problem(rng)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        ViMDetector(device="cpu").fit(X)
+
+
+def test_fit_ignores_ood_rows(rng):
+    X, y, head = _problem(rng)
+    X_ood = 5 + rng.normal(size=(30, X.shape[1]))
+    X_all, y_all = np.vstack([X, X_ood]), np.r_[y, np.full(30, OOD_LABEL)]
+    a = ViMDetector(head=head, device="cpu", dtype="float64").fit(X, y)
+    b = ViMDetector(head=head, device="cpu", dtype="float64").fit(X_all, y_all)
+    np.testing.assert_allclose(a.score_samples(X_all), b.score_samples(X_all), rtol=1e-10)
+    assert a.alpha_ == pytest.approx(b.alpha_)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inputs_are_not_modified(rng, dtype):
+    X, y, (coef, intercept) = _problem(rng)
+    X = X.astype(dtype)
+    copies = [a.copy() for a in (X, y, coef, intercept)]
+    det = ViMDetector(head=(coef, intercept), device="cpu", dtype=dtype).fit(X, y)
+    det.score_samples(X)
+    det.predict(X)
+    for original, copy in zip((X, y, coef, intercept), copies):
+        np.testing.assert_array_equal(original, copy)
+
+
+def test_scores_do_not_depend_on_batch_size(rng):
+    X, y, head = _problem(rng)
+    full = ViMDetector(head=head, device="cpu").fit(X, y).score_samples(X)
+    chunked = ViMDetector(head=head, device="cpu", batch_size=7).fit(X, y).score_samples(X)
+    np.testing.assert_allclose(full, chunked, rtol=1e-6)
+
+
+def test_fit_chunks_give_the_same_model(rng, monkeypatch):
+    from sklearn_reclag.detectors import vim
+
+    X, y, head = _problem(rng)
+    whole = ViMDetector(head=head, device="cpu").fit(X, y)
+    monkeypatch.setattr(vim, "_FIT_ROWS", 7)
+    chunked = ViMDetector(head=head, device="cpu").fit(X, y)
+    assert chunked.alpha_ == pytest.approx(whole.alpha_, rel=1e-12)
+    np.testing.assert_allclose(np.abs(chunked.residual_space_.T @ whole.residual_space_),
+                               np.eye(8), atol=1e-8)
+
+
+def test_search_space_drives_grid_search(digits_split):
+    X_id, y_id, X_ood = digits_split
+    X = np.vstack([X_id, X_ood])
+    y = np.r_[y_id, np.full(len(X_ood), OOD_LABEL)]
+    search = GridSearchCV(ViMDetector(device="cpu"), ViMDetector.search_space,
+                          scoring=fpr95_scorer, cv=KFold(3, shuffle=True, random_state=0))
+    search.fit(X, y)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.all(np.isfinite(scores)) and np.all((scores <= 0) & (scores >= -1))
+
+
+# ------------------------------------------------------------------ sklearn's checks
+_NEEDS_LABELS = (
+    "fits on X alone, without y; ViM needs class labels to fit its head (or a fitted "
+    "head), so it raises the documented 'requires y' error"
+)
+
+
+def _expected_failed_checks(estimator):
+    return {
+        "check_outliers_train": _NEEDS_LABELS,
+        "check_outliers_fit_predict": _NEEDS_LABELS,
+    }
+
+
+@parametrize_with_checks([ViMDetector(device="cpu")],
+                         expected_failed_checks=_expected_failed_checks)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+class _HeadFor2Features:
+    """A fitted linear classifier over the 2 features of sklearn's outlier checks."""
+
+    coef_ = np.array([[1.0, -0.5], [-0.3, 0.8], [0.2, 0.1]])
+    intercept_ = np.array([0.1, -0.2, 0.0])
+    classes_ = np.array([0, 1, 2])
+
+
+def test_fitted_head_passes_outlier_checks():
+    estimator = ViMDetector(head=_HeadFor2Features(), device="cpu")
+    check_outliers_train("ViMDetector", estimator)
+    check_outliers_fit_predict("ViMDetector", estimator)
+
+
+# --------------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+def test_cuda_scores_match_cpu(rng):
+    X, y, head = _problem(rng)
+    cpu = ViMDetector(head=head, device="cpu", dtype="float64").fit(X, y)
+    gpu = ViMDetector(head=head, device="cuda").fit(X, y)
+    assert gpu.device_.startswith("cuda")
+    assert gpu.alpha_ == pytest.approx(cpu.alpha_)
+    expected = cpu.score_samples(X)
+    np.testing.assert_allclose(gpu.score_samples(X), expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        gpu.score_samples(X)
