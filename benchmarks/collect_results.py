@@ -18,6 +18,10 @@ SECTIONS = [
     ("speed_cpu.md", "benchmarks/speed.py"),
     ("speed_cuda.md", "benchmarks/speed.py --device cuda"),
     ("dense_n_sweep.md", "benchmarks/dense_n_sweep.py"),
+    ("dense_n_dip.md", "benchmarks/dense_n_dip.py"),
+    ("dense_stability.md", "benchmarks/dense_stability.py"),
+    ("dense_stability_init-normal.md", "benchmarks/dense_stability.py --init normal"),
+    ("dense_capacity.md", "benchmarks/dense_capacity.py"),
 ]
 
 
