@@ -14,7 +14,7 @@ dimension 100 for n in {2, 3, 4} and measures, for growing P:
 
 Writes ``results/dense_capacity.md`` and ``results/dense_capacity.png``.
 
-    python benchmarks/dense_capacity.py           # about 4 minutes on one core
+    python benchmarks/dense_capacity.py           # about 5 minutes on one core
     python benchmarks/dense_capacity.py --quick   # n in {2, 3}, a few small P
 """
 
@@ -40,7 +40,7 @@ N_VALUES = [2, 3, 4]
 STORED_P = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 LEARNED_P = [8, 16, 32, 64, 128, 256, 512]
 FLIP_FRACTION = 0.1
-MAX_PROBES = 200  # probes per point: the first patterns (all of them while P <= 200)
+MAX_PROBES = 100  # probes per point: the first patterns (all of them while P <= 100)
 
 
 def parse_args(argv=None):
@@ -150,7 +150,8 @@ def write_figure(path, stored, learned, n_values):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True, sharey=True,
+                             layout="constrained")
     colors = dict(zip(n_values, plt.get_cmap("tab10").colors))
     for n in n_values:
         p, fixed, exact = np.array(stored[n]).T
@@ -161,8 +162,11 @@ def write_figure(path, stored, learned, n_values):
             axes[1].plot(p, exact, marker="o", color=colors[n], label=f"n = {n}")
         for ax in axes:
             ax.axvline(capacity(N_NEURONS, n), color=colors[n], linestyle="--", linewidth=1)
+    n_memories = DenseAssociativeMemory().n_memories
+    axes[1].axvline(n_memories, color="0.5", linestyle=":", linewidth=1.5,
+                    label=f"P = {n_memories} memories")
     axes[0].set_title("stored: the memories are the patterns")
-    axes[1].set_title(f"learned: {DenseAssociativeMemory().n_memories} memories (defaults)")
+    axes[1].set_title(f"learned: {n_memories} memories (defaults)")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"stored patterns P (N = {N_NEURONS})")

@@ -27,7 +27,7 @@ Writes ``results/dense_stability.md`` and ``results/dense_stability.png`` (with
 ``--init normal``, the ``_init-normal`` variants: the memories start random, as in
 McAlister's code, instead of at the training patterns).
 
-    python benchmarks/dense_stability.py               # about 5 minutes on one core
+    python benchmarks/dense_stability.py               # about 8 minutes on one core
     python benchmarks/dense_stability.py --init normal # the random initialisation
     python benchmarks/dense_stability.py --quick       # n in {2, 20}, a 2 x 2 grid
 """
@@ -186,7 +186,7 @@ def summary_rows(errors, n_values, temperatures, learning_rates):
     return rows
 
 
-def findings(errors, n_values, temperatures):
+def findings(errors, n_values, temperatures, n_memories):
     """Sentences computed from the grid (no number typed by hand)."""
     lines = []
     for name, by_scaling in errors.items():
@@ -194,6 +194,11 @@ def findings(errors, n_values, temperatures):
         for label, grid in by_scaling.items():
             overflow = _overflow_sentence(grid[..., 0], n_values, temperatures)
             lines.append(f"- **{name}, {label}**: {overflow}")
+        predicted = _scaled_bound_exceeded(n_values, temperatures, n_memories)
+        lines.append(
+            f"- **{name}, scaled**: every overflowed cell is one where K (1/T)^n exceeds "
+            f"float32's 3.4e38: "
+            f"{'yes' if (np.isnan(scaled).any(axis=1) <= predicted).all() else 'no'}.")
         both = ~np.isnan(original) & ~np.isnan(scaled)
         apart = both & (np.abs(original - scaled) > 0.5)
         where = sorted({(n_values[a], temperatures[c]) for a, _, c in zip(*np.nonzero(apart))})
@@ -203,16 +208,25 @@ def findings(errors, n_values, temperatures):
             + (": " + ", ".join(f"n={n} T={t:g}" for n, t in where) if where else "")
             + f" (largest difference {np.abs(original - scaled)[both].max():.2f})."
         )
+        exact = by_scaling["scaled"][..., 1]
         best_t = []
         for a, n in enumerate(n_values):
             if np.isnan(scaled[a]).all():
                 continue
             columns = np.flatnonzero(region(scaled[a]).any(axis=0))
             best_t.append(f"n={n}: {temperatures[columns.min()]:g}-"
-                          f"{temperatures[columns.max()]:g}")
-        lines.append(f"- **{name}, scaled**: temperatures with a cell in the best region: "
-                     f"{'; '.join(best_t)}.")
+                          f"{temperatures[columns.max()]:g} "
+                          f"({np.nanmax(exact[a]):.0%} exact at best)")
+        lines.append(f"- **{name}, scaled**: temperatures with a cell in the best region "
+                     f"(and the best cell's exact recall): {'; '.join(best_t)}.")
     return lines
+
+
+def _scaled_bound_exceeded(n_values, temperatures, n_memories):
+    """(n, T) mask where the scaled energy bound K (1/T)^n exceeds float32's maximum."""
+    log_bound = (np.log(n_memories)
+                 - np.outer(n_values, np.log(temperatures)))
+    return log_bound > np.log(np.finfo(np.float32).max)
 
 
 def _overflow_sentence(distance, n_values, temperatures):
@@ -225,7 +239,7 @@ def _overflow_sentence(distance, n_values, temperatures):
         if len(columns) == len(temperatures):
             parts.append(f"n={n}: every T")
         elif len(columns):
-            parts.append(f"n={n}: T <= {temperatures[columns.max()]:g}")
+            parts.append(f"n={n}: T = {', '.join(f'{temperatures[c]:g}' for c in columns)}")
     return (f"the energies overflowed float32 in {int(overflowed.sum())} of "
             f"{overflowed.size} cells ({'; '.join(parts)}).")
 
@@ -247,7 +261,9 @@ def write_markdown(path, args, errors, defaults, n_values, temperatures, learnin
         "- recall error: Euclidean distance between stored and recalled state, mean over "
         "the probes (lower is better; 2 sqrt(k) for k wrong entries); 'exact': the "
         "fraction of probes recalled exactly",
-        f"- grid: temperature T in {temperatures} (the original network at N T), "
+        f"- grid: temperature T in {temperatures} (the original network at N T: for the "
+        "rectified F the same network in exact arithmetic, so the two panels can differ "
+        "only by floating point), "
         f"learning rate in {learning_rates}; other parameters: "
         + ", ".join(f"{k}={v!r}" for k, v in params.items())
         + " and the estimator's defaults",
@@ -259,7 +275,7 @@ def write_markdown(path, args, errors, defaults, n_values, temperatures, learnin
         "",
         "## What the grid shows",
         "",
-        *findings(errors, n_values, temperatures),
+        *findings(errors, n_values, temperatures, DenseAssociativeMemory().n_memories),
         "",
         "![heatmaps](dense_stability" + _suffix(args) + ".png)",
         "",
@@ -315,7 +331,8 @@ def write_figure(path, errors, n_values, temperatures, learning_rates):
             for b, c in zip(*np.nonzero(overflowed)):
                 ax.add_patch(plt.Rectangle((c - 0.5, b - 0.5), 1, 1, fill=False,
                                            hatch="xx", edgecolor="0.45", linewidth=0))
-            for b, c in zip(*np.nonzero(region(grid[a]))):
+            good = np.nanmax(errors[name][label][a, ..., 1], initial=0) >= 0.5
+            for b, c in zip(*np.nonzero(region(grid[a]) & good)):
                 ax.plot(c, b, marker="o", markersize=3, color="white",
                         markeredgecolor="black", markeredgewidth=0.4)
             ax.set_xticks(range(len(temperatures)))
@@ -335,8 +352,8 @@ def write_figure(path, errors, n_values, temperatures, learning_rates):
             fig.colorbar(image, ax=axes[:, j - len(SCALINGS) + 1:j + 1], shrink=0.4,
                          aspect=25, label=f"recall error, {name}").ax.tick_params(labelsize=6)
     fig.suptitle("Recall error over (temperature, learning rate), float32. Dots: within "
-                 f"{REGION_TOLERANCE:.0%} of the best; hatched: the energies overflowed",
-                 fontsize=9)
+                 f"{REGION_TOLERANCE:.0%} of the best (where the best recalls half the probes "
+                 "exactly); hatched: the energies overflowed", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -46,7 +46,7 @@ DENSE_SCRIPTS = {
         "| 2 | 10.9 |",
     ], True),
     "dense_n_dip.py": ("dense_n_dip.md", [
-        "## Findings (computed)", "| T=0.5, float64 | 25 |",
+        "## Findings (computed)", "| T=0.5, float64 | 25 |", "| T=0.3, float32 | 3 |",
     ], False),
 }
 

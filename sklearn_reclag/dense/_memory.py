@@ -164,10 +164,11 @@ n_features), default='patterns'
     the neurons it disagrees with harder (F is convex) than those it agrees with, so the
     loss pushes it away until it matches nothing. Started at the patterns, the memories
     are prototypes from the first step, which large n needs; at small n learning then
-    turns them into whatever stores the patterns best (at n = 2, 30 random patterns of
-    dimension 100 are restored exactly, nearly three times the classical capacity).
-    With few, strongly correlated patterns and a small n (ten digits, n <= 3),
-    ``init='normal'`` learns better features.
+    turns them into whatever stores the patterns best: at n = 2, 32 random patterns of
+    dimension 100 are restored exactly, three times Krotov & Hopfield's capacity of 10.9
+    for stored patterns (``benchmarks/results/dense_capacity.md``). With few, strongly
+    correlated patterns and a small n (ten digits, n <= 3), ``init='normal'`` learns
+    better features (``benchmarks/results/dense_stability_init-normal.md``).
 
     The other defaults (T = 0.3, lr = 0.1 decaying x0.98 per epoch, 50 epochs, m = 2)
     were chosen on a grid over temperature and learning rate
