@@ -21,6 +21,10 @@ SECTIONS = [
     ("dense_n_sweep.md", "benchmarks/dense_n_sweep.py"),
     ("knn_speed.md", "benchmarks/knn_speed.py"),
     ("knn_speed_cuda.md", "benchmarks/knn_speed.py --device cuda"),
+    ("dense_n_dip.md", "benchmarks/dense_n_dip.py"),
+    ("dense_stability.md", "benchmarks/dense_stability.py"),
+    ("dense_stability_init-normal.md", "benchmarks/dense_stability.py --init normal"),
+    ("dense_capacity.md", "benchmarks/dense_capacity.py"),
 ]
 
 

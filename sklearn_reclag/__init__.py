@@ -11,7 +11,7 @@ benchmark data in :mod:`sklearn_reclag.datasets`, dask helpers in
 __version__ = "0.1.0"
 
 from ._labels import OOD_LABEL  # noqa: E402
-from .dense import DensePolynomialHopfield, capacity  # noqa: E402
+from .dense import DenseAssociativeMemory, DensePolynomialHopfield, capacity  # noqa: E402
 from .detectors import (  # noqa: E402
     EnergyDetector,
     HopfieldEnergyDetector,
@@ -26,6 +26,7 @@ from .features import TorchFeatureExtractor, linear_head  # noqa: E402
 
 __all__ = [
     "OOD_LABEL",
+    "DenseAssociativeMemory",
     "DensePolynomialHopfield",
     "EnergyDetector",
     "HopfieldEnergyDetector",

@@ -1,4 +1,4 @@
-"""The speed benchmark runs end to end in its quick form and writes its results file."""
+"""The benchmarks run end to end in their quick forms and write their results files."""
 
 import subprocess
 import sys
@@ -92,3 +92,37 @@ def test_knn_speed_quick_writes_results(tmp_path):
     agreement = next(line for line in text.splitlines() if "k-th distances agree" in line)
     assert "**met**" in agreement
     assert "Every search returned finite distances: True" in text
+
+
+# script: (results file, lines it must hold, whether it draws a figure next to it)
+DENSE_SCRIPTS = {
+    "dense_stability.py": ("dense_stability.md", [
+        "## What the grid shows", "## Per n", "| random | 20 | original | - |",
+        "| random | 2 | scaled |",
+    ], True),
+    "dense_capacity.py": ("dense_capacity.md", [
+        "## Largest P with at least 90 % of the patterns recalled", "## Every point",
+        "| 2 | 10.9 |",
+    ], True),
+    "dense_n_dip.py": ("dense_n_dip.md", [
+        "## Findings (computed)", "| T=0.5, float64 | 25 |", "| T=0.3, float32 | 3 |",
+    ], False),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(DENSE_SCRIPTS))
+def test_dense_benchmark_quick_writes_results(script, tmp_path):
+    """The quick forms run end to end and write their table (and figure) where told."""
+    path = SCRIPT.parent / script
+    done = subprocess.run(
+        [sys.executable, str(path), "--quick", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
+    name, expected, draws = DENSE_SCRIPTS[script]
+    text = (tmp_path / name).read_text()
+    for line in expected:
+        assert line in text, f"{line!r} missing from {name}"
+    if draws:
+        assert (tmp_path / name.replace(".md", ".png")).stat().st_size > 10_000

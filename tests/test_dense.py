@@ -7,13 +7,14 @@ independently of the cheap overlap updates the estimator uses.
 """
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from scipy.special import factorial2
 from sklearn.datasets import load_digits
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
@@ -22,7 +23,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn_reclag import OOD_LABEL, DensePolynomialHopfield, capacity
 from sklearn_reclag.metrics import fpr95_scorer
 
-FAST = dict(n_memories=12, max_epochs=5, batch_size=64, device="cpu", random_state=0)
+FAST = dict(n_memories=12, max_epochs=5, learning_batch_size=64, device="cpu", random_state=0)
 
 
 # ---------------------------------------------------------------- reference formulas
@@ -193,8 +194,23 @@ def test_warns_where_even_the_scaled_energy_overflows(rng):
     # K (1/T)^n = 12 * 100^30 = 1e61 > float32's 3.4e38, but < float64's 1.8e308.
     with pytest.warns(RuntimeWarning, match="exceeds the largest float32"):
         DensePolynomialHopfield(30, temperature=0.01, **{**FAST, "max_epochs": 0}).fit(X, y)
-    DensePolynomialHopfield(30, temperature=0.01, dtype="float64",
-                            **{**FAST, "max_epochs": 0}).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float64 holds 1e61: no warning
+        model = DensePolynomialHopfield(30, temperature=0.01, dtype="float64",
+                                        **{**FAST, "max_epochs": 0}).fit(X, y)
+    assert np.isfinite(model.score_samples(X)).all()
+
+
+def test_a_fit_never_ends_with_non_finite_memories(rng):
+    """temperature=1e-30 overflows every energy: fit raises a clear error instead of
+    ending with NaN memories, and leaves the estimator unfitted."""
+    X, y = _blobs(rng)
+    model = DensePolynomialHopfield(3, temperature=1e-30, **FAST)
+    with pytest.warns(RuntimeWarning, match="exceeds the largest float32"):
+        with pytest.raises(ValueError, match="overflowed float32 in epoch 1 of fit"):
+            model.fit(X, y)
+    with pytest.raises(NotFittedError):
+        model.predict(X)
 
 
 # -------------------------------------------------------------------------- recall
@@ -278,6 +294,28 @@ def test_same_random_state_gives_the_same_model_and_recall(rng):
     assert not np.array_equal(a.memories_, c.memories_)
 
 
+def test_batch_size_is_the_scoring_chunk_and_learning_batch_size_the_minibatch(rng):
+    X, y = _blobs(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecation warning once both are explicit
+        a = DensePolynomialHopfield(3, **FAST).fit(X, y)
+        b = DensePolynomialHopfield(3, batch_size=7, **FAST).fit(X, y)
+    np.testing.assert_array_equal(a.memories_, b.memories_)
+    other = DensePolynomialHopfield(3, **{**FAST, "learning_batch_size": 16}).fit(X, y)
+    assert not np.array_equal(a.memories_, other.memories_)
+
+
+def test_batch_size_alone_still_sets_the_minibatch_with_a_future_warning(rng):
+    """The old meaning is deprecated for one release: batch_size without
+    learning_batch_size still sets the training minibatch, and says so."""
+    X, y = _blobs(rng)
+    params = {k: v for k, v in FAST.items() if k != "learning_batch_size"}
+    with pytest.warns(FutureWarning, match="batch_size sets the training minibatch only"):
+        old = DensePolynomialHopfield(3, batch_size=16, **params).fit(X, y)
+    new = DensePolynomialHopfield(3, learning_batch_size=16, **params).fit(X, y)
+    np.testing.assert_array_equal(old.memories_, new.memories_)
+
+
 def test_batch_size_of_prediction_does_not_change_the_result(rng):
     X, y = _blobs(rng)
     model = DensePolynomialHopfield(3, dtype="float64", **FAST).fit(X, y)
@@ -321,7 +359,7 @@ def _digits_with_ood_rows():
 def _pipeline():
     return Pipeline([
         ("scale", MinMaxScaler(feature_range=(-1, 1), clip=True)),
-        ("dph", DensePolynomialHopfield(n_memories=20, max_epochs=15, batch_size=200,
+        ("dph", DensePolynomialHopfield(n_memories=20, max_epochs=15, learning_batch_size=200,
                                         device="cpu", random_state=0)),
     ])
 

@@ -1,0 +1,474 @@
+"""DenseAssociativeMemory: the autoassociative dense associative memory.
+
+Krotov & Hopfield (2016) with McAlister, Robins & Szymanski's (2024) scaling, learned as
+McAlister's autoassociative network is: every neuron of every stored pattern is predicted
+from the others. The network itself is in :mod:`._engine`.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import OneToOneFeatureMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .._backend import as_tensor, resolve_dtype
+from .._labels import drop_ood_rows
+from ..base import BaseOODDetector
+from ._engine import (
+    INIT_MOMENTS,
+    SCALINGS,
+    Energy,
+    fraction_outside_unit_range,
+    free_neurons,
+    initial_memories,
+    recall,
+    train_memories,
+    warn_if_overflow,
+)
+
+
+class DenseAssociativeMemory(OneToOneFeatureMixin, TransformerMixin, BaseOODDetector):
+    """Autoassociative dense associative memory: pattern completion and novelty detection.
+
+    A network of N neurons (one per feature) with K memories ``xi_mu`` in [-1, 1]^N
+    (Krotov & Hopfield, 2016). A state sigma in [-1, 1]^N has the energy
+
+        E(sigma) = - sum_mu F~(xi_mu . sigma),
+
+    with F the interaction function of vertex n and ``F~`` set by ``scaling``:
+
+    - ``'mcalister'`` (McAlister, Robins & Szymanski, 2024): ``F~(h) = F(h / (N T))``;
+      the argument of F stays in [-1/T, 1/T], so large n does not overflow float32.
+    - ``None``, Krotov & Hopfield's original: ``F~(h) = F(h) / T^n``, computed as
+      written (F of the raw overlap, which reaches ``N^n``, then times ``1 / T^n``). For
+      the homogeneous F (polynomial, rectified) it is the same model at
+      ``T = N T_mcalister``; in float32 it overflows once ``N^n`` exceeds 3.4e38
+      (N = 100, n >= 20). Kept for comparison.
+
+    **Recall** (``transform``, ``recall``). Each free neuron i is set to the sign of the
+    energy it gains by being on rather than off (ties to -1),
+
+        Delta_i = sum_mu [F~(xi_mu . sigma^(i+)) - F~(xi_mu . sigma^(i-))],
+
+    where ``sigma^(i+/-)`` is sigma with neuron i at +1 / -1. Asynchronous updates
+    (the default) take the neurons one at a time in a random order drawn for every
+    sweep from ``random_state``, until a sweep changes nothing; each update lowers the
+    energy, so recall settles in a local minimum. Clamped neurons (``recall``'s
+    ``mask``) keep their values: pattern completion.
+
+    **Learning** (``fit``). Every neuron of every training pattern x is predicted from the
+    others, ``c_i = tanh(Delta_i(x))``, and the loss ``sum_i (x_i - c_i)^(2m)``
+    (``m = loss_power``) is minimised with Krotov's rule: gradient by autograd,
+    ``V <- momentum V - grad``, each memory moved by ``lr V_mu / max_j |V_mu,j|`` and
+    clipped to [-1, 1]; ``lr`` is multiplied by ``lr_decay`` after every epoch.
+
+    **Novelty detection.** ``score_samples`` is ``-E(x)``, higher for rows like the
+    stored patterns; ``decision_function`` subtracts ``offset_``, the ``contamination``
+    quantile of the training scores, and ``predict`` gives +1 / -1, as the suite's
+    detectors do.
+
+    Patterns must lie in [-1, 1] (bipolar +-1 patterns, or features scaled with
+    ``MinMaxScaler(feature_range=(-1, 1), clip=True)``); other values are refused.
+
+    Parameters
+    ----------
+    n : int >= 1, default=10
+        Interaction vertex: the power of F. Small n learns feature-like memories, large
+        n prototype-like ones (a memory per pattern) and stores more patterns
+        (:func:`~sklearn_reclag.capacity`).
+    n_memories : int >= 1, default=100
+        Number of memories K.
+    interaction : {'rectified', 'polynomial', 'leaky'}, default='rectified'
+        F: ``max(x, 0)^n`` (Krotov's RePoly), ``x^n``, or ``x^n`` for x > 0 and
+        ``0.01 x`` otherwise (McAlister's leaky variant, not homogeneous). With an even
+        n, 'polynomial' cannot tell a pattern from its negative.
+    temperature : float > 0, default=0.3
+        Temperature T: ``beta = 1 / T`` inside F (scaled), or ``1 / T^n`` outside it
+        (``scaling=None``, where T is on the scale of the overlaps, up to N).
+    scaling : {'mcalister'} or None, default='mcalister'
+        Where the temperature and N enter the energy (see above).
+    loss_power : int >= 1, default=2
+        m in the loss ``(x_i - c_i)^(2m)``; large m concentrates learning on the
+        neurons furthest from their target.
+    lr : float > 0, default=0.1
+        Initial learning rate: the largest change of any memory entry in one step.
+    lr_decay : float in (0, 1], default=0.98
+        Factor applied to the learning rate after every epoch.
+    momentum : float in [0, 1), default=0.0
+        Momentum p of the update ``V <- p V - grad``.
+    max_epochs : int >= 0, default=50
+        Passes over the training patterns (all of them run: no early stop). 0 keeps the
+        initial memories: with ``init=X`` and ``n_memories=len(X)`` the patterns
+        themselves are the memories (Krotov & Hopfield's direct storage).
+    learning_batch_size : int >= 1, default=100
+        Patterns per training step. A step builds a (rows, memories, neurons) block.
+    init : {'patterns', 'normal', 'krotov'} or array-like of shape (n_memories, \
+n_features), default='patterns'
+        Initial memories: 'patterns' takes training patterns, each once in a random
+        order before any is taken twice (see Notes); 'normal' draws N(0, 0.3^2),
+        'krotov' N(-0.3, 0.3^2), both clipped to [-1, 1]; an array is used as given.
+    max_iter : int >= 1, default=100
+        Most sweeps of asynchronous recall (or updates of synchronous recall); a
+        :class:`~sklearn.exceptions.ConvergenceWarning` says when a probe still moved.
+    synchronous : bool, default=False
+        Update every free neuron at once from the previous state in recall (faster on a
+        GPU, but it may end in a 2-cycle, hence ``max_iter``).
+    contamination : float in (0, 0.5], default=0.05
+        Fraction of the training patterns whose ``decision_function`` is negative.
+    device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
+        Torch device; 'auto' uses CUDA when available. Resolved in ``fit``
+        (``device_``).
+    dtype : {'float32', 'float64'}, default='float32'
+        Precision of the torch computation.
+    batch_size : int >= 1 or None, default=None
+        Rows scored or recalled at a time (it bounds memory). None: 4096 on a CPU,
+        16384 on a GPU; synchronous recall takes fewer when a chunk's (rows, memories,
+        neurons) block would exceed 2**24 values.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial memories, the order of the training patterns and the order
+        of the asynchronous updates in recall (the same for every probe and, with an
+        int, for every call).
+    verbose : int, default=0
+        Show a progress bar over epochs when > 0.
+
+    Attributes
+    ----------
+    memories_ : ndarray of shape (n_memories, n_features_in_)
+        The learned memories.
+    loss_curve_ : list of float
+        Training loss ``sum (x_i - c_i)^(2m)`` (on the evolving memories) of every epoch.
+    n_iter_ : int
+        Number of epochs run.
+    offset_ : float
+        The ``contamination`` quantile of the training scores;
+        ``decision_function = score_samples - offset_``.
+    device_ : str
+        The resolved torch device.
+    n_features_in_ : int
+        Number of features (neurons) seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during fit, when X has string column names.
+
+    See Also
+    --------
+    DensePolynomialHopfield : the same network as a classifier, with label neurons.
+    capacity : how many random patterns a network of N neurons and vertex n stores.
+
+    Notes
+    -----
+    The memories start at the training patterns (``init='patterns'``). From random
+    memories (``init='normal'``, as McAlister's code starts) learning fails for n >= 10
+    in float32 and float64 alike: a memory that only partly matches a pattern drives
+    the neurons it disagrees with harder (F is convex) than those it agrees with, so the
+    loss pushes it away until it matches nothing. Started at the patterns, the memories
+    are prototypes from the first step, which large n needs; at small n learning then
+    turns them into whatever stores the patterns best: at n = 2, 32 random patterns of
+    dimension 100 are restored exactly, three times Krotov & Hopfield's capacity of 10.9
+    for stored patterns (``benchmarks/results/dense_capacity.md``). With few, strongly
+    correlated patterns and a small n (ten digits, n <= 3), ``init='normal'`` learns
+    better features (``benchmarks/results/dense_stability_init-normal.md``).
+
+    The other defaults (T = 0.3, lr = 0.1 decaying x0.98 per epoch, 50 epochs, m = 2)
+    were chosen on a grid over temperature and learning rate
+    (``benchmarks/dense_stability.py``, seed 0); on fresh random patterns (10 of
+    dimension 100, 10 % of the entries flipped) they restore every probe exactly for
+    every n from 2 to 25 in float32, while the unscaled network overflows float32 from
+    n = 20 on (``benchmarks/results/dense_stability.md``). T = 0.3 keeps ``K (1/T)^n``
+    within float32 up to n = 69 (with the default 100 memories).
+
+    ``fit`` warns when the largest energy (``K (1/T)^n`` scaled, ``K N^n`` unscaled) can
+    exceed the largest number of ``dtype``, and raises a ValueError if the energies do
+    overflow while learning: a fit never ends with non-finite memories. Recall raises
+    when an energy difference is ``inf - inf``.
+
+    References
+    ----------
+    D. Krotov and J. J. Hopfield, "Dense Associative Memory for Pattern Recognition",
+    NeurIPS 2016. H. McAlister, A. Robins and L. Szymanski, "Improved Robustness and
+    Hyperparameter Selection in the Modern Hopfield Network", arXiv:2407.08742, 2024.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_reclag import DenseAssociativeMemory
+    >>> rng = np.random.default_rng(0)
+    >>> patterns = rng.choice([-1.0, 1.0], size=(10, 100))
+    >>> memory = DenseAssociativeMemory(n=10, random_state=0, device="cpu").fit(patterns)
+    >>> probes = np.where(rng.random(patterns.shape) < 0.1, -patterns, patterns)
+    >>> (memory.transform(probes) == patterns).all(axis=1).mean()
+    np.float64(1.0)
+    >>> half = patterns.copy()
+    >>> half[:, 50:] = 1.0  # unknown half, clamped known half
+    >>> known = np.arange(100) < 50
+    >>> bool((memory.recall(half, mask=known) == patterns).all())
+    True
+    >>> unseen = rng.choice([-1.0, 1.0], size=(4, 100))
+    >>> bool(memory.score_samples(patterns).min() > memory.score_samples(unseen).max())
+    True
+    >>> memory.predict(unseen)
+    array([-1, -1, -1, -1])
+    """
+
+    _tensor_attributes = ("memories_",)
+    _needs_classes = False
+    _parameter_constraints: dict = {
+        **BaseOODDetector._parameter_constraints,
+        "n": [Interval(Integral, 1, None, closed="left")],
+        "n_memories": [Interval(Integral, 1, None, closed="left")],
+        "interaction": [StrOptions({"rectified", "polynomial", "leaky"})],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "scaling": [StrOptions({s for s in SCALINGS if s}), None],
+        "loss_power": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr_decay": [Interval(Real, 0, 1, closed="right")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "learning_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"patterns", *INIT_MOMENTS}), "array-like"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "synchronous": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n=10,
+        *,
+        n_memories=100,
+        interaction="rectified",
+        temperature=0.3,
+        scaling="mcalister",
+        loss_power=2,
+        lr=0.1,
+        lr_decay=0.98,
+        momentum=0.0,
+        max_epochs=50,
+        learning_batch_size=100,
+        init="patterns",
+        max_iter=100,
+        synchronous=False,
+        contamination=0.05,
+        device="auto",
+        dtype="float32",
+        batch_size=None,
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
+        )
+        self.n = n
+        self.n_memories = n_memories
+        self.interaction = interaction
+        self.temperature = temperature
+        self.scaling = scaling
+        self.loss_power = loss_power
+        self.lr = lr
+        self.lr_decay = lr_decay
+        self.momentum = momentum
+        self.max_epochs = max_epochs
+        self.learning_batch_size = learning_batch_size
+        self.init = init
+        self.max_iter = max_iter
+        self.synchronous = synchronous
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def _validate_fit_data(self, X, y):
+        # Unsupervised: y only marks the OOD rows to leave out, whatever its other labels.
+        if y is None:
+            return validate_data(self, X, dtype=[np.float64, np.float32]), None
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
+        X, _ = drop_ood_rows(X, column_or_1d(y, warn=True))
+        return X, None
+
+    def _fit(self, X, y):
+        """Learn the memories: every neuron of every pattern predicted from the others."""
+        _check_unit_range(X)
+        dtype = resolve_dtype(self.dtype)
+        energy = self._energy(X.shape[1])
+        warn_if_overflow(energy, self.n_memories, dtype, self.dtype)
+        rng = check_random_state(self.random_state)
+        generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+        if isinstance(self.init, str) and self.init == "patterns":
+            memories = torch.tensor(_drawn_patterns(X, self.n_memories, rng), dtype=dtype)
+        else:
+            memories = initial_memories(self.init, (self.n_memories, X.shape[1]), generator,
+                                        dtype, "n_features")
+        device = torch.device(self.device_)
+        patterns = as_tensor(X, device, dtype)
+
+        def batch_loss(rows, memories):
+            x = patterns[rows]
+            c = torch.tanh(energy.all_flip_gains(memories, x))
+            return ((x - c) ** (2 * self.loss_power)).sum()
+
+        self.memories_, self.loss_curve_ = train_memories(
+            memories.to(device), X.shape[0], batch_loss, lr=self.lr, lr_decay=self.lr_decay,
+            momentum=self.momentum, epochs=self._epochs(),
+            batch_size=self.learning_batch_size, generator=generator,
+            describe=energy.describe(),
+        )
+        self.n_iter_ = len(self.loss_curve_)
+
+    def __sklearn_is_fitted__(self):
+        # fit sets n_features_in_ and device_ before learning, which may still raise.
+        return hasattr(self, "offset_")
+
+    def _fit_offset(self, training_scores):
+        offset = super()._fit_offset(training_scores)
+        if not np.isfinite(offset):
+            raise ValueError(
+                f"The energies of the training patterns overflowed {self.dtype} "
+                f"({self._energy(self.n_features_in_).describe()}): offset_ would be "
+                f"{offset}. Use "
+                "scaling='mcalister', raise the temperature, or use dtype='float64'."
+            )
+        return offset
+
+    def _epochs(self):
+        if self.verbose > 0:
+            from tqdm.auto import trange
+
+            return trange(self.max_epochs, desc=type(self).__name__)
+        return range(self.max_epochs)
+
+    def _energy(self, n_neurons):
+        return Energy(self.n, self.interaction, self.temperature, self.scaling, n_neurons)
+
+    # ------------------------------------------------------------- scoring
+    def _validate_rows(self, X):
+        X = super()._validate_rows(X)
+        _check_unit_range(X)
+        return X
+
+    def _score_batch(self, V, state):
+        """``-E(v) = sum_mu F~(xi_mu . v)`` of every row v of the batch."""
+        memories = state["memories_"]
+        return self._energy(memories.shape[1]).neg_energy(V @ memories.T)
+
+    def score_samples(self, X):
+        """Negative energy of each row, ``-E(x) = sum_mu F~(xi_mu . x)``.
+
+        Higher for rows like the stored patterns (more in-distribution).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows in [-1, 1].
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        return super().score_samples(X)
+
+    # -------------------------------------------------------------- recall
+    def recall(self, X, mask=None):
+        """Relax each probe to a minimum of the energy; clamped neurons keep their values.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_probes, n_features)
+            Initial states (probes) in [-1, 1]: corrupted patterns, or patterns whose
+            unknown entries hold any value (e.g. 0 or +-1) and are left free.
+        mask : array-like of bool, of shape (n_features,) or (n_probes, n_features), \
+default=None
+            True for the clamped (known) neurons, which keep their initial value:
+            pattern completion. None lets every neuron move.
+
+        Returns
+        -------
+        states : ndarray of shape (n_probes, n_features)
+            The relaxed states; free neurons are +1 or -1.
+
+        Raises
+        ------
+        ValueError
+            If an energy difference overflows to ``inf - inf`` (see ``scaling``).
+        """
+        check_is_fitted(self)
+        X = self._validate_rows(X)
+        free = free_neurons(mask, *X.shape)
+        return recall(self, self._energy(X.shape[1]), X, free, max_iter=self.max_iter,
+                      synchronous=self.synchronous,
+                      random_state=check_random_state(self.random_state))
+
+    def transform(self, X):
+        """Recall every probe with no neuron clamped: ``recall(X)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_probes, n_features)
+            Probes in [-1, 1].
+
+        Returns
+        -------
+        states : ndarray of shape (n_probes, n_features)
+            The relaxed states, +1 or -1.
+        """
+        return self.recall(X)
+
+    def fit_transform(self, X, y=None):
+        """Fit on X, then recall X: ``fit(X, y).transform(X)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Patterns in [-1, 1].
+        y : array-like of shape (n_samples,), default=None
+            Ignored, except that rows labelled ``OOD_LABEL`` (-1) are left out of fit.
+
+        Returns
+        -------
+        states : ndarray of shape (n_samples, n_features)
+        """
+        return self.fit(X, y).transform(X)
+
+    def fit(self, X, y=None):
+        """Learn the memories from the patterns X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Patterns in [-1, 1]: bipolar (+-1) or continuous.
+        y : array-like of shape (n_samples,), default=None
+            Not used, except that rows labelled ``OOD_LABEL`` (-1) are left out, so that a
+            cross-validation split may carry OOD rows for scoring.
+
+        Returns
+        -------
+        self : object
+            The fitted memory.
+
+        Raises
+        ------
+        ValueError
+            If X holds values outside [-1, 1], or if the energies overflow ``dtype``
+            while learning.
+        """
+        return super().fit(X, y)
+
+
+def _check_unit_range(X):
+    outside = fraction_outside_unit_range(X)
+    if outside > 0:
+        raise ValueError(
+            f"{outside:.1%} of the values of X lie outside [-1, 1]; a dense associative "
+            "memory takes bipolar (+-1) patterns or values in [-1, 1]. Scale the features "
+            "first, e.g. with MinMaxScaler(feature_range=(-1, 1), clip=True)."
+        )
+
+
+def _drawn_patterns(X, n_memories, rng):
+    """``n_memories`` training patterns: a random permutation of the rows, repeated as
+    often as needed, so that every pattern starts ``n_memories / n_samples`` memories
+    (give or take one) and none is left out while ``n_memories >= n_samples``."""
+    n_rounds = -(-n_memories // X.shape[0])
+    order = np.concatenate([rng.permutation(X.shape[0]) for _ in range(n_rounds)])
+    return X[order[:n_memories]]

@@ -1,0 +1,463 @@
+"""DenseAssociativeMemory: energy, update and learning rules against numpy, recall,
+McAlister's scaling against the original form, determinism, novelty detection, bad input
+and scikit-learn's estimator checks.
+
+The reference functions build every network state explicitly (the pattern with neuron i
+set to +1 or -1) and evaluate F on it, independently of the estimator's overlap updates.
+"""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_reclag import OOD_LABEL, DenseAssociativeMemory
+
+FAST = dict(n_memories=12, max_epochs=5, device="cpu", random_state=0)
+
+
+# ---------------------------------------------------------------- reference formulas
+def F_ref(x, n, kind):
+    if kind == "polynomial":
+        return x**n
+    if kind == "rectified":
+        return np.where(x >= 0, x, 0.0) ** n
+    return np.where(x > 0, x**n, 0.01 * x)
+
+
+def neg_energy_ref(states, memories, n, T, kind, scaling="mcalister"):
+    """-E(sigma) = sum_mu F(xi_mu . sigma / (N T)), or sum_mu F(xi_mu . sigma) / T^n."""
+    h = np.atleast_2d(states) @ memories.T
+    if scaling == "mcalister":
+        return F_ref(h / (T * memories.shape[1]), n, kind).sum(axis=1)
+    return F_ref(h, n, kind).sum(axis=1) / T**n
+
+
+def flip_gains_ref(sigma, memories, n, T, kind, scaling="mcalister"):
+    """Delta_i = -E(sigma^(i+)) + E(sigma^(i-)) for every neuron i of one state."""
+    gains = np.empty(len(sigma))
+    for i in range(len(sigma)):
+        plus, minus = sigma.copy(), sigma.copy()
+        plus[i], minus[i] = 1.0, -1.0
+        gains[i] = (neg_energy_ref(plus, memories, n, T, kind, scaling)
+                    - neg_energy_ref(minus, memories, n, T, kind, scaling))[0]
+    return gains
+
+
+def asynchronous_recall_ref(sigma, memories, n, T, kind, seed, max_iter=100):
+    """Sweeps in the orders drawn from RandomState(seed), one neuron at a time."""
+    rng = np.random.RandomState(seed)
+    orders = [rng.permutation(len(sigma)) for _ in range(max_iter)]
+    sigma = sigma.copy()
+    for order in orders:
+        changed = False
+        for i in order:
+            new = 1.0 if flip_gains_ref_one(sigma, i, memories, n, T, kind) > 0 else -1.0
+            changed |= new != sigma[i]
+            sigma[i] = new
+        if not changed:
+            break
+    return sigma
+
+
+def flip_gains_ref_one(sigma, i, memories, n, T, kind):
+    plus, minus = sigma.copy(), sigma.copy()
+    plus[i], minus[i] = 1.0, -1.0
+    return (neg_energy_ref(plus, memories, n, T, kind)
+            - neg_energy_ref(minus, memories, n, T, kind))[0]
+
+
+def loss_and_gradient_ref(X, memories, n, T, m):
+    """Loss sum_{p,i} (x_i - tanh(Delta_i))^(2m) of the rectified scaled network, and its
+    gradient in the memories, written out by the chain rule:
+    d Delta_i / d xi_mu,j = s x_j [F'(s h+) - F'(s h-)] (j != i), s [F'(s h+) + F'(s h-)]
+    (j = i), with h+- = sum_{j != i} xi_mu,j x_j +- xi_mu,i and s = 1 / (N T)."""
+    K, N = memories.shape
+    s = 1.0 / (N * T)
+
+    def F_prime(x):
+        return n * np.where(x > 0, x, 0.0) ** (n - 1)
+
+    loss, grad = 0.0, np.zeros_like(memories)
+    for x in X:
+        for i in range(N):
+            h_rest = memories @ x - memories[:, i] * x[i]
+            plus, minus = s * (h_rest + memories[:, i]), s * (h_rest - memories[:, i])
+            c = np.tanh((F_ref(plus, n, "rectified") - F_ref(minus, n, "rectified")).sum())
+            loss += (x[i] - c) ** (2 * m)
+            dloss_ddelta = -2 * m * (x[i] - c) ** (2 * m - 1) * (1 - c**2)
+            d_delta = s * np.outer(F_prime(plus) - F_prime(minus), x)
+            d_delta[:, i] = s * (F_prime(plus) + F_prime(minus))
+            grad += dloss_ddelta * d_delta
+    return loss, grad
+
+
+def bipolar(rng, n_rows, n_neurons):
+    return rng.choice([-1.0, 1.0], size=(n_rows, n_neurons))
+
+
+def flipped(patterns, rng, fraction):
+    probes = patterns.copy()
+    for probe in probes:
+        probe[rng.choice(len(probe), int(round(fraction * len(probe))), replace=False)] *= -1
+    return probes
+
+
+# ------------------------------------------------------------------- energy and rules
+@pytest.mark.parametrize("kind", ["rectified", "polynomial", "leaky"])
+@pytest.mark.parametrize("scaling", ["mcalister", None])
+@pytest.mark.parametrize("dtype, rtol", [("float32", 2e-5), ("float64", 1e-12)])
+def test_score_samples_is_the_negative_energy(rng, kind, scaling, dtype, rtol):
+    X = rng.uniform(-1, 1, size=(30, 8))
+    n, T = 3, (0.4 if scaling else 0.4 * 8)
+    memory = DenseAssociativeMemory(n, temperature=T, interaction=kind, scaling=scaling,
+                                    dtype=dtype, **FAST).fit(X)
+    X_test = rng.uniform(-1, 1, size=(20, 8))
+    expected = neg_energy_ref(X_test, memory.memories_, n, T, kind, scaling)
+    np.testing.assert_allclose(memory.score_samples(X_test), expected, rtol=rtol,
+                               atol=rtol * np.abs(expected).max())
+    np.testing.assert_allclose(memory.decision_function(X_test),
+                               memory.score_samples(X_test) - memory.offset_)
+    training_scores = neg_energy_ref(X, memory.memories_, n, T, kind, scaling)
+    assert memory.offset_ == pytest.approx(np.percentile(training_scores, 5), rel=10 * rtol)
+
+
+@pytest.mark.parametrize("kind", ["rectified", "polynomial", "leaky"])
+def test_one_synchronous_update_is_the_sign_of_the_flip_gains(rng, kind):
+    """sigma_i <- sign(Delta_i), ties to -1, Delta_i from the explicit states sigma^(i+-)."""
+    memories = rng.uniform(-1, 1, size=(6, 10))
+    memory = DenseAssociativeMemory(3, temperature=0.5, interaction=kind, init=memories,
+                                    n_memories=6, max_epochs=0, synchronous=True,
+                                    max_iter=1, device="cpu", dtype="float64")
+    memory.fit(bipolar(rng, 4, 10))
+    probes = rng.uniform(-1, 1, size=(5, 10))
+    with pytest.warns(ConvergenceWarning):
+        updated = memory.transform(probes)
+    expected = [np.where(flip_gains_ref(p, memories, 3, 0.5, kind) > 0, 1.0, -1.0)
+                for p in probes]
+    np.testing.assert_array_equal(updated, expected)
+
+
+def test_asynchronous_recall_equals_the_sequential_numpy_dynamics(rng):
+    memories = rng.uniform(-1, 1, size=(8, 12))
+    memory = DenseAssociativeMemory(3, temperature=0.5, init=memories, n_memories=8,
+                                    max_epochs=0, device="cpu", dtype="float64",
+                                    random_state=7)
+    memory.fit(bipolar(rng, 4, 12))
+    probes = rng.uniform(-1, 1, size=(6, 12))
+    expected = [asynchronous_recall_ref(p, memories, 3, 0.5, "rectified", seed=7)
+                for p in probes]
+    np.testing.assert_array_equal(memory.transform(probes), expected)
+
+
+def test_recall_ends_in_a_fixed_point_that_lowers_the_energy(rng):
+    X = bipolar(rng, 6, 16)
+    memory = DenseAssociativeMemory(4, dtype="float64", **FAST).fit(X)
+    probes = rng.uniform(-1, 1, size=(8, 16))
+    recalled = memory.transform(probes)
+    args = (memory.memories_, 4, memory.temperature, "rectified")
+    for state in recalled:
+        gains = flip_gains_ref(state, *args)
+        decided = np.abs(gains) > 1e-9 * np.abs(gains).max()
+        np.testing.assert_array_equal(state[decided], np.where(gains > 0, 1.0, -1.0)[decided])
+    assert np.all(neg_energy_ref(recalled, *args) >= neg_energy_ref(np.sign(probes), *args)
+                  - 1e-12)
+
+
+def test_one_learning_step_is_krotovs_rule_on_the_autoassociative_loss(rng):
+    """Loss sum (x_i - tanh(Delta_i))^(2m); the memories move by lr g / max|g| per memory
+    (g = -gradient), then are clipped to [-1, 1]."""
+    X = bipolar(rng, 5, 9)
+    initial = rng.uniform(-0.6, 0.6, size=(4, 9))
+    n, T, m, lr = 3, 0.3, 2, 0.05
+    memory = DenseAssociativeMemory(n, temperature=T, loss_power=m, lr=lr, init=initial,
+                                    n_memories=4, max_epochs=1, learning_batch_size=5,
+                                    device="cpu", dtype="float64", random_state=0).fit(X)
+    loss, grad = loss_and_gradient_ref(X, initial, n, T, m)
+    assert memory.loss_curve_ == [pytest.approx(loss, rel=1e-10)]
+    step = -grad / np.abs(grad).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(memory.memories_, np.clip(initial + lr * step, -1, 1),
+                               rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ McAlister scaling
+def test_original_form_at_N_times_T_is_the_same_network_in_float64(rng):
+    """F homogeneous: F(h / (N T)) = F(h) / (N T)^n, so scaling=None at T_orig = N T
+    learns the same memories and gives the same scores and recall."""
+    X = bipolar(rng, 8, 20)
+    params = dict(n_memories=10, max_epochs=10, device="cpu", dtype="float64",
+                  random_state=0, init="normal")
+    scaled = DenseAssociativeMemory(5, temperature=0.3, **params).fit(X)
+    original = DenseAssociativeMemory(5, temperature=0.3 * 20, scaling=None,
+                                      **params).fit(X)
+    np.testing.assert_allclose(original.memories_, scaled.memories_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(original.score_samples(X), scaled.score_samples(X),
+                               rtol=1e-9)
+    probes = flipped(X, rng, 0.2)
+    np.testing.assert_array_equal(original.transform(probes), scaled.transform(probes))
+
+
+def test_original_form_overflows_float32_at_n20_where_the_scaled_one_recalls(rng):
+    """N = 100, n = 20: F(xi . sigma) reaches 100^20 = 1e40 > float32's 3.4e38."""
+    X = bipolar(rng, 10, 100)
+    probes = flipped(X, rng, 0.1)
+    scaled = DenseAssociativeMemory(20, device="cpu", random_state=0).fit(X)
+    np.testing.assert_array_equal(scaled.transform(probes), X)
+    assert np.isfinite(scaled.memories_).all() and np.isfinite(scaled.score_samples(X)).all()
+
+    original = DenseAssociativeMemory(20, temperature=100 * scaled.temperature,
+                                      scaling=None, device="cpu", random_state=0)
+    with pytest.warns(RuntimeWarning, match="N\\^n .* exceeds the largest float32"):
+        with pytest.raises(ValueError, match="overflowed float32 in epoch 1 of fit"):
+            original.fit(X)
+    # Stored untrained, the memories are finite but recall meets inf - inf.
+    stored = DenseAssociativeMemory(20, temperature=30.0, scaling=None, init=X,
+                                    n_memories=10, max_epochs=0, device="cpu")
+    with pytest.warns(RuntimeWarning):
+        with pytest.raises(ValueError, match="offset_ would be|inf - inf"):
+            stored.fit(X).transform(probes)
+
+
+@pytest.mark.parametrize("scaling", ["mcalister", None])
+def test_a_fit_never_ends_with_non_finite_memories(rng, scaling):
+    """temperature=1e-30 overflows any energy: fit raises instead of storing NaN."""
+    X = bipolar(rng, 6, 10)
+    memory = DenseAssociativeMemory(3, temperature=1e-30, scaling=scaling, **FAST)
+    with pytest.warns(RuntimeWarning):
+        with pytest.raises(ValueError, match="overflowed float32 in epoch 1 of fit"):
+            memory.fit(X)
+    assert not hasattr(memory, "memories_")
+    with pytest.raises(NotFittedError):
+        memory.score_samples(X)
+
+
+# -------------------------------------------------------------------------- recall
+@pytest.mark.parametrize("n", [2, 10, 25] + [pytest.param(n, marks=pytest.mark.slow)
+                                             for n in (3, 5, 15, 20)])
+def test_defaults_restore_corrupted_patterns_for_every_n(n):
+    """Ten random patterns of dimension 100, 10 % of the bits flipped: at least 90 % of
+    the probes come back exactly, with one setting for every n, in float32."""
+    rng = np.random.default_rng(100 + n)  # patterns the defaults were not chosen on
+    X = bipolar(rng, 10, 100)
+    targets = np.repeat(X, 5, axis=0)
+    probes = flipped(targets, rng, 0.1)
+    memory = DenseAssociativeMemory(n, device="cpu", random_state=0).fit(X)
+    exact = (memory.transform(probes) == targets).all(axis=1).mean()
+    assert exact >= 0.9
+
+
+@pytest.mark.parametrize("synchronous", [False, True])
+def test_recall_completes_half_masked_patterns(rng, synchronous):
+    X = bipolar(rng, 8, 60)
+    memory = DenseAssociativeMemory(10, synchronous=synchronous, device="cpu",
+                                    random_state=0).fit(X)
+    known = np.arange(60) < 30
+    probes = X.copy()
+    probes[:, ~known] = 0.0  # unknown half: no information
+    np.testing.assert_array_equal(memory.recall(probes, mask=known), X)
+    # A clamped neuron keeps its value even when it is wrong; per-probe masks work too.
+    wrong = X.copy()
+    wrong[:, 0] *= -1
+    per_probe = np.zeros(X.shape, dtype=bool)
+    per_probe[:, 0] = True
+    np.testing.assert_array_equal(memory.recall(wrong, mask=per_probe)[:, 0], wrong[:, 0])
+
+
+def test_recall_does_not_modify_its_input(rng):
+    X = bipolar(rng, 6, 20)
+    memory = DenseAssociativeMemory(3, **FAST).fit(X)
+    probes = flipped(X, rng, 0.2)
+    copy = probes.copy()
+    memory.recall(probes, mask=np.zeros(20, dtype=bool))
+    np.testing.assert_array_equal(probes, copy)
+
+
+def test_recall_warns_when_the_sweep_cap_is_hit(rng):
+    X = bipolar(rng, 6, 30)
+    memory = DenseAssociativeMemory(3, max_iter=1, **FAST).fit(X)
+    with pytest.warns(ConvergenceWarning, match="still changed after max_iter=1 sweeps"):
+        memory.transform(-X)
+
+
+def test_recall_is_deterministic_under_random_state(rng):
+    X = bipolar(rng, 8, 30)
+    probes = rng.uniform(-1, 1, size=(10, 30))
+    a = DenseAssociativeMemory(4, **FAST).fit(X)
+    b = DenseAssociativeMemory(4, **FAST).fit(X)
+    np.testing.assert_array_equal(a.memories_, b.memories_)
+    np.testing.assert_array_equal(a.transform(probes), b.transform(probes))
+    np.testing.assert_array_equal(a.transform(probes), a.transform(probes))
+    np.testing.assert_array_equal(a.fit_transform(X), b.fit(X).transform(X))
+    # Another seed draws other memories and other update orders.
+    c = DenseAssociativeMemory(4, **{**FAST, "random_state": 1, "init": "normal"}).fit(X)
+    assert not np.array_equal(a.memories_, c.memories_)
+
+
+def test_chunked_scoring_and_recall_do_not_change_the_result(rng):
+    X = bipolar(rng, 8, 30)
+    probes = rng.uniform(-1, 1, size=(25, 30))
+    memory = DenseAssociativeMemory(4, dtype="float64", **FAST).fit(X)
+    whole = memory.score_samples(probes), memory.transform(probes)
+    memory.set_params(batch_size=4)
+    np.testing.assert_allclose(memory.score_samples(probes), whole[0], rtol=1e-12)
+    np.testing.assert_array_equal(memory.transform(probes), whole[1])
+
+
+# ------------------------------------------------------------ learning and novelty
+def test_init_patterns_starts_every_pattern_once_before_any_twice(rng):
+    X = bipolar(rng, 4, 10)
+    memory = DenseAssociativeMemory(3, n_memories=10, max_epochs=0, device="cpu",
+                                    random_state=0).fit(X)
+    rows = [np.flatnonzero((X == m).all(axis=1))[0] for m in memory.memories_]
+    counts = np.bincount(rows, minlength=4)
+    assert counts.min() == 2 and counts.max() == 3
+
+
+def test_learning_stores_more_patterns_than_direct_storage_at_n2(rng):
+    """30 random patterns in 100 neurons (above the classical capacity N / (2 ln N) =
+    11): stored as they are, recall fails; learned, it succeeds."""
+    X = bipolar(rng, 30, 100)
+    probes = flipped(X, rng, 0.1)
+    stored = DenseAssociativeMemory(2, max_epochs=0, device="cpu", random_state=0).fit(X)
+    learned = DenseAssociativeMemory(2, device="cpu", random_state=0).fit(X)
+    exact_stored = (stored.transform(probes) == X).all(axis=1).mean()
+    exact_learned = (learned.transform(probes) == X).all(axis=1).mean()
+    assert exact_stored < 0.8 and exact_learned >= 0.95
+    assert learned.loss_curve_[-1] < learned.loss_curve_[0]
+
+
+def test_novelty_detection_accepts_stored_patterns_and_rejects_random_ones(rng):
+    X = bipolar(rng, 40, 50)
+    memory = DenseAssociativeMemory(5, device="cpu", random_state=0).fit(X)
+    assert (memory.predict(X) == 1).mean() == pytest.approx(0.95, abs=0.03)
+    novel = bipolar(rng, 40, 50)
+    assert (memory.predict(novel) == -1).all()
+    assert memory.score_samples(X).min() > memory.score_samples(novel).max()
+
+
+def test_fit_ignores_ood_rows(rng):
+    X = bipolar(rng, 8, 20)
+    X_ood = bipolar(rng, 5, 20)
+    a = DenseAssociativeMemory(3, **FAST).fit(X)
+    b = DenseAssociativeMemory(3, **FAST).fit(np.vstack([X, X_ood]),
+                                              np.r_[np.zeros(8), np.full(5, OOD_LABEL)])
+    np.testing.assert_array_equal(a.memories_, b.memories_)
+
+
+def test_verbose_shows_a_progress_bar(rng, capsys):
+    DenseAssociativeMemory(3, verbose=1, **FAST).fit(bipolar(rng, 6, 10))
+    assert "DenseAssociativeMemory" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("params, match", [
+    ({"n": 0}, "'n' parameter"),
+    ({"n_memories": 0}, "'n_memories' parameter"),
+    ({"temperature": 0.0}, "'temperature' parameter"),
+    ({"scaling": "krotov"}, "'scaling' parameter"),
+    ({"interaction": "cubic"}, "'interaction' parameter"),
+    ({"init": "zeros"}, "'init' parameter"),
+    ({"max_iter": 0}, "'max_iter' parameter"),
+])
+def test_bad_parameters_are_rejected(rng, params, match):
+    with pytest.raises(ValueError, match=match):
+        DenseAssociativeMemory(**{**FAST, **params}).fit(bipolar(rng, 5, 8))
+
+
+def test_bad_input_gets_a_clear_error(rng):
+    X = bipolar(rng, 6, 8)
+    outside = "of the values of X lie outside \\[-1, 1\\]"
+    with pytest.raises(ValueError, match="12.5% " + outside):
+        DenseAssociativeMemory(**FAST).fit(np.where(np.arange(8) == 0, 2.0, X))
+    memory = DenseAssociativeMemory(3, **FAST).fit(X)
+    for method in (memory.score_samples, memory.predict, memory.transform, memory.recall):
+        with pytest.raises(ValueError, match=outside):
+            method(3 * X)
+    with pytest.raises(ValueError, match="NaN"):
+        memory.transform(np.full_like(X, np.nan))
+    with pytest.raises(ValueError, match="X has 5 features"):
+        memory.transform(X[:, :5])
+    with pytest.raises(ValueError, match=r"mask has shape \(4,\); expected \(8,\) or \(6, 8\)"):
+        memory.recall(X, mask=np.ones(4, dtype=bool))
+    with pytest.raises(TypeError, match="mask must be a boolean array"):
+        memory.recall(X, mask=np.ones(8))
+    with pytest.raises(ValueError, match=r"init has shape \(3, 4\)"):
+        DenseAssociativeMemory(**{**FAST, "init": np.zeros((3, 4))}).fit(X)
+    with pytest.raises(ValueError, match="init must hold finite values in"):
+        DenseAssociativeMemory(**{**FAST, "init": np.full((12, 8), 2.0)}).fit(X)
+
+
+# ------------------------------------------------------------------ estimator checks
+# The checks' data (blobs, random normals) mostly lies outside [-1, 1], which the memory
+# refuses with a ValueError: on the bare estimator those checks cannot apply. They all
+# run below on Pipeline(MinMaxScaler(feature_range=(-1, 1), clip=True), memory), which is
+# how such data reaches the memory.
+_OUTSIDE_UNIT_RANGE = "the check's data lies outside [-1, 1], which the memory refuses " \
+    "(it passes on the MinMaxScaler pipeline below)"
+_NEEDS_UNIT_RANGE = [
+    "check_estimators_dtypes", "check_estimators_fit_returns_self",
+    "check_readonly_memmap_input", "check_pipeline_consistency",
+    "check_estimators_overwrite_params", "check_estimators_pickle",
+    "check_f_contiguous_array_estimator", "check_transformer_data_not_an_array",
+    "check_transformer_general", "check_transformer_preserve_dtypes",
+    "check_transformer_n_iter", "check_outliers_fit_predict", "check_outliers_train",
+    "check_classifier_data_not_an_array", "check_non_transformer_estimators_n_iter",
+    "check_methods_sample_order_invariance", "check_methods_subset_invariance",
+    "check_fit2d_1sample", "check_fit2d_1feature", "check_dict_unchanged",
+    "check_dont_overwrite_parameters", "check_fit_idempotent", "check_fit_check_is_fitted",
+    "check_n_features_in", "check_fit2d_predict1d", "check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit", "check_estimators_empty_data",
+    "check_set_output_transform", "check_global_output_transform_pandas",
+    "check_global_set_output_transform_polars", "check_set_output_transform_pandas",
+    "check_set_output_transform_polars",
+]
+_PIPELINE_EXPECTED_FAILURES = {
+    "check_estimators_overwrite_params": "Pipeline's own `steps` parameter holds the fitted "
+    "step objects; scikit-learn does not run this check on Pipelines either",
+    "check_dont_overwrite_parameters": "the same: Pipeline fits the estimators in `steps`",
+    "check_outliers_train": "its blobs give rows far from every memory the energy 0 "
+    "exactly, so scores tie at offset_ and the suite's predict (decision > 0) rejects the "
+    "tied rows where the check expects decision >= 0 to accept them (issue 16, defect 6, "
+    "in base.py)",
+}
+
+
+def _bare_expected_failures(estimator):
+    return {check: _OUTSIDE_UNIT_RANGE for check in _NEEDS_UNIT_RANGE}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@parametrize_with_checks(
+    [DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu", random_state=0)],
+    expected_failed_checks=_bare_expected_failures,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@parametrize_with_checks(
+    [make_pipeline(MinMaxScaler(feature_range=(-1, 1), clip=True),
+                   DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu",
+                                          random_state=0))],
+    expected_failed_checks=lambda estimator: _PIPELINE_EXPECTED_FAILURES,
+)
+def test_sklearn_estimator_checks_after_a_minmax_scaler(estimator, check):
+    check(estimator)
+
+
+# ------------------------------------------------------------------------------ CUDA
+@pytest.mark.cuda
+def test_cuda_fit_recalls_like_the_cpu_and_keeps_numpy_state(rng):
+    X = bipolar(rng, 8, 40)
+    probes = flipped(X, rng, 0.1)
+    params = dict(n_memories=16, max_epochs=5, dtype="float64", random_state=0)
+    gpu = DenseAssociativeMemory(5, device="cuda", **params).fit(X)
+    cpu = DenseAssociativeMemory(5, device="cpu", **params).fit(X)
+    assert gpu.device_.startswith("cuda") and isinstance(gpu.memories_, np.ndarray)
+    np.testing.assert_allclose(gpu.memories_, cpu.memories_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(gpu.transform(probes), cpu.transform(probes))
+    assert torch.cuda.is_available()
