@@ -174,11 +174,24 @@ def test_inputs_are_not_modified(rng, dtype, normalize):
     assert not np.shares_memory(det.train_rows_, X)
 
 
-@pytest.mark.parametrize("n_neighbors, n_rows", [(30, 30), (31, 30), (1, 1)])
-def test_too_many_neighbors_is_rejected(rng, n_neighbors, n_rows):
-    with pytest.raises(ValueError, match=f"n_neighbors={n_neighbors} must be smaller than "
-                                         f"n_samples = {n_rows}"):
-        KNNDetector(n_neighbors, device="cpu").fit(_relu_rows(rng, n_rows))
+@pytest.mark.parametrize("n_neighbors, n_rows", [(30, 30), (31, 30), (50, 27)])
+def test_too_many_neighbors_uses_n_samples_minus_one(rng, n_neighbors, n_rows):
+    """As LocalOutlierFactor: k = n - 1 with a warning, so a default that is too large for
+    a small data set does not fail; the scores are then those of k = n - 1."""
+    X = _relu_rows(rng, n_rows)
+    with pytest.warns(UserWarning, match=f"n_neighbors will be set to \\(n_samples - 1\\) = "
+                                         f"{n_rows - 1}"):
+        det = KNNDetector(n_neighbors, device="cpu").fit(X)
+    assert det.n_neighbors_ == n_rows - 1
+    exact = KNNDetector(n_rows - 1, device="cpu").fit(X)
+    queries = _relu_rows(rng, 5)
+    np.testing.assert_array_equal(det.score_samples(queries), exact.score_samples(queries))
+    assert det.offset_ == exact.offset_
+
+
+def test_one_training_row_is_rejected(rng):
+    with pytest.raises(ValueError, match="at least 2 in-distribution training rows"):
+        KNNDetector(1, device="cpu").fit(_relu_rows(rng, 1))
 
 
 def test_ood_rows_do_not_count_as_training_rows(rng):

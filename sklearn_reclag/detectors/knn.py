@@ -8,6 +8,7 @@ with those of the chunks before, so no (n_test x n_train) matrix is ever built; 
 distance is then computed again from the difference ``z - x`` itself.
 """
 
+import warnings
 from functools import partial
 from numbers import Integral
 
@@ -57,8 +58,9 @@ class KNNDetector(BaseOODDetector):
     ----------
     n_neighbors : int >= 1, default=50
         The k of the k-th nearest neighbour. The paper uses 50 on CIFAR-10 and 1000 on
-        ImageNet; on small data sets k between 1 and 10 usually does better. It must be
-        smaller than the number of in-distribution training rows (see ``offset_``).
+        ImageNet; on small data sets k between 1 and 10 usually does better. With fewer
+        training rows than that, fit uses ``n_samples - 1`` (with a warning), as
+        :class:`~sklearn.neighbors.LocalOutlierFactor` does: ``n_neighbors_``.
     normalize : bool, default=True
         L2-normalise the training rows and the queries (the paper's key step). A row of
         zeros has no direction: it is left as it is (as
@@ -74,6 +76,8 @@ class KNNDetector(BaseOODDetector):
     train_rows_ : ndarray of shape (n_train, n_features)
         The in-distribution training rows, L2-normalised when ``normalize=True``: the
         rows searched for neighbours.
+    n_neighbors_ : int
+        The k used: ``min(n_neighbors, n_samples - 1)``.
     ${fitted_common}
 
     See Also
@@ -131,24 +135,35 @@ class KNNDetector(BaseOODDetector):
 
     def _fit(self, X, y):
         n_train = X.shape[0]
-        if self.n_neighbors >= n_train:
+        if n_train < 2:
             raise ValueError(
-                f"n_neighbors={self.n_neighbors} must be smaller than n_samples = {n_train}, "
-                "the number of in-distribution training rows: offset_ reads each training "
-                "row's n_neighbors-th neighbour among the other rows."
+                f"KNNDetector needs at least 2 in-distribution training rows (n_samples = "
+                f"{n_train}): offset_ reads each training row's nearest neighbour among the "
+                "other rows."
+            )
+        # As LocalOutlierFactor does: too few rows for k neighbours leaves k = n - 1, the
+        # most that the leave-one-out scores of offset_ can read.
+        self.n_neighbors_ = min(self.n_neighbors, n_train - 1)
+        if self.n_neighbors_ < self.n_neighbors:
+            warnings.warn(
+                f"n_neighbors ({self.n_neighbors}) is not smaller than the number of "
+                f"in-distribution training rows ({n_train}). n_neighbors will be set to "
+                f"(n_samples - 1) = {self.n_neighbors_} for estimation.",
+                UserWarning,
+                stacklevel=4,  # the caller of fit (through fit and _fit_context)
             )
         # A copy either way: the user's X may change after fit.
         self.train_rows_ = l2_normalize(X) if self.normalize else np.array(X)
         return partial(self._leave_one_out_scores, X)
 
     def _score_batch(self, V, state):
-        return -self._kth_distance(V, state, self.n_neighbors)
+        return -self._kth_distance(V, state, self.n_neighbors_)
 
     def _leave_one_out_scores(self, X):
         # A training row meets itself at distance 0, so its k-th neighbour among the
         # other rows is its (k+1)-th among all of them.
         return map_batches(
-            lambda V, state: -self._kth_distance(V, state, self.n_neighbors + 1),
+            lambda V, state: -self._kth_distance(V, state, self.n_neighbors_ + 1),
             X, read_only=True, **self._batch_kwargs(),
         )
 
