@@ -119,11 +119,13 @@ def test_n_components_not_below_n_features_is_rejected(rng, n_components):
         ViMDetector(n_components, head=head, device="cpu").fit(X, y)
 
 
-def test_fraction_that_keeps_every_component_is_rejected(rng):
-    X = rng.normal(size=(200, 4))  # isotropic: 0.999 of the trace needs all 4
+def test_fraction_that_needs_every_component_keeps_all_but_one(rng):
+    """0.999 of an isotropic trace needs all 4 components; a fraction is a target, so ViM
+    keeps the most that leaves a residual (3) instead of failing on few features."""
+    X = rng.normal(size=(200, 4))
     head = (rng.normal(size=(3, 4)), rng.normal(size=3))
-    with pytest.raises(ValueError, match="n_components=0.999 keeps 4 components"):
-        ViMDetector(0.999, head=head, device="cpu").fit(X)
+    det = ViMDetector(0.999, head=head, device="cpu").fit(X)
+    assert det.n_components_ == 3 and det.residual_space_.shape == (4, 1)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.0, 1.5, "all"])

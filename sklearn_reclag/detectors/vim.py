@@ -48,7 +48,8 @@ class ViMDetector(BaseOODDetector):
     n_components : int, float in (0, 1) or None, default=None
         Dimension d of the principal subspace. An int is used as it is; a float keeps
         the fewest leading eigenvectors whose eigenvalues sum to more than that fraction
-        of the trace (as :class:`~sklearn.decomposition.PCA` does); None follows the
+        of the trace (as :class:`~sklearn.decomposition.PCA` does), at most
+        ``n_features - 1``; None follows the
         paper: 1000 when ``n_features >= 1500``, 512 when ``n_features >= 768``, else
         ``n_features // 2`` (at least 1). d must be smaller than ``n_features``.
     ${head}
@@ -167,6 +168,9 @@ class ViMDetector(BaseOODDetector):
             explained = np.cumsum(spectrum) / spectrum.sum() if spectrum.any() else np.ones(
                 n_features)
             n_components = int(np.searchsorted(explained, requested, side="right")) + 1
+            # A fraction is a target: on few features it may ask for every component,
+            # and n_features - 1 is the most that leaves a residual to score.
+            n_components = min(n_components, max(1, n_features - 1))
             what = (f"n_components={requested} keeps {n_components} components to explain "
                     f"that fraction of the trace, which")
         if n_components >= n_features:
