@@ -101,9 +101,20 @@ def test_constant_features_do_not_make_predict_reject_every_training_row(name, b
     of the rows. The threshold now sits below the tied group, and fit warns."""
     _, y = blobs
     X = np.ones((len(y), 4))
-    det = _fitted_with_warning(DETECTORS[name](device="cpu"), X, y)
+    # RecLag's default metric='mahalanobis' has no distance on constant features
+    # (test_constant_features_have_no_mahalanobis_distance); the ties are the euclidean's.
+    params = {"metric": "euclidean"} if name.startswith("RecLag") else {}
+    det = _fitted_with_warning(DETECTORS[name](device="cpu", **params), X, y)
     assert (det.predict(X) == 1).all()
     assert (det.decision_function(X) > 0).all()
+
+
+def test_constant_features_have_no_mahalanobis_distance(blobs):
+    """A zero within-class covariance is a clear error, not a NaN whitening."""
+    _, y = blobs
+    with pytest.raises(ValueError, match="within-class covariance of the training rows is "
+                                         "zero"):
+        RecLagDetector(solver="em", device="cpu").fit(np.ones((len(y), 4)), y)
 
 
 def test_tiny_beta_ties_every_float32_score_and_predict_accepts_them(blobs):

@@ -176,6 +176,10 @@ def test_auto_beta_follows_the_metric_scale(data):
         assert b == pytest.approx(a / 100 if metric == "euclidean" else a, rel=1e-6)
 
 
-def test_auto_beta_needs_two_distinct_patterns():
-    with pytest.raises(ValueError, match="beta='auto' needs two distinct"):
-        HopfieldEnergyDetector(beta="auto", device="cpu").fit(np.ones((5, 3)))
+def test_auto_beta_without_two_distinct_patterns_warns_and_uses_one():
+    """Constant features leave no gap for beta='auto' to follow: the default must still
+    fit (with beta_ = 1 and a warning), not fail where a user first tries it."""
+    with pytest.warns(UserWarning, match="no two distinct stored patterns"):
+        det = HopfieldEnergyDetector(beta="auto", device="cpu").fit(np.ones((5, 3)))
+    assert det.beta_ == 1.0
+    assert np.isfinite(det.offset_)

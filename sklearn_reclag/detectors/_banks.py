@@ -400,10 +400,15 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     nearest = torch.cat(nearest).cpu().numpy() if nearest else np.empty(0)
     nearest = nearest[np.isfinite(nearest) & (nearest > 0)]
     if nearest.size == 0:
-        raise ValueError(
-            "beta='auto' needs two distinct stored patterns in a bank; set beta to a "
-            "number."
+        # Every bank holds copies of one pattern (constant features): no gap to follow,
+        # and beta only rescales scores that cannot rank rows anyway.
+        warnings.warn(
+            "beta='auto' found no two distinct stored patterns in any bank (constant "
+            "features?); it uses beta=1.0. Set beta to a number to choose another.",
+            UserWarning,
+            stacklevel=2,
         )
+        return 1.0
     return float(_AUTO_BETA_FACTOR / np.median(nearest))
 
 
