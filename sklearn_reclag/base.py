@@ -133,6 +133,26 @@ def _package_version():
     return __version__
 
 
+def quantile_off_ties(scores, contamination, dtype):
+    """The ``contamination`` quantile of ``scores``, moved off any score it lands on.
+
+    ``predict`` accepts a row iff its score is strictly above the threshold, so a
+    quantile equal to a score that several rows share would reject the whole group. The
+    threshold then moves halfway down to the next lower score, or 4 units in the last
+    place of ``dtype`` below the group when there is none.
+    """
+    offset = float(np.percentile(scores, 100.0 * contamination))
+    if np.any(scores == offset):
+        lower = scores[scores < offset]
+        if lower.size:
+            # Two adjacent floats have no float between them: then the lower one.
+            offset = min((offset + float(lower.max())) / 2,
+                         float(np.nextafter(offset, -np.inf)))
+        else:
+            offset -= 4 * float(np.spacing(np.dtype(dtype).type(abs(offset))))
+    return offset
+
+
 class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclass=ABCMeta):
     """Shared behaviour of the OOD detectors (not for direct use).
 
@@ -331,18 +351,9 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         the scores differ only at the level of the dtype's rounding.
         """
         scores = self._finite_training_scores(scores)
-        offset = float(np.percentile(scores, 100.0 * self.contamination))
-        tied = scores == offset
-        if tied.any():
-            lower = scores[scores < offset]
-            if lower.size:
-                # Two adjacent floats have no float between them: then the lower one.
-                offset = min((offset + float(lower.max())) / 2,
-                             float(np.nextafter(offset, -np.inf)))
-            else:
-                dtype = np.dtype(self.dtype)
-                offset -= 4 * float(np.spacing(dtype.type(abs(offset))))
-        self._warn_if_tied(scores, offset, int(tied.sum()))
+        offset = quantile_off_ties(scores, self.contamination, self.dtype)
+        self._warn_if_tied(scores, offset, int(np.sum(scores == np.percentile(
+            scores, 100.0 * self.contamination))))
         return offset
 
     def _finite_training_scores(self, scores):
