@@ -18,6 +18,7 @@ SECTIONS = [
     ("novelty.md", "benchmarks/novelty.py"),
     ("speed_cpu.md", "benchmarks/speed.py"),
     ("speed_cuda.md", "benchmarks/speed.py --device cuda"),
+    ("sae_epochs.md", "benchmarks/sae_epochs.py"),
     ("dense_n_sweep.md", "benchmarks/dense_n_sweep.py"),
     ("knn_speed.md", "benchmarks/knn_speed.py"),
     ("knn_speed_cuda.md", "benchmarks/knn_speed.py --device cuda"),

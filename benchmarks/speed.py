@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collect_results import collect  # noqa: E402
 from speed_sections.common import (  # noqa: E402
     FULL,
-    HE_BETA,
+    HE_PAPER,
     OFFICIAL,
     QUICK,
     cpu_model,
@@ -133,7 +133,7 @@ def main(argv=None):
 
     X, y, *_, head = make_data(cfg["n_classes"], cfg["n_per_class"], cfg["n_features"],
                                seed=args.seed)
-    he = HopfieldEnergyDetector(beta=HE_BETA, head=head, device=device).fit(X, y)
+    he = HopfieldEnergyDetector(**HE_PAPER, head=head, device=device).fit(X, y)
     rl = RecLagDetector(**OFFICIAL, solver="em", head=head, device=device,
                         random_state=args.seed).fit(X, y)
     s2 = section_throughput(cfg, device, args.seed, body, he, rl)

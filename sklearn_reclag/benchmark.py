@@ -153,6 +153,10 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
                kind="default"),
         Method("RecLag (default)", RecLagDetector(device=device, random_state=rs),
                uses_head=True, kind="default"),
+        # What the default's learning buys: the same detector on its initial memories.
+        Method("RecLag (default, untrained)",
+               RecLagDetector(max_epochs=0, device=device, random_state=rs),
+               uses_head=True, kind="default"),
     ]
     dense = make_pipeline(
         MinMaxScaler(feature_range=(-1, 1), clip=True),

@@ -271,7 +271,8 @@ def test_values_chosen_at_an_end_of_their_grid_are_marked():
     runs.append(dict(seed=0, method="MSP", param_grid={}, best_params={}, at_grid_edge=[]))
     text = _chosen_hyperparameters(runs)
     assert "* = the smallest or largest value of its grid" in text
-    assert "- HE (beta in [0.01, 0.1, 0.5, 1.0]; n in [2, 3]): seed 0: beta=1.0* n=2, " \
+    # Floats to 3 significant digits (the beta grids are multiples of a fitted scale).
+    assert "- HE (beta in [0.01, 0.1, 0.5, 1]; n in [2, 3]): seed 0: beta=1* n=2, " \
            "seed 1: beta=0.5 n=2" in text
     assert "MSP" not in text
 

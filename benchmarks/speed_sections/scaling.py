@@ -3,7 +3,7 @@
 from sklearn_reclag import HopfieldEnergyDetector, RecLagDetector
 from sklearn_reclag.detectors._banks import pad_banks
 
-from .common import HE_BETA, OFFICIAL, loglog_slope, make_data, median_time
+from .common import HE_PAPER, OFFICIAL, loglog_slope, make_data, median_time
 
 def section_scaling(cfg, device, seed, repeats, out):
     sf, sh, sr = cfg["scale_fit"], cfg["scale_he"], cfg["scale_reclag"]
@@ -31,7 +31,7 @@ def section_scaling(cfg, device, seed, repeats, out):
 
     def he_time(n_test, n_stored, d):
         X, y, *_, head = make_data(C, -(-n_stored // C), d, seed=seed)
-        he = HopfieldEnergyDetector(beta=HE_BETA, head=head, device=device)
+        he = HopfieldEnergyDetector(**HE_PAPER, head=head, device=device)
         # Fit cheaply (the offset pass is not what is timed): one stored row per class
         # scores the training rows, then the full banks are swapped in.
         per_class = -(-n_stored // C)
