@@ -48,9 +48,7 @@ from sklearn_reclag.detectors._sae_kernels import (
 )
 from sklearn_reclag.detectors.reclag import initial_memories
 
-_CUDA = [pytest.mark.cuda,
-         pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-ENGINES = ["compiled", "torch", pytest.param("cuda", marks=_CUDA)]
+ENGINES = ["compiled", "torch", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 @pytest.fixture(scope="module")
