@@ -196,7 +196,15 @@ def test_warns_where_even_the_scaled_energy_overflows(rng):
         warnings.simplefilter("error")  # float64 holds 1e61: no warning
         model = DensePolynomialHopfield(30, temperature=0.01, dtype="float64",
                                         **{**FAST, "max_epochs": 0}).fit(X, y)
-    assert np.isfinite(model.score_samples(X)).all()
+    # ... and computes it: the energies and log-odds of the formulas, in numpy.
+    drive = drive_ref(X, model.memories_, 30, 0.01, "rectified")
+    states = np.array([label_states(v, 3)[1][a] for v, a in zip(X, drive.argmax(1))])
+    np.testing.assert_allclose(model.score_samples(X),
+                               neg_energy_ref(states, model.memories_, 30, 0.01, "rectified"),
+                               rtol=1e-9)
+    np.testing.assert_allclose(model.decision_function(X), -np.logaddexp(0, -2 * drive),
+                               rtol=1e-9)
+    np.testing.assert_array_equal(model.predict(X), model.classes_[drive.argmax(1)])
 
 
 def test_a_fit_never_ends_with_non_finite_memories(rng):

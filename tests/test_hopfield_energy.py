@@ -82,7 +82,8 @@ def test_she_score_equals_numpy_formula(data, routing):
     X, y, X_test, head = data
     beta = 0.3
     det = HopfieldEnergyDetector(
-        patterns="mean", beta=beta, routing=routing, head=head, device="cpu", dtype="float64"
+        patterns="mean", beta=beta, routing=routing, energy="lse", head=head, device="cpu",
+        dtype="float64",
     ).fit(X, y)
     means = np.stack([b.mean(axis=0) for b in _numpy_banks(X, y, head)])
     expected = _numpy_route(X_test @ means.T, routing, X_test, head, beta)
@@ -103,7 +104,7 @@ def test_float32_default_matches_float64(data):
 def test_without_labels_one_bank_of_all_rows(data):
     """y=None and no head: one bank holding every row, no head fitted."""
     X, _, X_test, _ = data
-    det = HopfieldEnergyDetector(beta=0.4, device="cpu", dtype="float64").fit(X)
+    det = HopfieldEnergyDetector(beta=0.4, energy="lse", device="cpu", dtype="float64").fit(X)
     assert det.memories_.shape == (1, len(X), X.shape[1])
     assert det.head_coef_ is None and det.classes_ is None
     expected = logsumexp(0.4 * X_test @ X.T, axis=1) / 0.4

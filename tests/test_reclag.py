@@ -30,10 +30,12 @@ def data():
 def _fit(data, **params):
     X, y, _, head = data
     # tol=None: every fit runs exactly max_epochs epochs (or EM iterations).
-    # metric='euclidean': the formulas below are in the raw feature space (the metrics
-    # are tested in test_metric.py).
+    # The paper's score in the raw feature space and a fixed beta unless a test says
+    # otherwise: the formulas below are written for them (the metrics are tested in
+    # test_metric.py, beta='auto' in test_metric.py and test_threshold.py).
     params = {"head": head, "device": "cpu", "dtype": "float64", "random_state": 0,
-              "max_epochs": 3, "tol": None, "metric": "euclidean", **params}
+              "max_epochs": 3, "tol": None, "metric": "euclidean", "energy": "lse",
+              "beta": 1.0, **params}
     return RecLagDetector(**params).fit(X, y)
 
 
@@ -112,13 +114,19 @@ def test_auto_gamma_is_the_contamination_quantile_of_held_out_scores(data, conta
 
 
 def test_auto_gamma_stays_usable_beyond_float64_range(data):
-    """A huge log gamma gives gamma_ = inf but a finite log_gamma_ and working predict."""
+    """A huge log gamma gives gamma_ = inf but a finite log_gamma_, and decision_function
+    and predict still follow G(v) = (1/beta) (lse(beta Xi_c v) - log gamma_)."""
     X, y, X_test, head = data
-    det = RecLagDetector(beta=50.0, solver="em", max_epochs=3, tol=None, head=head,
-                         device="cpu", random_state=0).fit(X * 10, y)
+    det = _fit((X * 10, y, None, head), solver="em", beta=50.0)
     assert det.log_gamma_ > 709 and det.gamma_ == np.inf
     assert np.isfinite(det.offset_)
-    assert set(det.predict(X_test * 10)) <= {-1, 1}
+    V = np.vstack([X * 10, X_test * 10])
+    G = _numpy_score(det, V, head) - det.log_gamma_ / 50.0
+    np.testing.assert_allclose(det.decision_function(V), G, rtol=1e-9,
+                               atol=1e-9 * np.abs(G).max())
+    np.testing.assert_array_equal(det.predict(V), np.where(G > 0, 1, -1))
+    # The threshold still separates: it rejects some rows and accepts most training rows.
+    assert (G <= 0).any() and np.mean(G[:len(X)] > 0) >= 0.9
 
 
 def _numpy_retrieve(det, V, head, steps):
