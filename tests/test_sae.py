@@ -122,7 +122,7 @@ def test_class_spread_equals_numpy(rng):
 
 
 # ------------------------------------------------------------- the paper's objective
-@pytest.mark.parametrize("sampler", ["categorical", "official"])
+@pytest.mark.parametrize("sampler", ["categorical", "double_softmax"])
 def test_sae_gradient_equals_autograd_of_reference_loss(sampler):
     """The closed-form batched gradient equals autograd of the per-class loss."""
     rng = np.random.default_rng(3)
@@ -143,7 +143,7 @@ def test_sae_gradient_equals_autograd_of_reference_loss(sampler):
 
 
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-@pytest.mark.parametrize("sampler", ["categorical", "official"])
+@pytest.mark.parametrize("sampler", ["categorical", "double_softmax"])
 def test_compiled_step_equals_torch_step(dtype, rtol, sampler):
     """One step of the compiled CPU kernels gives the loss, the gradient and the Adam
     update of the torch form, in float64 and float32. Class 1 has padding memories (their
@@ -172,7 +172,7 @@ def test_compiled_step_equals_torch_step(dtype, rtol, sampler):
     sq_norms = (memories**2).sum(dim=-1).numpy()
     draws_and_weights(logits.numpy(), torch.softmax(logits, dim=1).numpy(),
                       (x**2).sum(dim=-1).numpy(), sq_norms, u.numpy(),
-                      mask.sum(dim=1).numpy() - 1, beta, n_features, sampler == "official",
+                      mask.sum(dim=1).numpy() - 1, beta, n_features, sampler == "double_softmax",
                       coef, weight_sum, got_loss)
     got_grad = torch.bmm(torch.from_numpy(coef), x).numpy()
     got = memories.numpy().copy()
@@ -188,7 +188,7 @@ def test_compiled_step_equals_torch_step(dtype, rtol, sampler):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("sampler", ["categorical", "official"])
+@pytest.mark.parametrize("sampler", ["categorical", "double_softmax"])
 @pytest.mark.parametrize("epochs", [1, 2, 4])
 def test_sae_batched_equals_per_class_reference_step_for_step(sampler, epochs, engine):
     """Given the same draws, training all classes at once equals training each class on
@@ -235,6 +235,25 @@ def test_sae_is_deterministic_under_random_state(data):
                                            random_state=7).memories_, a)
         assert not np.array_equal(_fit(data, objective=objective,
                                        random_state=8).memories_, a)
+
+
+def test_double_softmax_sampler_draws_differently_from_categorical(data):
+    """The two samplers give other memories from the same draws' uniforms."""
+    a = _fit(data, objective="paper", sampler="categorical").memories_
+    b = _fit(data, objective="paper", sampler="double_softmax").memories_
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("solver", ["sae", "em"])
+def test_sampler_official_is_a_deprecated_alias_of_double_softmax(data, solver):
+    """sampler='official' (the old name) fits what 'double_softmax' fits, with a
+    FutureWarning, for one release."""
+    with pytest.warns(FutureWarning, match="sampler='official' is deprecated.*"
+                                           "'double_softmax'"):
+        old = _fit(data, solver=solver, objective="paper", sampler="official")
+    new = _fit(data, solver=solver, objective="paper", sampler="double_softmax")
+    np.testing.assert_array_equal(old.memories_, new.memories_)
+    assert old.sampler == "official"  # the parameter is left as the user set it
 
 
 def test_sae_learns_the_official_objective(data):
