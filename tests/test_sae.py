@@ -65,8 +65,10 @@ def data():
 
 def _fit(data, **params):
     X, y, _, head = data
+    # The raw feature space, where the objectives below are written (the metrics are
+    # tested in test_metric.py).
     params = {"head": head, "device": "cpu", "dtype": "float64", "random_state": 0,
-              "max_epochs": 3, "tol": None, **params}
+              "max_epochs": 3, "tol": None, "metric": "euclidean", **params}
     return RecLagDetector(**params).fit(X, y)
 
 
