@@ -254,6 +254,19 @@ def test_same_random_state_gives_the_same_model(name, data):
     _assert_same_outputs(_make(name).fit(X, y), _fitted(name, data), X_test)
 
 
+# The estimators whose fit draws random numbers (initial memories, minibatch order).
+RANDOMISED = ["RecLagDetector-sae", "RecLagDetector-em", "DensePolynomialHopfield",
+              "DenseAssociativeMemory"]
+
+
+@pytest.mark.parametrize("name", RANDOMISED)
+def test_another_random_state_gives_another_model(name, data):
+    """random_state reaches the draws (a fit that ignored it would pass the test above)."""
+    X, y, _, _ = data
+    other = _make(name, random_state=1).fit(X, y)
+    assert not np.array_equal(other.memories_, _fitted(name, data).memories_)
+
+
 # ---------------------------------------------------------------------- persistence
 @pytest.mark.parametrize("name", CASES)
 def test_joblib_round_trip_gives_identical_outputs(name, data, tmp_path):
