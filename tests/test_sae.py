@@ -65,10 +65,12 @@ def data():
 
 def _fit(data, **params):
     X, y, _, head = data
-    # The raw feature space, where the objectives below are written (the metrics are
-    # tested in test_metric.py).
+    # The paper's objective and initial norm, in the raw feature space, unless a test
+    # says otherwise: the references below are written for them (the metrics are tested
+    # in test_metric.py).
     params = {"head": head, "device": "cpu", "dtype": "float64", "random_state": 0,
-              "max_epochs": 3, "tol": None, "metric": "euclidean", **params}
+              "max_epochs": 3, "tol": None, "metric": "euclidean", "objective": "paper",
+              "init_norm": 10.0, **params}
     return RecLagDetector(**params).fit(X, y)
 
 
@@ -299,7 +301,8 @@ def test_unlabelled_warning_names_no_class(data):
     X = data[0][:30]
     with pytest.warns(UserWarning, match="There are 30 stored patterns, fewer than "
                                          "learning_batch_size=50") as record:
-        RecLagDetector(max_epochs=2, tol=None, device="cpu", random_state=0).fit(X)
+        RecLagDetector(objective="paper", metric="euclidean", max_epochs=2, tol=None,
+                       device="cpu", random_state=0).fit(X)
     assert not any("Classes" in str(w.message) for w in record)
 
 
@@ -400,7 +403,7 @@ def test_likelihood_step_is_relative_to_the_data_scale(data):
     1000, where an absolute lr would move them 1000 times less."""
     X, y, _, head = data
     params = {"objective": "likelihood", "init_norm": None, "max_epochs": 30, "tol": None,
-              "device": "cpu", "dtype": "float64", "random_state": 0}
+              "metric": "euclidean", "device": "cpu", "dtype": "float64", "random_state": 0}
     small = RecLagDetector(beta=0.5, head=head, **params).fit(X, y)
     # The same stored patterns: a head scaled to the data.
     large = RecLagDetector(beta=0.5e-6, head=(head.coef_ / 1000, head.intercept_),
