@@ -51,8 +51,8 @@ def fit_reclag_reference(X, y, n_memories=10, beta=5.0, n_draws=5, max_epochs=50
         fewer), each scaled to norm 10.
     seed : int, default=0
         Seeds the initialisation and the draws (a torch.Generator per class).
-    sampler : {'categorical', 'official'}, default='categorical'
-        Draw from z, or from softmax(z) as the official code does.
+    sampler : {'categorical', 'double_softmax'}, default='categorical'
+        Draw from z, or from softmax(z) as the authors' code does.
     uniforms : callable, default=None
         ``uniforms(class_index, epoch, batch_index)`` returns the (n_draws, batch_size)
         uniform numbers of that step's draws (inverse-CDF sampling); None draws them from

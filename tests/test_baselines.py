@@ -1,4 +1,5 @@
-"""MSP, Energy and ReAct: exact formulas, the shared API contract, and bad input."""
+"""MSP, Energy and ReAct: exact formulas, heads, devices and bad input (the contract
+shared by every estimator is in test_common.py)."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from scipy.special import logsumexp, softmax
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.svm import LinearSVC
+from sklearn.utils.estimator_checks import check_outliers_fit_predict, check_outliers_train
 
 from sklearn_reclag import OOD_LABEL, EnergyDetector, MSPDetector, ReActDetector
 from sklearn_reclag.metrics import fpr95_scorer
@@ -95,38 +97,7 @@ def test_decision_function_and_predict_follow_offset(rng, Detector):
     assert np.mean(pred == -1) == pytest.approx(0.1, abs=0.01)
 
 
-@pytest.mark.parametrize("Detector", DETECTORS)
-def test_fit_ignores_ood_rows(rng, Detector):
-    X, y, head = _problem(rng)
-    X_ood = 5 + rng.normal(size=(30, X.shape[1]))
-    X_all = np.vstack([X, X_ood])
-    y_all = np.concatenate([y, np.full(30, OOD_LABEL)])
-    a = Detector(device="cpu", dtype="float64").fit(X, y)
-    b = Detector(device="cpu", dtype="float64").fit(X_all, y_all)
-    np.testing.assert_allclose(a.score_samples(X_all), b.score_samples(X_all))
-    assert a.offset_ == pytest.approx(b.offset_)
-
-
-@pytest.mark.parametrize("Detector", DETECTORS)
-def test_scores_do_not_depend_on_batch_size(rng, Detector):
-    X, y, head = _problem(rng)
-    full = Detector(head=head, device="cpu", batch_size=4096).fit(X, y).score_samples(X)
-    chunked = Detector(head=head, device="cpu", batch_size=7).fit(X, y).score_samples(X)
-    np.testing.assert_allclose(full, chunked, rtol=1e-6)
-
-
 # The detectors' dtype matches X's: scoring then reads views of X, never copies.
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("Detector", DETECTORS)
-def test_inputs_are_not_modified(rng, Detector, dtype):
-    X, y, (coef, intercept) = _problem(rng)
-    X = X.astype(dtype)
-    copies = [a.copy() for a in (X, y, coef, intercept)]
-    det = Detector(head=(coef, intercept), device="cpu", dtype=dtype).fit(X, y)
-    det.score_samples(X)
-    det.predict(X)
-    for original, copy in zip((X, y, coef, intercept), copies):
-        np.testing.assert_array_equal(original, copy)
 
 
 def test_string_labels_and_head_classes(rng):
@@ -227,9 +198,9 @@ def test_unknown_device_is_rejected(rng, device, message):
         EnergyDetector(head=head, device=device).fit(X, y)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a CPU-only machine")
-def test_cuda_requested_but_absent_is_rejected(rng):
+def test_cuda_requested_but_absent_is_rejected(rng, monkeypatch):
     X, y, head = _problem(rng)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine
     with pytest.raises(ValueError, match="asks for CUDA"):
         EnergyDetector(head=head, device="cuda").fit(X, y)
 
@@ -273,3 +244,21 @@ def test_grid_search_over_temperature_with_fpr95_scorer(digits_split):
     assert search.best_params_["temperature"] == [0.5, 1, 2][int(np.argmax(scores))]
     # The temperature changes the ranking, so the candidates do not all tie.
     assert len(np.unique(np.round(scores, 6))) > 1
+
+
+# ------------------------------------------- sklearn's outlier checks (test_common.py)
+# They fit on X alone, which a baseline cannot (it needs labels to fit its head); given a
+# fitted head it passes them.
+class _HeadFor2Features:
+    """A fitted linear classifier over the 2 features of sklearn's outlier checks."""
+
+    coef_ = np.array([[1.0, -0.5], [-0.3, 0.8], [0.2, 0.1]])
+    intercept_ = np.array([0.1, -0.2, 0.0])
+    classes_ = np.array([0, 1, 2])
+
+
+@pytest.mark.parametrize("Detector", DETECTORS)
+def test_fitted_head_baselines_pass_outlier_checks(Detector):
+    estimator = Detector(head=_HeadFor2Features(), device="cpu")
+    check_outliers_train(Detector.__name__, estimator)
+    check_outliers_fit_predict(Detector.__name__, estimator)

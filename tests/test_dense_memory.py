@@ -1,6 +1,6 @@
 """DenseAssociativeMemory: energy, update and learning rules against numpy, recall,
-McAlister's scaling against the original form, determinism, novelty detection, bad input
-and scikit-learn's estimator checks.
+McAlister's scaling against the original form, determinism, novelty detection and bad
+input (the contract shared by every estimator is in test_common.py).
 
 The reference functions build every network state explicitly (the pattern with neuron i
 set to +1 or -1) and evaluate F on it, independently of the estimator's overlap updates.
@@ -8,13 +8,9 @@ set to +1 or -1) and evaluate F on it, independently of the estimator's overlap 
 
 import numpy as np
 import pytest
-import torch
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MinMaxScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_reclag import OOD_LABEL, DenseAssociativeMemory
+from sklearn_reclag import DenseAssociativeMemory
 
 FAST = dict(n_memories=12, max_epochs=5, device="cpu", random_state=0)
 
@@ -338,15 +334,6 @@ def test_novelty_detection_accepts_stored_patterns_and_rejects_random_ones(rng):
     assert memory.score_samples(X).min() > memory.score_samples(novel).max()
 
 
-def test_fit_ignores_ood_rows(rng):
-    X = bipolar(rng, 8, 20)
-    X_ood = bipolar(rng, 5, 20)
-    a = DenseAssociativeMemory(3, **FAST).fit(X)
-    b = DenseAssociativeMemory(3, **FAST).fit(np.vstack([X, X_ood]),
-                                              np.r_[np.zeros(8), np.full(5, OOD_LABEL)])
-    np.testing.assert_array_equal(a.memories_, b.memories_)
-
-
 def test_verbose_shows_a_progress_bar(rng, capsys):
     DenseAssociativeMemory(3, verbose=1, **FAST).fit(bipolar(rng, 6, 10))
     assert "DenseAssociativeMemory" in capsys.readouterr().err
@@ -390,65 +377,6 @@ def test_bad_input_gets_a_clear_error(rng):
         DenseAssociativeMemory(**{**FAST, "init": np.full((12, 8), 2.0)}).fit(X)
 
 
-# ------------------------------------------------------------------ estimator checks
-# The checks' data (blobs, random normals) mostly lies outside [-1, 1], which the memory
-# refuses with a ValueError: on the bare estimator those checks cannot apply. They all
-# run below on Pipeline(MinMaxScaler(feature_range=(-1, 1), clip=True), memory), which is
-# how such data reaches the memory.
-_OUTSIDE_UNIT_RANGE = "the check's data lies outside [-1, 1], which the memory refuses " \
-    "(it passes on the MinMaxScaler pipeline below)"
-_NEEDS_UNIT_RANGE = [
-    "check_estimators_dtypes", "check_estimators_fit_returns_self",
-    "check_readonly_memmap_input", "check_pipeline_consistency",
-    "check_estimators_overwrite_params", "check_estimators_pickle",
-    "check_f_contiguous_array_estimator", "check_transformer_data_not_an_array",
-    "check_transformer_general", "check_transformer_preserve_dtypes",
-    "check_transformer_n_iter", "check_outliers_fit_predict", "check_outliers_train",
-    "check_classifier_data_not_an_array", "check_non_transformer_estimators_n_iter",
-    "check_methods_sample_order_invariance", "check_methods_subset_invariance",
-    "check_fit2d_1sample", "check_fit2d_1feature", "check_dict_unchanged",
-    "check_dont_overwrite_parameters", "check_fit_idempotent", "check_fit_check_is_fitted",
-    "check_n_features_in", "check_fit2d_predict1d", "check_n_features_in_after_fitting",
-    "check_positive_only_tag_during_fit", "check_estimators_empty_data",
-    "check_set_output_transform", "check_global_output_transform_pandas",
-    "check_global_set_output_transform_polars", "check_set_output_transform_pandas",
-    "check_set_output_transform_polars",
-]
-_PIPELINE_EXPECTED_FAILURES = {
-    "check_estimators_overwrite_params": "Pipeline's own `steps` parameter holds the fitted "
-    "step objects; scikit-learn does not run this check on Pipelines either",
-    "check_dont_overwrite_parameters": "the same: Pipeline fits the estimators in `steps`",
-    "check_outliers_train": "its blobs give rows far from every memory the energy 0 "
-    "exactly, so scores tie at offset_ and the suite's predict (decision > 0) rejects the "
-    "tied rows where the check expects decision >= 0 to accept them (issue 16, defect 6, "
-    "in base.py)",
-}
-
-
-def _bare_expected_failures(estimator):
-    return {check: _OUTSIDE_UNIT_RANGE for check in _NEEDS_UNIT_RANGE}
-
-
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks(
-    [DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu", random_state=0)],
-    expected_failed_checks=_bare_expected_failures,
-)
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks(
-    [make_pipeline(MinMaxScaler(feature_range=(-1, 1), clip=True),
-                   DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu",
-                                          random_state=0))],
-    expected_failed_checks=lambda estimator: _PIPELINE_EXPECTED_FAILURES,
-)
-def test_sklearn_estimator_checks_after_a_minmax_scaler(estimator, check):
-    check(estimator)
-
-
 # ------------------------------------------------------------------------------ CUDA
 @pytest.mark.cuda
 def test_cuda_fit_recalls_like_the_cpu_and_keeps_numpy_state(rng):
@@ -460,4 +388,3 @@ def test_cuda_fit_recalls_like_the_cpu_and_keeps_numpy_state(rng):
     assert gpu.device_.startswith("cuda") and isinstance(gpu.memories_, np.ndarray)
     np.testing.assert_allclose(gpu.memories_, cpu.memories_, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(gpu.transform(probes), cpu.transform(probes))
-    assert torch.cuda.is_available()

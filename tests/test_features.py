@@ -9,7 +9,6 @@ from scipy.special import logsumexp
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.pipeline import make_pipeline
-from sklearn.utils.estimator_checks import parametrize_with_checks
 from skorch import NeuralNetClassifier
 
 from sklearn_reclag import EnergyDetector, features
@@ -29,19 +28,6 @@ def _mlp(generator_seed=0):
         for param in net.parameters():
             param.copy_(torch.randn(param.shape, generator=generator))
     return net
-
-
-class AnyWidth(torch.nn.Module):
-    """Accepts rows of any width (adaptive pooling), so sklearn's checks can feed it
-    their own data sets of 1 to 20 features; penultimate features have width 4."""
-
-    def __init__(self):
-        super().__init__()
-        self.pool = torch.nn.AdaptiveAvgPool1d(4)
-        self.head = torch.nn.Linear(4, 3)
-
-    def forward(self, X):
-        return self.head(torch.relu(self.pool(X.unsqueeze(1)).flatten(1)))
 
 
 @pytest.fixture(scope="module")
@@ -330,22 +316,3 @@ def test_cuda_features_equal_cpu_features_and_module_returns_to_cpu(rng):
     cuda = TorchFeatureExtractor(net, device="cuda").fit_transform(X)
     np.testing.assert_allclose(cuda, cpu, rtol=1e-4, atol=1e-5)
     assert all(p.device.type == "cpu" for p in net.parameters())
-
-
-# ---------------------------------------------------------------------- sklearn's checks
-EXPECTED_FAILED_CHECKS = {
-    "check_estimators_overwrite_params": (
-        "joblib.hash of a torch module differs from the hash of its deepcopy (tensor "
-        "pickles record storage identity), so the check reports a change even when "
-        "nothing changed; test_module_weights_modes_and_hooks_are_left_as_they_were "
-        "checks the property directly."
-    ),
-}
-
-
-@parametrize_with_checks(
-    [TorchFeatureExtractor(AnyWidth(), device="cpu")],
-    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
-)
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)

@@ -1,12 +1,11 @@
-"""KNNDetector (deep KNN): exact scores, the leave-one-out threshold, bounded blocks, the
-API contract and sklearn's estimator checks."""
+"""KNNDetector (deep KNN): exact scores, the leave-one-out threshold, bounded blocks,
+labels and bad input (the contract shared by every estimator is in test_common.py)."""
 
 import numpy as np
 import pytest
 import torch
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import NearestNeighbors
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_reclag import OOD_LABEL, KNNDetector
 from sklearn_reclag.detectors import knn
@@ -161,19 +160,6 @@ def test_y_is_optional_and_ood_rows_are_ignored(rng):
     assert not hasattr(a, "classes_")
 
 
-@pytest.mark.parametrize("normalize", [True, False])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_inputs_are_not_modified(rng, dtype, normalize):
-    X = _relu_rows(rng, 60).astype(dtype)
-    original = X.copy()
-    det = KNNDetector(3, normalize=normalize, device="cpu", dtype=dtype).fit(X)
-    det.score_samples(X)
-    det.predict(X)
-    np.testing.assert_array_equal(X, original)
-    # The fitted rows are the detector's own copy.
-    assert not np.shares_memory(det.train_rows_, X)
-
-
 @pytest.mark.parametrize("n_neighbors, n_rows", [(30, 30), (31, 30), (50, 27)])
 def test_too_many_neighbors_uses_n_samples_minus_one(rng, n_neighbors, n_rows):
     """As LocalOutlierFactor: k = n - 1 with a warning, so a default that is too large for
@@ -231,31 +217,9 @@ def test_search_space_drives_grid_search(digits_split):
     assert search.best_params_["n_neighbors"] in KNNDetector.search_space["n_neighbors"]
 
 
-# ------------------------------------------------------------------ sklearn's checks
-_TRAIN_ROWS_OWN_NEIGHBOURS = (
-    "asserts that predict on the training rows rejects exactly `contamination` of them; "
-    "offset_ is the contamination quantile of leave-one-out scores, so that *new* rows "
-    "are rejected at that rate (tested in test_new_rows_are_accepted_at_one_minus_"
-    "contamination); each training row is its own nearest neighbour, so fewer training "
-    "rows are rejected"
-)
-
-
-def _expected_failed_checks(estimator):
-    return {
-        "check_outliers_train": _TRAIN_ROWS_OWN_NEIGHBOURS,
-        "check_outliers_fit_predict": _TRAIN_ROWS_OWN_NEIGHBOURS,
-    }
-
-
-# n_neighbors=5: the checks fit on as few as 10 rows; n_neighbors must stay below that.
-@parametrize_with_checks([KNNDetector(5, device="cpu"),
-                          KNNDetector(5, normalize=False, device="cpu")],
-                         expected_failed_checks=_expected_failed_checks)
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
-
-
+# ------------------------------------------- sklearn's outlier checks (test_common.py)
+# Those two checks cannot apply (the reason is in _expected_checks.py): the rest of
+# their contract, on their data.
 def test_outlier_check_contract_holds_apart_from_the_training_rejection_rate():
     """The parts of check_outliers_train that apply, on its data (300 blobs in 2-D)."""
     from sklearn.datasets import make_blobs

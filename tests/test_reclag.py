@@ -5,20 +5,14 @@ Formulas (Moriai et al., AAAI 2025): score = (1/beta) lse(beta Xi_c v) [- |v|^2/
 G(v) = score - (1/beta) log gamma, update v <- C(G(v)) Xi_c^T softmax(beta Xi_c v).
 """
 
-import copy
-
 import numpy as np
 import pytest
-import torch
 from scipy.special import logsumexp, softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_reclag import OOD_LABEL, RecLagDetector
+from sklearn_reclag import RecLagDetector
 from sklearn_reclag.detectors.reclag import initial_memories
-
-from _expected_checks import HELD_OUT_THRESHOLD_CHECKS
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +30,12 @@ def data():
 def _fit(data, **params):
     X, y, _, head = data
     # tol=None: every fit runs exactly max_epochs epochs (or EM iterations).
+    # The paper's score in the raw feature space and a fixed beta unless a test says
+    # otherwise: the formulas below are written for them (the metrics are tested in
+    # test_metric.py, beta='auto' in test_metric.py and test_threshold.py).
     params = {"head": head, "device": "cpu", "dtype": "float64", "random_state": 0,
-              "max_epochs": 3, "tol": None, **params}
+              "max_epochs": 3, "tol": None, "metric": "euclidean", "energy": "lse",
+              "beta": 1.0, **params}
     return RecLagDetector(**params).fit(X, y)
 
 
@@ -116,13 +114,19 @@ def test_auto_gamma_is_the_contamination_quantile_of_held_out_scores(data, conta
 
 
 def test_auto_gamma_stays_usable_beyond_float64_range(data):
-    """A huge log gamma gives gamma_ = inf but a finite log_gamma_ and working predict."""
+    """A huge log gamma gives gamma_ = inf but a finite log_gamma_, and decision_function
+    and predict still follow G(v) = (1/beta) (lse(beta Xi_c v) - log gamma_)."""
     X, y, X_test, head = data
-    det = RecLagDetector(beta=50.0, solver="em", max_epochs=3, tol=None, head=head,
-                         device="cpu", random_state=0).fit(X * 10, y)
+    det = _fit((X * 10, y, None, head), solver="em", beta=50.0)
     assert det.log_gamma_ > 709 and det.gamma_ == np.inf
     assert np.isfinite(det.offset_)
-    assert set(det.predict(X_test * 10)) <= {-1, 1}
+    V = np.vstack([X * 10, X_test * 10])
+    G = _numpy_score(det, V, head) - det.log_gamma_ / 50.0
+    np.testing.assert_allclose(det.decision_function(V), G, rtol=1e-9,
+                               atol=1e-9 * np.abs(G).max())
+    np.testing.assert_array_equal(det.predict(V), np.where(G > 0, 1, -1))
+    # The threshold still separates: it rejects some rows and accepts most training rows.
+    assert (G <= 0).any() and np.mean(G[:len(X)] > 0) >= 0.9
 
 
 def _numpy_retrieve(det, V, head, steps):
@@ -166,18 +170,6 @@ def test_transform_with_gamma_below_n_memories_leaves_the_origin(data):
     np.testing.assert_allclose(det.transform(far)[0], mean_memory, rtol=1e-10)
     det.set_params(max_iter=1)
     np.testing.assert_array_equal(det.transform(far)[0], 0.0)
-
-
-@pytest.mark.parametrize("routing", ["predicted", "max", "pooled"])
-def test_scores_and_retrieval_do_not_depend_on_batch_size(data, routing):
-    """Scoring and transform in chunks of 4 rows give what one chunk gives."""
-    _, _, X_test, _ = data
-    det = _fit(data, solver="em", routing=routing)
-    chunked = copy.deepcopy(det).set_params(batch_size=4)
-    np.testing.assert_allclose(chunked.score_samples(X_test), det.score_samples(X_test),
-                               rtol=1e-12)
-    np.testing.assert_allclose(chunked.transform(X_test), det.transform(X_test), rtol=1e-12,
-                               atol=1e-12)
 
 
 # -------------------------------------------------------------------- the 'em' solver
@@ -242,23 +234,6 @@ def test_initial_memories_auto_norm_follows_each_class(data, init):
                    for c in range(3))
 
 
-@pytest.mark.parametrize("solver", ["sae", "em"])
-def test_fit_ignores_ood_rows(data, solver):
-    """Rows labelled OOD_LABEL (held-out OOD rows of a CV split) do not reach the memories,
-    gamma_ or the stored patterns: the fit equals the fit without them."""
-    X, y, X_test, head = data
-    X_ood = np.random.default_rng(1).normal(scale=5.0, size=(30, X.shape[1]))
-    order = np.random.default_rng(2).permutation(len(X) + 30)
-    X_all = np.vstack([X, X_ood])[order]
-    y_all = np.r_[y, np.full(30, OOD_LABEL)][order]
-    with_ood = _fit((X_all, y_all, X_test, head), solver=solver)
-    keep = y_all != OOD_LABEL
-    without = _fit((X_all[keep], y_all[keep], X_test, head), solver=solver)
-    np.testing.assert_array_equal(with_ood.memories_, without.memories_)
-    assert with_ood.gamma_ == without.gamma_
-    np.testing.assert_array_equal(with_ood.score_samples(X_test), without.score_samples(X_test))
-
-
 def test_without_labels_one_bank(data):
     """y=None and no head: one bank of n_memories memories learned on every row."""
     X = data[0]
@@ -289,23 +264,7 @@ def test_bad_input_raises_clear_error(data, params, change, match):
         RecLagDetector(device="cpu", **params).fit(X, y)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_inputs_are_not_modified(data, dtype):
-    """With a matching dtype scoring reads views of X; nothing writes to them."""
-    X, y, X_test, head = data
-    X, X_test = X.astype(dtype), X_test.astype(dtype)
-    copies = X.copy(), y.copy(), X_test.copy()
-    det = _fit((X, y, X_test, head), dtype=dtype)
-    det.score_samples(X_test)
-    det.predict(X_test)
-    retrieved = det.transform(X_test)
-    assert not np.shares_memory(retrieved, X_test)
-    for original, saved in zip((X, y, X_test), copies, strict=True):
-        np.testing.assert_array_equal(original, saved)
-
-
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("solver", ["sae", "em"])
 def test_cuda_fit_and_score(data, solver):
     """Fitting and scoring on CUDA: both solvers agree with the CPU, 'sae' is
@@ -322,27 +281,6 @@ def test_cuda_fit_and_score(data, solver):
                                       gpu.memories_)
     assert np.isfinite(gpu.score_samples(X_test)).all()
     assert gpu.transform(X_test).shape == X_test.shape
-
-
-@pytest.mark.filterwarnings("ignore:Classes .* have fewer stored patterns:UserWarning")
-@pytest.mark.filterwarnings("ignore:There are .* stored patterns:UserWarning")
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-# learning_batch_size=5: the checks' data sets have a few dozen rows, and the 'sae' fits
-# must train on them (with the default 50 the paper's objective trains nothing there).
-@parametrize_with_checks(
-    [
-        RecLagDetector(device="cpu", max_epochs=2, learning_batch_size=5, random_state=0),
-        RecLagDetector(device="cpu", max_epochs=2, learning_batch_size=5, random_state=0,
-                       dtype="float64"),
-        RecLagDetector(objective="likelihood", energy="density", init_norm="auto",
-                       device="cpu", max_epochs=2, random_state=0),
-        RecLagDetector(solver="em", energy="full", routing="pooled", device="cpu",
-                       dtype="float64", random_state=0),
-    ],
-    expected_failed_checks=lambda estimator: HELD_OUT_THRESHOLD_CHECKS,
-)
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
 
 
 @pytest.mark.parametrize("solver, objective", [("sae", "paper"), ("sae", "likelihood"),

@@ -1,5 +1,6 @@
-"""ViMDetector: the official formulas, the choice of n_components, bad input, the API
-contract and sklearn's estimator checks."""
+"""ViMDetector: the official formulas, the choice of n_components, bad input,
+labels and model selection (the contract shared by every estimator is in
+test_common.py)."""
 
 import numpy as np
 import pytest
@@ -11,7 +12,6 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.utils.estimator_checks import (
     check_outliers_fit_predict,
     check_outliers_train,
-    parametrize_with_checks,
 )
 
 from sklearn_reclag import OOD_LABEL, ViMDetector
@@ -170,35 +170,6 @@ def test_missing_labels_without_head_is_rejected(rng):
         ViMDetector(device="cpu").fit(X)
 
 
-def test_fit_ignores_ood_rows(rng):
-    X, y, head = _problem(rng)
-    X_ood = 5 + rng.normal(size=(30, X.shape[1]))
-    X_all, y_all = np.vstack([X, X_ood]), np.r_[y, np.full(30, OOD_LABEL)]
-    a = ViMDetector(head=head, device="cpu", dtype="float64").fit(X, y)
-    b = ViMDetector(head=head, device="cpu", dtype="float64").fit(X_all, y_all)
-    np.testing.assert_allclose(a.score_samples(X_all), b.score_samples(X_all), rtol=1e-10)
-    assert a.alpha_ == pytest.approx(b.alpha_)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_inputs_are_not_modified(rng, dtype):
-    X, y, (coef, intercept) = _problem(rng)
-    X = X.astype(dtype)
-    copies = [a.copy() for a in (X, y, coef, intercept)]
-    det = ViMDetector(head=(coef, intercept), device="cpu", dtype=dtype).fit(X, y)
-    det.score_samples(X)
-    det.predict(X)
-    for original, copy in zip((X, y, coef, intercept), copies):
-        np.testing.assert_array_equal(original, copy)
-
-
-def test_scores_do_not_depend_on_batch_size(rng):
-    X, y, head = _problem(rng)
-    full = ViMDetector(head=head, device="cpu").fit(X, y).score_samples(X)
-    chunked = ViMDetector(head=head, device="cpu", batch_size=7).fit(X, y).score_samples(X)
-    np.testing.assert_allclose(full, chunked, rtol=1e-6)
-
-
 def test_fit_chunks_give_the_same_model(rng, monkeypatch):
     from sklearn_reclag.detectors import vim
 
@@ -222,26 +193,8 @@ def test_search_space_drives_grid_search(digits_split):
     assert np.all(np.isfinite(scores)) and np.all((scores <= 0) & (scores >= -1))
 
 
-# ------------------------------------------------------------------ sklearn's checks
-_NEEDS_LABELS = (
-    "fits on X alone, without y; ViM needs class labels to fit its head (or a fitted "
-    "head), so it raises the documented 'requires y' error"
-)
-
-
-def _expected_failed_checks(estimator):
-    return {
-        "check_outliers_train": _NEEDS_LABELS,
-        "check_outliers_fit_predict": _NEEDS_LABELS,
-    }
-
-
-@parametrize_with_checks([ViMDetector(device="cpu")],
-                         expected_failed_checks=_expected_failed_checks)
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
-
-
+# ------------------------------------------- sklearn's outlier checks (test_common.py)
+# They fit on X alone, which ViM cannot; given a fitted head it passes them.
 class _HeadFor2Features:
     """A fitted linear classifier over the 2 features of sklearn's outlier checks."""
 

@@ -160,6 +160,8 @@ class _MemoryBankDetector(BaseOODDetector):
 
     # ------------------------------------------------------------------ fit
     def _fit(self, X, y):
+        if y is not None:  # before the metric: its covariance needs two rows a class too
+            _check_rows_per_class(y)
         self._fit_metric(X, y)
         labels, stored, n_banks, predicted = self._stored_patterns(X, y)
         patterns = self._to_memory_space(X[stored])
@@ -253,8 +255,6 @@ class _MemoryBankDetector(BaseOODDetector):
         head classifies as c. Without y, the head's predictions are the labels; without y
         and head (or with a single class), every row goes to one bank.
         """
-        if y is not None:
-            _check_rows_per_class(y)
         single_class = y is not None and len(np.unique(y)) == 1
         if self.head is None and (y is None or single_class):
             self.classes_ = None if y is None else np.unique(y)

@@ -181,9 +181,10 @@ def sae_loss_and_grad(x, memories, memory_mask, uniforms, *, beta, sampler="cate
     uniforms : tensor of shape (C, B, S)
         The randomness of the S draws per row (see :func:`draw_memories`).
     beta : float
-    sampler : {'categorical', 'official'}
-        'categorical' draws from z; 'official' reproduces the official code, which
-        passes z as logits, i.e. draws from softmax(z).
+    sampler : {'categorical', 'double_softmax'}
+        'categorical' draws from z; 'double_softmax' from softmax(z) over the real
+        memories, as the authors' code does (it passes the probabilities z to a sampler
+        that expects logits).
     x_sq : tensor of shape (C, B), default=None
         ``|x|^2`` of the rows, when the caller has it already.
     compute_loss : bool, default=True
@@ -462,7 +463,8 @@ class _CompiledSteps:
 
         self.kernels = _sae_kernels
         n_banks, n_memories, n_features = memories.shape
-        self.memories, self.beta, self.official = memories, beta, sampler == "official"
+        self.memories, self.beta = memories, beta
+        self.double_softmax = sampler == "double_softmax"
         self.padding_logits = masked_offset(memories, memory_mask)[:, :, None]
         # torch writes the products into these tensors, the kernels read and write them
         # through the numpy views (the same memory).
@@ -494,7 +496,7 @@ class _CompiledSteps:
             # The kernel writes the step's losses straight into their row.
             kernels.draws_and_weights(
                 views["logits"], z.numpy(), x_sq_b, self.sq_norms, u, self.last, self.beta,
-                x.shape[2], self.official, views["coef"], self.weight_sum,
+                x.shape[2], self.double_softmax, views["coef"], self.weight_sum,
                 self.no_loss if losses is None else losses[step])
             torch.bmm(self.coef, x, out=self.products)
             kernels.adam_step(
@@ -627,7 +629,9 @@ def fit_sae(batches, n_batches, memories, memory_mask, *, beta, max_epochs, lr, 
     objective : {'paper', 'likelihood'}, default='paper'
         The official objective (:func:`sae_loss_and_grad`) or the mixture's negative
         log-likelihood (:func:`likelihood_loss_and_grad`).
-    sampler : {'categorical', 'official'}, default='categorical'
+    sampler : {'categorical', 'double_softmax'}, default='categorical'
+        How 'paper' draws memories: from z, or from softmax(z) (see
+        :func:`sae_loss_and_grad`).
     row_counts : ndarray of shape (n_steps, C) of int, default=None
         Real rows of every batch (:func:`batch_row_counts`); None: every batch of an
         active class is full.

@@ -41,12 +41,12 @@ def _compiled(function):
 
 @_compiled
 def draws_and_weights(logits, z, x_sq, sq_norms, uniforms, last, beta, n_features,
-                      official, coef, weight_sum, loss):
+                      double_softmax, coef, weight_sum, loss):
     """The draws, weights and gradient coefficients of one batched step.
 
     For each class c and row b, with z = softmax(beta * x Xi^T) over the memories:
     S memories are drawn by inverse CDF (the first index whose cumulative probability
-    reaches u; from z, or from softmax(z) over the real memories when ``official``);
+    reaches u; from z, or from softmax(z) over the real memories when ``double_softmax``);
     each draw gets ``log p_s = -|x - xi_s|^2 / 2`` and the weight
     ``w_s = (p_s + 1e-16) / sum_s(p + 1e-16)`` (p_s floored at exp(-80), far below the
     1e-16 added); ``a_s = w_s z_s / (z_s + 1e-12)``.
@@ -67,8 +67,8 @@ def draws_and_weights(logits, z, x_sq, sq_norms, uniforms, last, beta, n_feature
         picks padding.
     beta : float
     n_features : int
-    official : bool
-        Draw from softmax(z), as the official code does.
+    double_softmax : bool
+        Draw from softmax(z), as the authors' code does.
     coef : ndarray of shape (C, M, B), written
         ``(A - z sum_s a_s) + (2 / (beta D)) W``, with ``A[mu, b]`` and ``W[mu, b]`` the
         sums of a_s and w_s over the draws of row b that picked memory mu: the gradient
@@ -94,7 +94,7 @@ def draws_and_weights(logits, z, x_sq, sq_norms, uniforms, last, beta, n_feature
         weight_sum[c, :] = 0
         total_loss = real(0)
         for b in range(batch):
-            if official:
+            if double_softmax:
                 # softmax(z + padding): z lies in [0, 1], so exp cannot overflow.
                 mass = real(0)
                 for m in range(n_memories):

@@ -188,8 +188,11 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Fraction of the training rows rejected when ``gamma='auto'`` (0.05 is the
         FPR95 operating point); unused for a numeric gamma.
     solver : {'sae', 'em'}, default='sae'
-        'sae': gradient steps on ``objective`` with Adam (betas (0.9, 0.98), eps 1e-9)
-        on batches of ``learning_batch_size`` rows of each class, taken in order.
+        'sae' (stochastic auto-encoding, the paper's way of learning the memories: its
+        objective encodes each row as memories drawn from ``z = softmax(beta * x
+        Xi_c^T)`` and decodes it as the drawn memory): minibatch gradient steps on
+        ``objective`` with Adam (betas (0.9, 0.98), eps 1e-9) on batches of
+        ``learning_batch_size`` rows of each class, taken in order.
         'em': EM for the equal-weight isotropic Gaussian mixture of variance 1/beta
         (the model of ``objective='likelihood'``), deterministic given the initial
         memories.
@@ -246,10 +249,16 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         a scale of the paper's CNN features), 'auto' (the mean norm of the class's
         stored patterns: the scale follows the data) or None (kept as they are, rows
         of the data or k-means centres, which suits ``energy='density'``).
-    sampler : {'categorical', 'official'}, default='categorical'
+    sampler : {'categorical', 'double_softmax'}, default='categorical'
         How 'sae' draws memories for ``objective='paper'``: from the categorical
-        distribution z, or as the official code does, from softmax(z) (nearly uniform;
-        for exact reproduction studies only).
+        distribution z, or from ``softmax(z)``, z passed through a second softmax,
+        which makes the draws nearly uniform. The authors' code does the latter (it
+        passes the probabilities z to a sampler that expects logits); for exact
+        reproduction studies only.
+
+        .. deprecated:: 0.1
+           ``sampler='official'`` is the old name of 'double_softmax' (the same
+           draws, with a FutureWarning); it will be removed in 0.2.
     ${head}${head_without_y}
     max_iter : int, default=10
         Most steps of the update rule in ``transform`` (it stops early once the states
@@ -307,8 +316,8 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                        metric="euclidean", init_norm=10.0, lr=1e-3, max_epochs=50,
                        tol=None, n_draws=5, learning_batch_size=50, routing="predicted")
 
-    (``sampler='official'`` also reproduces a quirk of the authors' code, which draws
-    from ``softmax(z)`` instead of z). Its ``lse`` score rewards the norm of the
+    (``sampler='double_softmax'`` also reproduces a quirk of the authors' code, which
+    draws from ``softmax(z)`` instead of z). Its ``lse`` score rewards the norm of the
     features: on standardised tabular data, where outliers have the larger norms, it
     ranks them above the inliers.
 
@@ -372,7 +381,8 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         "init": [StrOptions({"random", "kmeans"})],
         "init_norm": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"}), None],
         "objective": [StrOptions({"paper", "likelihood"})],
-        "sampler": [StrOptions({"categorical", "official"})],
+        "sampler": [StrOptions({"categorical", "double_softmax", "official"},
+                               deprecated={"official"})],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -424,9 +434,10 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         memories = as_tensor(init, device, dtype)
         memory_mask = as_tensor(mask, device, torch.bool)
         with torch.no_grad():
+            sampler = self._sampler()  # says so once per fit, whatever the solver
             if self.solver == "sae":
                 memories, loss_curve, converged = self._fit_sae(
-                    X, labels, n_banks, memories, memory_mask, rng)
+                    X, labels, n_banks, memories, memory_mask, rng, sampler)
             else:
                 # A private array: EM reads it in place (as_tensor(copy=False)).
                 data, row_mask = pad_banks(X, labels, n_banks)
@@ -454,7 +465,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         self.memories_ = to_numpy(memories)
         self.memory_mask_ = mask
 
-    def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng):
+    def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng, sampler):
         likelihood = self.objective == "likelihood"
         batch_size = self.learning_batch_size
         # The official objective drops each class's last partial batch, as the authors'
@@ -489,9 +500,22 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         return fit_sae(
             batches, n_batches, memories, memory_mask, beta=self.beta_,
             max_epochs=self.max_epochs, lr=lr, uniforms=uniforms, objective=self.objective,
-            sampler=self.sampler, row_counts=row_counts, tol=self.tol,
+            sampler=sampler, row_counts=row_counts, tol=self.tol,
             n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
         )
+
+    def _sampler(self):
+        """``sampler``, the deprecated name 'official' read as 'double_softmax'."""
+        if self.sampler != "official":
+            return self.sampler
+        warnings.warn(
+            "sampler='official' is deprecated in 0.1 and will be removed in 0.2; use "
+            "sampler='double_softmax', the same draws (from softmax(z), as the authors' "
+            "code does).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return "double_softmax"
 
     def _warn_idle(self, counts, idle):
         """Say which banks the official objective cannot train, and what to change."""
