@@ -320,16 +320,13 @@ n_features), default='patterns'
         # fit sets n_features_in_ and device_ before learning, which may still raise.
         return hasattr(self, "offset_")
 
-    def _fit_offset(self, training_scores):
-        offset = super()._fit_offset(training_scores)
-        if not np.isfinite(offset):
-            raise ValueError(
-                f"The energies of the training patterns overflowed {self.dtype} "
-                f"({self._energy(self.n_features_in_).describe()}): offset_ would be "
-                f"{offset}. Use "
-                "scaling='mcalister', raise the temperature, or use dtype='float64'."
-            )
-        return offset
+    def _overflow_error(self, what):
+        # The base class's advice, in this network's terms.
+        return ValueError(
+            f"The energies of the training patterns overflowed {self.dtype} "
+            f"({self._energy(self.n_features_in_).describe()}): the {what} is not finite. "
+            "Use scaling='mcalister', raise the temperature, or use dtype='float64'."
+        )
 
     def _epochs(self):
         if self.verbose > 0:
