@@ -9,10 +9,6 @@ from scipy.special import logsumexp
 from sklearn.covariance import EmpiricalCovariance
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold
-from sklearn.utils.estimator_checks import (
-    check_outliers_fit_predict,
-    check_outliers_train,
-)
 
 from sklearn_reclag import OOD_LABEL, ViMDetector
 from sklearn_reclag.metrics import fpr95_scorer
@@ -194,7 +190,7 @@ def test_search_space_drives_grid_search(digits_split):
 
 
 # ------------------------------------------- sklearn's outlier checks (test_common.py)
-# They fit on X alone, which ViM cannot; given a fitted head it passes them.
+# They fit on X alone, which ViM can only do given a fitted head.
 class _HeadFor2Features:
     """A fitted linear classifier over the 2 features of sklearn's outlier checks."""
 
@@ -203,10 +199,18 @@ class _HeadFor2Features:
     classes_ = np.array([0, 1, 2])
 
 
-def test_fitted_head_passes_outlier_checks():
-    estimator = ViMDetector(head=_HeadFor2Features(), device="cpu")
-    check_outliers_train("ViMDetector", estimator)
-    check_outliers_fit_predict("ViMDetector", estimator)
+def test_fitted_head_fits_on_x_alone_with_a_held_out_threshold():
+    """With a fitted head ViM fits on X alone. Its principal subspace is learned from X,
+    so offset_ comes from cross-fitted scores: new rows of the training distribution
+    are accepted at 1 - contamination, the training rows themselves at least as often
+    (sklearn's check_outliers_train asks for exactly that fraction of the training
+    rows: an expected failure in test_common.py)."""
+    rng = np.random.default_rng(0)
+    # Anisotropic, so that the principal subspace is the same in every fold.
+    X, X_new = rng.normal(size=(300, 2)) * [3.0, 1.0], rng.normal(size=(20000, 2)) * [3.0, 1.0]
+    det = ViMDetector(head=_HeadFor2Features(), contamination=0.1, device="cpu").fit(X)
+    assert np.mean(det.predict(X_new) == 1) == pytest.approx(0.9, abs=0.03)
+    assert np.mean(det.predict(X) == 1) >= 0.9 - 1 / len(X)
 
 
 # --------------------------------------------------------------------------- CUDA
