@@ -182,9 +182,10 @@ def test_one_training_row_is_rejected(rng):
 
 def test_ood_rows_do_not_count_as_training_rows(rng):
     X = _relu_rows(rng, 30)
-    KNNDetector(29, device="cpu").fit(X)
-    with pytest.raises(ValueError, match="n_samples = 29"):
-        KNNDetector(29, device="cpu").fit(X, np.r_[np.zeros(29), OOD_LABEL])
+    assert KNNDetector(29, device="cpu").fit(X).n_neighbors_ == 29
+    with pytest.warns(UserWarning, match="training rows \\(29\\)"):
+        det = KNNDetector(29, device="cpu").fit(X, np.r_[np.zeros(29), OOD_LABEL])
+    assert det.n_neighbors_ == 28
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "5"])

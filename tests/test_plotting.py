@@ -134,7 +134,9 @@ def reclag_2d():
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(3, 0.5, (60, 2)), rng.normal(-3, 0.5, (60, 2))]
     y = np.r_[np.zeros(60, int), np.ones(60, int)]
-    det = RecLagDetector(n_memories=3, beta=2.0, solver="em", device="cpu", random_state=0)
+    # The paper's energy: the lse score in the raw feature space.
+    det = RecLagDetector(n_memories=3, beta=2.0, solver="em", energy="lse", metric="euclidean",
+                         device="cpu", random_state=0)
     return det.fit(X, y), X, y
 
 
@@ -195,7 +197,8 @@ def test_energy_landscape_rejects_what_it_cannot_draw(reclag_2d, scored):
         plot_energy_landscape(det, np.zeros((3, 3)))
     with pytest.raises(TypeError, match="RecLagDetector"):
         plot_energy_landscape(scored[0])  # fitted, but not a memory model
-    wide = type(det)(n_memories=2, solver="em", device="cpu").fit(np.eye(4).repeat(5, 0))
+    wide = type(det)(n_memories=2, solver="em", energy="lse", metric="euclidean",
+                     device="cpu").fit(np.eye(4).repeat(5, 0))
     with pytest.raises(ValueError, match="fitted on 4 features"):
         plot_energy_landscape(wide)
 
