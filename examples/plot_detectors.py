@@ -1,4 +1,5 @@
 """The plots of an OOD study: ROC curves, score histograms and a RecLag energy landscape.
+======================================================================================
 
 Needs the ``plot`` extra: ``pip install sklearn-reclag[plot]``.
 
@@ -105,7 +106,7 @@ def _save(ax, path):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("output_dir", nargs="?", default="output",
                         help="where to write the PNG files (default: ./output)")
     main(parser.parse_args().output_dir)
