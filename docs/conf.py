@@ -11,6 +11,7 @@ The example gallery runs every script of examples/ while the site builds. Set
 """
 
 import os
+import runpy
 import shutil
 import sys
 from pathlib import Path
@@ -60,24 +61,33 @@ suppress_warnings = ["myst.header"]  # the results files start their sections at
 
 
 def _copy_benchmark_results():
-    """Copy benchmarks/RESULTS.md and benchmarks/results/*.png into docs/benchmarks/.
+    """Copy the benchmark scripts' result files into docs/benchmarks/generated/.
 
-    RESULTS.md is assembled from the result files, and those name their figures relative
-    to benchmarks/results/: both go into one folder, so the links resolve. Nothing is
-    retyped: the page shows exactly what the scripts wrote.
+    RESULTS.md is assembled (by benchmarks/collect_results.py) from some of the files of
+    benchmarks/results/; the others get a page each. Their figures are named relative to
+    benchmarks/results/, so every PNG goes into the same folder and the links resolve.
+    Nothing is retyped: the pages show exactly what the scripts wrote.
     """
+    results = ROOT / "benchmarks" / "results"
     target = DOCS / "benchmarks" / "generated"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     shutil.copyfile(ROOT / "benchmarks" / "RESULTS.md", target / "RESULTS.md")
-    figures = sorted((ROOT / "benchmarks" / "results").rglob("*.png"))
+    collected = runpy.run_path(str(ROOT / "benchmarks" / "collect_results.py"))["SECTIONS"]
+    in_results = {name for name, _ in collected}
+    others = sorted(p.name for p in results.glob("*.md") if p.name not in in_results)
+    for name in others:
+        shutil.copyfile(results / name, target / name)
+    (target / "others.rst").write_text("\n".join([
+        "Other result files", "==================", "",
+        "The files of ``benchmarks/results/`` that ``RESULTS.md`` does not collect.", "",
+        ".. toctree::", "   :maxdepth: 1", "",
+        *(f"   {Path(name).stem}" for name in others), ""]))
     lines = []
-    for png in figures:
-        relative = png.relative_to(ROOT / "benchmarks" / "results")
-        flat = str(relative).replace(os.sep, "__")
+    for png in sorted(results.rglob("*.png")):
+        relative = png.relative_to(results)
+        flat = relative.as_posix().replace("/", "__")
         shutil.copyfile(png, target / flat)
-        if png.parent.name == "results":
-            shutil.copyfile(png, target / png.name)
         lines += [f"``benchmarks/results/{relative.as_posix()}``", "",
                   f".. image:: {flat}", "   :width: 90%", ""]
     (target / "figures.rst").write_text("\n".join(lines) + "\n")
