@@ -5,12 +5,14 @@ Build (from the repository root)::
     pip install -c constraints.txt -e ".[docs]"
     sphinx-build -W -b html docs docs/_build/html
 
-The example gallery runs every script of examples/ while the site builds. Set
-``SKLEARN_RECLAG_GALLERY=quick`` to run the examples in their quick mode (CI does), or pass
-``-D plot_gallery=0`` to show their code without running them.
+The example gallery runs every script of examples/ while the site builds (about a quarter of
+an hour on 2 CPU cores). ``SKLEARN_RECLAG_GALLERY=quick`` runs the quick ones only, in their
+quick mode, and shows the code of the others (CI does: its test suite runs every example
+anyway); ``-D plot_gallery=0`` shows the code of all without running any.
 """
 
 import os
+import re
 import runpy
 import shutil
 import sys
@@ -47,12 +49,47 @@ nitpicky = False
 
 # -- API reference ---------------------------------------------------------------------------
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": True}
+# The class template adds the inherited members (fit_predict, get_params...), but not
+# scikit-learn's metadata-routing and set_output plumbing: their docstrings point at pages
+# of scikit-learn's own site.
+autodoc_default_options = {
+    "members": True,
+    "exclude-members": ", ".join([
+        "get_metadata_routing", "set_output", "set_fit_request", "set_score_request",
+        "set_predict_request", "set_transform_request", "set_predict_proba_request",
+        "set_decision_function_request", "set_score_samples_request",
+    ]),
+}
 autodoc_typehints = "none"
 numpydoc_show_class_members = False  # the autosummary templates list the members
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
 numpydoc_xref_param_type = False
+
+
+def _escape_trailing_underscores(app, what, name, obj, options, lines):
+    """Keep ``(n_samples, n_features_in_)`` in a docstring's shapes as plain text.
+
+    reStructuredText reads ``word_`` as a link to a target named "word"; the shapes of the
+    docstrings name fitted attributes (``n_features_in_``), as numpydoc docstrings do.
+    Only this package's docstrings are touched, only inside parentheses, and never inside
+    inline literals.
+    """
+    if not name.startswith("sklearn_reclag"):
+        return
+
+    def escape(group):
+        return re.sub(r"(?<=\w)_(?=[,) +])", r"\\_", group.group(0))
+
+    for i, line in enumerate(lines):
+        parts = re.split(r"(``.*?``|`[^`]*`)", line)  # odd indices: literals and roles
+        lines[i] = "".join(part if k % 2 else re.sub(r"\([^()]*\)", escape, part)
+                           for k, part in enumerate(parts))
+
+
+def setup(app):
+    # Before numpydoc (priority 500), which turns the sections into reST.
+    app.connect("autodoc-process-docstring", _escape_trailing_underscores, priority=400)
 
 # -- Benchmarks: the files the benchmark scripts wrote, copied in at build time ---------------
 myst_enable_extensions = ["dollarmath"]
@@ -88,8 +125,9 @@ def _copy_benchmark_results():
         relative = png.relative_to(results)
         flat = relative.as_posix().replace("/", "__")
         shutil.copyfile(png, target / flat)
+        # Included from benchmarks/figures.rst: a path from the source root.
         lines += [f"``benchmarks/results/{relative.as_posix()}``", "",
-                  f".. image:: {flat}", "   :width: 90%", ""]
+                  f".. image:: /benchmarks/generated/{flat}", "   :width: 90%", ""]
     (target / "figures.rst").write_text("\n".join(lines) + "\n")
 
 
@@ -115,12 +153,18 @@ def _write_paper_params():
 _write_paper_params()
 
 # -- Example gallery -------------------------------------------------------------------------
-_QUICK = os.environ.get("SKLEARN_RECLAG_GALLERY", "full") == "quick"
+_GALLERY_MODE = os.environ.get("SKLEARN_RECLAG_GALLERY", "full")
+if _GALLERY_MODE not in ("full", "quick"):
+    raise ValueError(f"SKLEARN_RECLAG_GALLERY must be 'full' or 'quick'; got {_GALLERY_MODE!r}.")
+_QUICK = _GALLERY_MODE == "quick"
+# The examples that run in the quick mode: those that take about a minute or less on 2 CPU
+# cores (plot_dense_memories.py with its --quick flag). The others are shown as code.
+_QUICK_EXAMPLES = r"/(feature_extraction_pipeline|persistence|plot_\w+)\.py$"
 
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
-    "filename_pattern": r"/",  # run every example, not only plot_*.py
+    "filename_pattern": _QUICK_EXAMPLES if _QUICK else r"/",  # r"/": all, not only plot_*
     "ignore_pattern": r"__init__\.py",
     # The scripts save their figures as files (they run from the command line too): show
     # the PNGs they wrote, in the order they wrote them.
