@@ -46,9 +46,12 @@ def written_figures(block, block_vars, gallery_conf):
     folder = _output_dir(block_vars["src_file"])
     new = [p for p in folder.rglob("*.png") if p not in _shown]
     new.sort(key=lambda p: (p.stat().st_mtime_ns, p.name))
-    image_names = []
+    # One full-width figure each (several in one call would be drawn as small thumbnails
+    # side by side), titled with the file name the script gave it.
+    parts = []
     for png, destination in zip(new, block_vars["image_path_iterator"]):
         shutil.copyfile(png, destination)
         _shown.add(png)
-        image_names.append(destination)
-    return figure_rst(image_names, gallery_conf["src_dir"])
+        parts.append(figure_rst([destination], gallery_conf["src_dir"],
+                                fig_titles=png.stem.replace("_", " ")))
+    return "".join(parts)

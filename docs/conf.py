@@ -5,8 +5,8 @@ Build (from the repository root)::
     pip install -c constraints.txt -e ".[docs]"
     sphinx-build -W -b html docs docs/_build/html
 
-The example gallery runs every script of examples/ while the site builds (about a quarter of
-an hour on 2 CPU cores). ``SKLEARN_RECLAG_GALLERY=quick`` runs the quick ones only, in their
+The example gallery runs every script of examples/ while the site builds (12-19 minutes
+on 2 shared CPU cores). ``SKLEARN_RECLAG_GALLERY=quick`` runs the quick ones only, in their
 quick mode, and shows the code of the others (CI does: its test suite runs every example
 anyway); ``-D plot_gallery=0`` shows the code of all without running any.
 """
@@ -191,5 +191,6 @@ html_theme_options = {
     "navigation_with_keys": False,
     "secondary_sidebar_items": ["page-toc"],
 }
+html_css_files = ["custom.css"]
 html_show_sourcelink = False
 html_copy_source = False
