@@ -1,5 +1,5 @@
-"""Beyond one machine: GridSearchCV on a Dask cluster, and block-wise scoring of a dask array.
-===========================================================================================
+"""Beyond one machine: GridSearchCV on a Dask cluster, and block-wise scoring of a dask array
+==========================================================================================
 
 Needs the ``dask`` extra: ``pip install sklearn-reclag[dask]``.
 

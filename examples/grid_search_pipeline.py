@@ -1,5 +1,5 @@
-"""Tune a RecLag detector inside a Pipeline with GridSearchCV.
-===========================================================
+"""Tune a RecLag detector inside a Pipeline with GridSearchCV
+==========================================================
 
 The features are the penultimate layer of a small CNN trained on digits 0-4
 (:func:`sklearn_reclag.datasets.load_digits_ood_features`). Model selection uses the

@@ -1,5 +1,5 @@
-"""Save a fitted detector and load it back: joblib, and skops as the safer format.
-===============================================================================
+"""Save a fitted detector and load it back: joblib, and skops as the safer format
+==============================================================================
 
 Every estimator of the suite keeps its fitted state as numpy arrays and plain Python values,
 so both formats round-trip exactly:

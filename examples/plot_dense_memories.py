@@ -1,5 +1,5 @@
-"""Features or prototypes: the memories a dense associative memory learns, for small and large n.
-==============================================================================================
+"""Features or prototypes: the memories a dense associative memory learns, for small and large n
+=============================================================================================
 
 Krotov & Hopfield (2016) observed that the interaction vertex n changes what the memories of
 a :class:`~sklearn_reclag.DensePolynomialHopfield` look like: with a small n each digit is

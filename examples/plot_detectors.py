@@ -1,5 +1,5 @@
-"""The plots of an OOD study: ROC curves, score histograms and a RecLag energy landscape.
-======================================================================================
+"""The plots of an OOD study: ROC curves, score histograms and a RecLag energy landscape
+=====================================================================================
 
 Needs the ``plot`` extra: ``pip install sklearn-reclag[plot]``.
 

@@ -1,5 +1,5 @@
-"""Pattern completion with a dense associative memory: corrupted and half-hidden digits.
-=====================================================================================
+"""Pattern completion with a dense associative memory: corrupted and half-hidden digits
+====================================================================================
 
 A :class:`~sklearn_reclag.DenseAssociativeMemory` stores thirty of scikit-learn's 8x8
 digits (three of each class) as +-1 images. It is then shown each of ten stored digits
