@@ -1,4 +1,5 @@
-"""Beyond one machine: GridSearchCV on a Dask cluster, and block-wise scoring of a dask array.
+"""Beyond one machine: GridSearchCV on a Dask cluster, and block-wise scoring of a dask array
+==========================================================================================
 
 Needs the ``dask`` extra: ``pip install sklearn-reclag[dask]``.
 
@@ -77,7 +78,7 @@ def main(output_dir="output"):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("output_dir", nargs="?", default="output",
                         help="where to write the scores (default: ./output)")
     main(parser.parse_args().output_dir)

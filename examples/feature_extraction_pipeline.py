@@ -1,4 +1,5 @@
-"""From a trained network to an OOD detector in one Pipeline.
+"""From a trained network to an OOD detector in one Pipeline
+=========================================================
 
 Train a small CNN on digits 0-4 with skorch, then chain
 

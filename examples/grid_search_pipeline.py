@@ -1,4 +1,5 @@
-"""Tune a RecLag detector inside a Pipeline with GridSearchCV.
+"""Tune a RecLag detector inside a Pipeline with GridSearchCV
+==========================================================
 
 The features are the penultimate layer of a small CNN trained on digits 0-4
 (:func:`sklearn_reclag.datasets.load_digits_ood_features`). Model selection uses the
@@ -128,7 +129,7 @@ def _print_results(search, metrics):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("output_dir", nargs="?", default="output",
                         help="where to write the results (default: ./output)")
     main(parser.parse_args().output_dir)

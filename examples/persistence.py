@@ -1,4 +1,5 @@
-"""Save a fitted detector and load it back: joblib, and skops as the safer format.
+"""Save a fitted detector and load it back: joblib, and skops as the safer format
+==============================================================================
 
 Every estimator of the suite keeps its fitted state as numpy arrays and plain Python values,
 so both formats round-trip exactly:
@@ -66,7 +67,7 @@ def main(output_dir="output"):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("output_dir", nargs="?", default="output",
                         help="where to write the saved models (default: ./output)")
     main(parser.parse_args().output_dir)

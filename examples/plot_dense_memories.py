@@ -1,4 +1,5 @@
-"""Features or prototypes: the memories a dense associative memory learns, for small and large n.
+"""Features or prototypes: the memories a dense associative memory learns, for small and large n
+=============================================================================================
 
 Krotov & Hopfield (2016) observed that the interaction vertex n changes what the memories of
 a :class:`~sklearn_reclag.DensePolynomialHopfield` look like: with a small n each digit is
@@ -59,7 +60,7 @@ def draw_memories(subfig, model, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("output_dir", nargs="?", default="output", type=Path)
     parser.add_argument("--quick", action="store_true", help="100 epochs instead of 300")
     parser.add_argument("--n-small", type=int, default=2)

@@ -1,4 +1,5 @@
-"""The plots of an OOD study: ROC curves, score histograms and a RecLag energy landscape.
+"""The plots of an OOD study: ROC curves, score histograms and a RecLag energy landscape
+=====================================================================================
 
 Needs the ``plot`` extra: ``pip install sklearn-reclag[plot]``.
 
@@ -58,9 +59,11 @@ def main(output_dir="output"):
         "ReAct": ReActDetector(**common),
         "HE": HopfieldEnergyDetector(**common),
         "RecLag": RecLagDetector(random_state=0, **common),
-        # The lse scores grow with the feature norm; on unit-norm features they do not.
+        # The papers' lse scores grow with the feature norm; on unit-norm features they
+        # do not.
         "RecLag, L2-normalised": make_pipeline(
-            Normalizer(), RecLagDetector(beta=50.0, device="cpu", random_state=0)
+            Normalizer(), RecLagDetector(beta=50.0, energy="lse", metric="euclidean",
+                                         device="cpu", random_state=0)
         ),
     }
     for detector in detectors.values():
@@ -85,10 +88,12 @@ def main(output_dir="output"):
     ax.set_title("RecLag scores on L2-normalised features")
     _save(ax, output_dir / "score_histograms.png")
 
-    # The energy landscape needs 2-D features: reduce them, then fit RecLag there.
+    # The energy landscape needs 2-D features: reduce them, then fit RecLag there. It draws
+    # the paper's energy, whose score is energy='lse' in the raw (euclidean) space.
     pca = PCA(2).fit(data.X_train)
     V_train, V_near = pca.transform(data.X_train), pca.transform(X_near)
-    landscape = RecLagDetector(n_memories=5, beta=0.5, solver="em", device="cpu",
+    landscape = RecLagDetector(n_memories=5, beta=0.5, solver="em", energy="lse",
+                               metric="euclidean", device="cpu",
                                random_state=0).fit(V_train, data.y_train)
     fig, ax = plt.subplots(figsize=(7, 6))
     ax.scatter(V_near[:, 0], V_near[:, 1], s=6, color="tab:orange", alpha=0.4,
@@ -105,7 +110,7 @@ def _save(ax, path):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("output_dir", nargs="?", default="output",
                         help="where to write the PNG files (default: ./output)")
     main(parser.parse_args().output_dir)

@@ -1,4 +1,5 @@
-"""Pattern completion with a dense associative memory: corrupted and half-hidden digits.
+"""Pattern completion with a dense associative memory: corrupted and half-hidden digits
+====================================================================================
 
 A :class:`~sklearn_reclag.DenseAssociativeMemory` stores thirty of scikit-learn's 8x8
 digits (three of each class) as +-1 images. It is then shown each of ten stored digits
@@ -45,7 +46,7 @@ def _which(state, patterns, labels):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("output_dir", nargs="?", default="output", type=Path)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)

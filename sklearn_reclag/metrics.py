@@ -194,6 +194,30 @@ class OODScorer:
     (detectors and :class:`DensePolynomialHopfield` alike), in GridSearchCV,
     cross_validate or by hand. The sign is flipped for lower-is-better metrics so that
     greater is always better, as scikit-learn's model selection expects.
+
+    Parameters
+    ----------
+    metric : callable
+        ``metric(y_true, y_score, **kwargs) -> float``.
+    sign : {1, -1}
+        -1 for a lower-is-better metric.
+    kwargs : dict
+        Keyword arguments of the metric.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_reclag import OOD_LABEL, EnergyDetector
+    >>> from sklearn_reclag.metrics import make_ood_scorer
+    >>> X, y = load_digits(return_X_y=True)
+    >>> detector = EnergyDetector(device="cpu").fit(X[y < 5] / 16, y[y < 5])
+    >>> y_ood = np.where(y < 5, y, OOD_LABEL)  # digits 5-9 are the OOD rows
+    >>> aupr_out = make_ood_scorer("aupr", positive="ood")
+    >>> aupr_out
+    make_ood_scorer(ood_aupr, positive='ood')
+    >>> bool(0 < aupr_out(detector, X / 16, y_ood) <= 1)
+    True
     """
 
     def __init__(self, metric, sign, kwargs):
@@ -278,6 +302,27 @@ def make_ood_scorer(metric, *, greater_is_better=None, **kwargs):
     return OODScorer(metric, 1 if greater_is_better else -1, kwargs)
 
 
+def _scorer_example(name, check):
+    """The Examples section of a scorer's docstring: the scorer called on a detector fitted
+    on digits 0-4, with digits 5-9 as the OOD rows; ``check`` is a boolean expression of
+    its value ``score``."""
+    return f"""
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_reclag import OOD_LABEL, EnergyDetector
+    >>> from sklearn_reclag.metrics import {name}
+    >>> X, y = load_digits(return_X_y=True)
+    >>> detector = EnergyDetector(device="cpu").fit(X[y < 5] / 16, y[y < 5])
+    >>> y_ood = np.where(y < 5, y, OOD_LABEL)  # digits 5-9 are the OOD rows
+    >>> score = {name}(detector, X / 16, y_ood)
+    >>> bool({check})
+    True
+"""
+
+
 def _documented(scorer, doc):
     """Give a scorer instance its own docstring, which ``help(scorer)`` shows (pydoc
     documents an instance by its own ``__doc__`` when it differs from its class's)."""
@@ -323,7 +368,7 @@ Scorer of the OOD AUROC (ID positive) on ``estimator.score_samples(X)``.
     :func:`ood_auroc`: the probability that an ID row scores higher than an OOD row
     (ties count one half); greater is better. A threshold-free alternative to
     :data:`fpr95_scorer` for the parameters that change the ranking of the scores.
-""" + _SCORER_USE)
+""" + _SCORER_USE + _scorer_example("ood_auroc_scorer", "0.5 < score <= 1"))
 
 
 # ------------------------------------------------------- metrics of predict (the threshold)
@@ -433,7 +478,8 @@ Scorer of :func:`ood_balanced_accuracy` on ``estimator.predict(X)``: greater is 
 
     ``(TPR + 1 - FPR) / 2`` at the detector's threshold: the mean of the ID acceptance
     rate and the OOD rejection rate.
-""" + _THRESHOLD_SCORER_USE)
+""" + _THRESHOLD_SCORER_USE + _scorer_example("ood_balanced_accuracy_scorer",
+                                              "0.5 < score <= 1"))
 
 fpr_at_threshold_scorer = _documented(
     make_scorer(fpr_at_threshold, greater_is_better=False), """\
@@ -442,14 +488,23 @@ Scorer of ``-fpr_at_threshold`` on ``estimator.predict(X)``: greater is better.
     The fraction of OOD rows that ``predict`` accepts, negated. Report it next to
     :data:`tpr_at_threshold_scorer` in a multi-metric ``scoring`` dict; do not select on
     it alone (rejecting every row minimises it).
-""" + _THRESHOLD_SCORER_USE)
+""" + _THRESHOLD_SCORER_USE + _scorer_example("fpr_at_threshold_scorer", "-1 <= score <= 0"))
 
 tpr_at_threshold_scorer = _documented(make_scorer(tpr_at_threshold), """\
 Scorer of :func:`tpr_at_threshold` on ``estimator.predict(X)``: greater is better.
 
     The fraction of ID rows that ``predict`` accepts. Report it, do not select on it
     alone (accepting every row maximises it).
-""" + _THRESHOLD_SCORER_USE)
+""" + _THRESHOLD_SCORER_USE + _scorer_example("tpr_at_threshold_scorer", "0.9 < score <= 1"))
 
 # The scorers' docstrings hold examples too: doctest runs the strings listed here.
-__test__ = {"fpr95_scorer": fpr95_scorer.__doc__}
+__test__ = {
+    name: scorer.__doc__
+    for name, scorer in [
+        ("fpr95_scorer", fpr95_scorer),
+        ("ood_auroc_scorer", ood_auroc_scorer),
+        ("ood_balanced_accuracy_scorer", ood_balanced_accuracy_scorer),
+        ("fpr_at_threshold_scorer", fpr_at_threshold_scorer),
+        ("tpr_at_threshold_scorer", tpr_at_threshold_scorer),
+    ]
+}
