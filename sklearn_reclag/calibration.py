@@ -29,6 +29,8 @@ from sklearn.utils.validation import (
 from ._labels import drop_ood_rows
 from .base import quantile_off_ties
 
+__all__ = ["HeldOutThreshold"]
+
 
 class HeldOutThreshold(OutlierMixin, MetaEstimatorMixin, BaseEstimator):
     """A detector whose threshold is read from in-distribution rows it did not learn from.
