@@ -8,7 +8,7 @@ benchmark data in :mod:`sklearn_reclag.datasets`, dask helpers in
 :mod:`sklearn_reclag.distributed`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from ._labels import OOD_LABEL  # noqa: E402
 from .dense import DenseAssociativeMemory, DensePolynomialHopfield, capacity  # noqa: E402
