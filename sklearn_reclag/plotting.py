@@ -227,8 +227,8 @@ def plot_energy_landscape(detector, X=None, *, class_index=0, grid=200, extent=N
     >>> from sklearn_reclag.plotting import plot_energy_landscape
     >>> rng = np.random.default_rng(0)
     >>> X = np.r_[rng.normal(3, 0.5, (40, 2)), rng.normal(-3, 0.5, (40, 2))]
-    >>> det = RecLagDetector(n_memories=3, beta=2.0, solver="em", device="cpu",
-    ...                      random_state=0).fit(X)
+    >>> det = RecLagDetector(n_memories=3, beta=2.0, solver="em", energy="lse",
+    ...                      metric="euclidean", device="cpu", random_state=0).fit(X)
     >>> ax = plot_energy_landscape(det, X, grid=50)
     >>> ax.get_xlabel()
     '$v_1$'

@@ -208,8 +208,13 @@ n_features), default='patterns'
     >>> unseen = rng.choice([-1.0, 1.0], size=(4, 100))
     >>> bool(memory.score_samples(patterns).min() > memory.score_samples(unseen).max())
     True
-    >>> memory.predict(unseen)
-    array([-1, -1, -1, -1])
+
+    ``predict`` judges the distribution, not membership: its threshold ``offset_`` is
+    read from held-out scores of the training rows, so that it accepts ``1 -
+    contamination`` of new rows drawn like the stored ones.
+
+    >>> memory.predict(patterns[:4])
+    array([1, 1, 1, 1])
     """
 
     _tensor_attributes = ("memories_",)
