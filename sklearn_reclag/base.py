@@ -153,7 +153,43 @@ def quantile_off_ties(scores, contamination, dtype):
     return offset
 
 
-class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclass=ABCMeta):
+class ThresholdedScoresMixin:
+    """``decision_function`` and ``predict`` from ``score_samples`` and ``offset_``, as
+    every detector of the suite and ``calibration.HeldOutThreshold`` read them."""
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: positive for rows accepted as in-distribution.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for in-distribution rows (``decision_function > 0``), -1 for OOD rows.
+
+        A row exactly on the threshold is OOD, as RecLag's rule has it (OOD iff
+        ``G(v) <= 0``); ``offset_`` is fitted off every training score, so no training
+        row sits there, whatever the ties among the training scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,) of int
+        """
+        return np.where(self.decision_function(X) > 0, 1, -1)
+
+
+class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin, BaseEstimator,
+                      metaclass=ABCMeta):
     """Shared behaviour of the OOD detectors (not for direct use).
 
     A subclass implements the two abstract hooks, ``_fit`` and ``_score_batch``, and
@@ -518,36 +554,6 @@ class BaseOODDetector(TorchEstimatorMixin, OutlierMixin, BaseEstimator, metaclas
         """
         check_is_fitted(self)
         return self._score_array(self._validate_rows(X))
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: positive for rows accepted as in-distribution.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,)
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for in-distribution rows (``decision_function > 0``), -1 for OOD rows.
-
-        A row exactly on the threshold is OOD, as RecLag's rule has it (OOD iff
-        ``G(v) <= 0``); ``offset_`` is fitted off every training score, so no training
-        row sits there, whatever the ties among the training scores.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,) of int
-        """
-        return np.where(self.decision_function(X) > 0, 1, -1)
 
     def fit_predict(self, X, y=None):
         """Fit on ``(X, y)`` and return ``predict(X)``: +1 for ID rows, -1 for OOD rows.

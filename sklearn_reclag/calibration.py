@@ -27,12 +27,12 @@ from sklearn.utils.validation import (
 )
 
 from ._labels import drop_ood_rows
-from .base import quantile_off_ties
+from .base import ThresholdedScoresMixin, quantile_off_ties
 
 __all__ = ["HeldOutThreshold"]
 
 
-class HeldOutThreshold(OutlierMixin, MetaEstimatorMixin, BaseEstimator):
+class HeldOutThreshold(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, BaseEstimator):
     """A detector whose threshold is read from in-distribution rows it did not learn from.
 
     Two ways to use it:
@@ -190,32 +190,6 @@ class HeldOutThreshold(OutlierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return self.estimator_.score_samples(X)
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: positive for rows accepted as in-distribution.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,)
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for rows accepted as in-distribution (``decision_function > 0``), -1 for OOD.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,) of int
-        """
-        return np.where(self.decision_function(X) > 0, 1, -1)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
