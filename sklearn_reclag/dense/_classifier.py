@@ -5,7 +5,7 @@ label neurons, one per class, and the classifier's API.
 """
 
 import warnings
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from .._labels import drop_ood_rows, is_ood_label
 from ..base import TorchEstimatorMixin
 from ._engine import (
     INIT_MOMENTS,
+    NETWORK_CONSTRAINTS,
     Energy,
     fraction_outside_unit_range,
     free_neurons,
@@ -205,15 +206,7 @@ n_classes), default='normal'
 
     _tensor_attributes = ("memories_",)
     _parameter_constraints: dict = {
-        "n": [Interval(Integral, 1, None, closed="left")],
-        "temperature": [Interval(Real, 0, None, closed="neither")],
-        "n_memories": [Interval(Integral, 1, None, closed="left")],
-        "interaction": [StrOptions({"rectified", "polynomial", "leaky"})],
-        "loss_power": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "lr_decay": [Interval(Real, 0, 1, closed="right")],
-        "momentum": [Interval(Real, 0, 1, closed="left")],
-        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        **NETWORK_CONSTRAINTS,
         "learning_batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "init": [StrOptions(set(INIT_MOMENTS)), "array-like"],
         "device": [str, torch.device],

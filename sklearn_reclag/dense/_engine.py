@@ -30,12 +30,12 @@ to [-1, 1].
 
 import math
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from .._backend import iter_slices, map_batches
 
@@ -48,6 +48,19 @@ _MIN_STEP_NORM = 1e-30
 # Slack for values that rounding puts just outside [-1, 1] (e.g. a MinMaxScaler's output).
 RANGE_TOL = 1e-6
 SCALINGS = ("mcalister", None)
+
+# The parameters of the network and its learning, validated alike by both dense memories.
+NETWORK_CONSTRAINTS = {
+    "n": [Interval(Integral, 1, None, closed="left")],
+    "temperature": [Interval(Real, 0, None, closed="neither")],
+    "n_memories": [Interval(Integral, 1, None, closed="left")],
+    "interaction": [StrOptions({"rectified", "polynomial", "leaky"})],
+    "loss_power": [Interval(Integral, 1, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "lr_decay": [Interval(Real, 0, 1, closed="right")],
+    "momentum": [Interval(Real, 0, 1, closed="left")],
+    "max_epochs": [Interval(Integral, 0, None, closed="left")],
+}
 
 
 @validate_params(

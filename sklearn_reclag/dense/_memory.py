@@ -5,7 +5,7 @@ McAlister's autoassociative network is: every neuron of every stored pattern is 
 from the others. The network itself is in :mod:`._engine`.
 """
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from .._labels import drop_ood_rows
 from ..base import BaseOODDetector
 from ._engine import (
     INIT_MOMENTS,
+    NETWORK_CONSTRAINTS,
     SCALINGS,
     Energy,
     fraction_outside_unit_range,
@@ -221,16 +222,8 @@ n_features), default='patterns'
     _needs_classes = False
     _parameter_constraints: dict = {
         **BaseOODDetector._parameter_constraints,
-        "n": [Interval(Integral, 1, None, closed="left")],
-        "n_memories": [Interval(Integral, 1, None, closed="left")],
-        "interaction": [StrOptions({"rectified", "polynomial", "leaky"})],
-        "temperature": [Interval(Real, 0, None, closed="neither")],
+        **NETWORK_CONSTRAINTS,
         "scaling": [StrOptions({s for s in SCALINGS if s}), None],
-        "loss_power": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "lr_decay": [Interval(Real, 0, 1, closed="right")],
-        "momentum": [Interval(Real, 0, 1, closed="left")],
-        "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "learning_batch_size": [Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"patterns", *INIT_MOMENTS}), "array-like"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
