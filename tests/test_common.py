@@ -21,6 +21,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
+from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import sklearn_reclag
@@ -40,7 +41,13 @@ from sklearn_reclag import (
 )
 from sklearn_reclag.base import InconsistentVersionWarning
 
-from _expected_checks import expected_failed_checks
+from _expected_checks import (
+    FLOAT32_BATCH_CHECKS,
+    computes_in_float32,
+    expected_failed_checks,
+    float64_twin,
+    own_expected_failed_checks,
+)
 
 
 class AnyWidth(torch.nn.Module):
@@ -181,15 +188,99 @@ _CHECKED = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore:Classes .* have fewer stored patterns:UserWarning")
-@pytest.mark.filterwarnings("ignore:There are .* stored patterns:UserWarning")
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-# The checks' data (blobs, random normals) mostly lies outside [-1, 1]:
-# DensePolynomialHopfield clips it with a UserWarning (documented).
-@pytest.mark.filterwarnings(r"ignore:.*outside \[-1, 1\]:UserWarning")
+def _ignore_check_warnings(test):
+    """The warnings the estimator checks' tiny data sets raise, by design."""
+    for spec in [
+        "ignore:Classes .* have fewer stored patterns:UserWarning",
+        "ignore:There are .* stored patterns:UserWarning",
+        "ignore::sklearn.exceptions.ConvergenceWarning",
+        # The checks' data (blobs, random normals) mostly lies outside [-1, 1]:
+        # DensePolynomialHopfield clips it with a UserWarning (documented).
+        r"ignore:.*outside \[-1, 1\]:UserWarning",
+    ]:
+        test = pytest.mark.filterwarnings(spec)(test)
+    return test
+
+
+@_ignore_check_warnings
 @parametrize_with_checks(_CHECKED, expected_failed_checks=expected_failed_checks)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# The float32 estimators' batch-invariance checks, which cannot hold at float64 tolerance
+# (see _expected_checks.FLOAT32_BATCH_CHECKS), run on their float64 twins.
+_FLOAT64_TWINS = [
+    float64_twin(e) for e in _CHECKED
+    if computes_in_float32(e) and not set(FLOAT32_BATCH_CHECKS) & set(own_expected_failed_checks(e))
+]
+
+
+@_ignore_check_warnings
+@pytest.mark.parametrize("check_name", FLOAT32_BATCH_CHECKS)
+@pytest.mark.parametrize("estimator", _FLOAT64_TWINS, ids=repr)
+def test_sklearn_batch_invariance_checks_hold_in_float64(estimator, check_name):
+    """In float64 an output does not depend on the rows computed with it, to sklearn's
+    tolerance, on any BLAS."""
+    check = getattr(estimator_checks, check_name)
+    check(type(estimator).__name__, estimator)
+
+
+def _float32_tolerance(outputs, n_features):
+    """How far float32 outputs may move with the rows they are computed with.
+
+    A score sums products over the features; its rounding is a few units of float32's
+    epsilon per term, relative to the magnitude of the outputs (a distance computed as
+    ``|z|^2 - 2 z.m + |m|^2`` rounds relative to its largest terms, which the largest
+    outputs bound). 8 sqrt(n_features) eps is that bound with a margin.
+    """
+    scale = max(1.0, float(np.max(np.abs(outputs))))
+    return 8 * np.sqrt(n_features) * np.finfo(np.float32).eps * scale
+
+
+@_ignore_check_warnings
+@pytest.mark.parametrize("name", CASES)
+def test_float32_outputs_agree_across_batches(name, data):
+    """In float32 (the default) an output depends on the rows computed with it only at
+    float32's precision: the whole array, each row alone, the rows reversed and chunks of
+    7 agree to :func:`_float32_tolerance`; predict agrees on every row that is not within
+    that tolerance of the threshold."""
+    X, y, _, X_test = data
+    X, X_test = X.astype(np.float32), X_test.astype(np.float32)
+    estimator = _make(name, dtype="float32")
+    if name == "TorchFeatureExtractor":
+        estimator.set_params(module=AnyWidth())
+    estimator.fit(X, y)
+    whole = _outputs(estimator, X_test)
+    reverse = np.arange(len(X_test))[::-1]
+    alone = [_outputs(estimator, X_test[i:i + 1]) for i in range(len(X_test))]
+    rearranged = {
+        "one row at a time": {m: np.concatenate([a[m] for a in alone]) for m in whole},
+        "reversed": {m: out[reverse] for m, out in _outputs(estimator, X_test[reverse]).items()},
+        "chunks of 7": _outputs(copy.deepcopy(estimator).set_params(batch_size=7), X_test),
+    }
+    for how, outputs in rearranged.items():
+        for method, out in whole.items():
+            if method == "predict":
+                continue
+            tol = _float32_tolerance(out, X.shape[1])
+            np.testing.assert_allclose(outputs[method], out, rtol=0, atol=tol,
+                                       err_msg=f"{method}, {how}")
+        if "predict" in whole:
+            decided = _clear_decisions(whole, X.shape[1])
+            np.testing.assert_array_equal(outputs["predict"][decided],
+                                          whole["predict"][decided], err_msg=how)
+
+
+def _clear_decisions(outputs, n_features):
+    """The rows whose prediction float32 rounding cannot flip: a classifier's top two
+    probabilities farther apart, a detector's decision farther from 0, than the
+    tolerance."""
+    if "predict_proba" in outputs:
+        top_two = np.sort(outputs["predict_proba"], axis=1)[:, -2:]
+        return top_two[:, 1] - top_two[:, 0] > _float32_tolerance(top_two, n_features)
+    margin = np.abs(outputs["decision_function"])
+    return margin > _float32_tolerance(outputs["score_samples"], n_features)
 
 
 def test_every_public_estimator_is_checked():
