@@ -42,6 +42,7 @@ def features_file(tmp_path):
 
 
 # The quick grid's CV folds leave some classes with fewer rows than RecLag's SAE batch.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Classes .* have fewer stored patterns:UserWarning")
 def test_benchmark_on_user_features_writes_table_and_plots(features_file, tmp_path, capsys):
     out = tmp_path / "out"

@@ -329,6 +329,7 @@ def test_verbose_shows_a_progress_bar(rng, capsys):
 
 
 # ------------------------------------------------------------------ digits accuracy
+@pytest.mark.slow
 def test_defaults_reach_95_percent_on_digits(digits):
     """The issue's bar: 70/30 stratified split, features scaled to [-1, 1]."""
     X_train, X_test, y_train, y_test = digits

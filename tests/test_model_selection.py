@@ -221,6 +221,7 @@ def test_reclag_grid_search_over_beta_and_gamma(ood_data):
     assert grid.best_estimator_.gamma == grid.best_params_["gamma"]
 
 
+@pytest.mark.slow
 def test_dense_polynomial_hopfield_grid_search_over_n(ood_data):
     """The classifier's n is selected on FPR95 of its score_samples with the default
     (stratified) CV, OOD rows in every fold."""

@@ -40,7 +40,9 @@ def test_every_python_block_is_tested():
 
 def test_ci_runs_the_readme_commands():
     ci = (README.parent / ".ci" / "run").read_text()
-    for marker in ("test-command", "main-command", "docs-command"):
+    for marker in ("test-command", "slow-test-command", "main-command", "docs-command"):
         assert _block_after(marker, "bash").strip()
         assert marker in ci
     assert "sphinx-build -W" in _block_after("docs-command", "bash")
+    # The default run leaves the slow tests out; CI runs them by the README's command.
+    assert "-m slow" in _block_after("slow-test-command", "bash")

@@ -178,6 +178,7 @@ def test_fit_chunks_give_the_same_model(rng, monkeypatch):
                                np.eye(8), atol=1e-8)
 
 
+@pytest.mark.slow
 def test_search_space_drives_grid_search(digits_split):
     X_id, y_id, X_ood = digits_split
     X = np.vstack([X_id, X_ood])
