@@ -21,11 +21,13 @@ _FRAGMENTS = {
         labels.""",
     "contamination": """contamination : float in (0, 0.5], default=0.05
         Fraction of new in-distribution rows that ``predict`` should reject (0.05 is the
-        FPR95 operating point). ``offset_`` is that quantile of the training rows'
-        scores as new rows would get them: cross-fitted (each of 5 folds scored by the
-        detector fitted on the others, capped at the row's own score) for a detector
-        that learns from the rows, leave-one-out for one that stores them, the rows'
-        own scores for the logit detectors; it is kept off tied scores.""",
+        FPR95 operating point). ``offset_`` is that quantile of training rows' scores
+        as new rows would get them, for at most 1,000 training rows (a quantile needs
+        no more; the fit stays linear in the rows): cross-fitted (a fold scored by the
+        detector fitted on the other 4 of 5 folds, capped at the row's own score) for a
+        detector that learns from the rows, leave-one-out for one that stores them (in
+        closed form for Mahalanobis), the rows' own scores for the logit detectors; it
+        is kept off tied scores. See the user guide's thresholds page.""",
     "device": """device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
         Torch device; 'auto' uses CUDA when available. Resolved in ``fit``
         (``device_``).

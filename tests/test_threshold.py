@@ -2,10 +2,11 @@
 
 A detector that learned from the training rows scores them higher than new rows, so a
 threshold read from their own scores rejects more than `contamination` of new rows.
-The suite's detectors read it from cross-fitted scores (5 folds, each scored by the
-detector fitted on the other four) or, when they store the rows, from leave-one-out
-scores; the logit detectors keep the training rows' own scores (a given head learned
-nothing from X, and a head fitted on fewer rows would score on another scale).
+The suite's detectors read it from cross-fitted scores (a fold scored by the detector
+fitted on the other four of 5 folds, with the final fit's head) or, when they store the
+rows or sums over them, from leave-one-out scores; the logit detectors keep the training
+rows' own scores (a given head learned nothing from X, and a head fitted on fewer rows
+would score on another scale). At most THRESHOLD_ROWS rows are scored.
 """
 
 import warnings
@@ -19,10 +20,12 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn_reclag import (
     EnergyDetector,
     HopfieldEnergyDetector,
+    KNNDetector,
     MahalanobisDetector,
     MSPDetector,
     RecLagDetector,
 )
+from sklearn_reclag.base import THRESHOLD_ROWS, threshold_rows
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,8 @@ def gaussians():
 
 
 CROSS_FITTED = {
-    "Mahalanobis": MahalanobisDetector(device="cpu", dtype="float64"),
+    "Mahalanobis (ledoit_wolf)": MahalanobisDetector(covariance="ledoit_wolf", device="cpu",
+                                                     dtype="float64"),
     "RecLag (em)": RecLagDetector(solver="em", energy="density", beta=0.5, device="cpu",
                                   dtype="float64", random_state=0),
     "SHE": HopfieldEnergyDetector(patterns="mean", device="cpu", dtype="float64"),
@@ -59,12 +63,16 @@ def test_offset_is_the_quantile_of_cross_fitted_scores(gaussians, name, labelled
     detector = CROSS_FITTED[name]
     if not labelled:
         y = None
+    fitted = clone(detector).set_params(contamination=0.1).fit(X, y)
+    # The folds keep the final fit's head (a fitted softmax regression is not refitted).
+    head = getattr(fitted, "head_coef_", None)
+    fold_params = {} if head is None else {"head": (head, fitted.head_intercept_)}
     splitter = (StratifiedKFold if labelled else KFold)(5, shuffle=True, random_state=0)
     held_out = np.empty(len(X))
     for train, test in splitter.split(X, y):
-        fold = clone(detector).fit(X[train], None if y is None else y[train])
+        fold = clone(detector).set_params(**fold_params)
+        fold.fit(X[train], None if y is None else y[train])
         held_out[test] = fold.score_samples(X[test])
-    fitted = clone(detector).set_params(contamination=0.1).fit(X, y)
     # Capped at the rows' own scores.
     held_out = np.minimum(held_out, fitted.score_samples(X))
     assert fitted.offset_ == pytest.approx(np.percentile(held_out, 10), rel=1e-9)
@@ -104,8 +112,9 @@ def test_logit_detectors_keep_the_training_rows_own_scores(gaussians, given_head
     for Detector in (MSPDetector, EnergyDetector):
         detector = Detector(head=head if given_head else None, device="cpu",
                             dtype="float64").fit(X, y)
-        assert detector.offset_ == pytest.approx(
-            np.percentile(detector.score_samples(X), 5), rel=1e-12)
+        # The rows of threshold_rows (1,000 of the 1,200).
+        scores = detector.score_samples(X[threshold_rows(len(X))])
+        assert detector.offset_ == pytest.approx(np.percentile(scores, 5), rel=1e-12)
 
 
 @pytest.mark.parametrize("detector", [
@@ -132,3 +141,94 @@ def test_a_fold_that_cannot_be_fitted_falls_back_with_a_warning():
         warnings.simplefilter("ignore", UserWarning)  # sklearn: the least populated class
         with pytest.warns(UserWarning, match="cross-fit of the training rows failed"):
             HopfieldEnergyDetector(metric="mahalanobis", device="cpu").fit(X, y)
+
+
+def _numpy_mahalanobis_scores(X_fit, y_fit, X):
+    """-1/2 min_c (x - mu_c)^T Sigma^+ (x - mu_c), the empirical covariance, in numpy."""
+    classes = np.unique(y_fit)
+    means = np.array([X_fit[y_fit == c].mean(axis=0) for c in classes])
+    centred = X_fit - means[np.searchsorted(classes, y_fit)]
+    precision = np.linalg.pinv(centred.T @ centred / len(X_fit), hermitian=True)
+    diffs = X[:, None, :] - means[None]
+    return -0.5 * np.einsum("ncd,de,nce->nc", diffs, precision, diffs).min(axis=1)
+
+
+def test_mahalanobis_offset_is_the_quantile_of_exact_leave_one_out_scores(gaussians):
+    """The empirical covariance and the means are sums over rows: fit downdates them in
+    closed form (Sherman-Morrison), which equals refitting without each row."""
+    X, y, _, _ = gaussians
+    X, y = X[::8], y[::8]  # 150 rows: a refit per row stays cheap
+    rows = np.arange(len(X))
+    loo = np.array([_numpy_mahalanobis_scores(X[rows != i], y[rows != i], X[i:i + 1])[0]
+                    for i in rows])
+    detector = MahalanobisDetector(contamination=0.1, device="cpu", dtype="float64").fit(X, y)
+    assert detector.offset_ == pytest.approx(np.percentile(loo, 10), rel=1e-9)
+
+
+def test_mahalanobis_closed_form_handles_a_class_of_one_row():
+    """A class of one row leaves with the row: the row is scored against the others."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(41, 3))
+    y = np.r_[np.zeros(40, dtype=int), 1]
+    detector = MahalanobisDetector(device="cpu", dtype="float64").fit(X, y)
+    loo = detector._leave_one_out_scores(X, y)
+    assert np.isfinite(loo).all()
+    assert loo[-1] == pytest.approx(_numpy_mahalanobis_scores(X[:-1], y[:-1], X[-1:])[0],
+                                    rel=1e-9)
+
+
+def _count_fits(monkeypatch, cls):
+    calls = []
+    real = cls._fit
+
+    def counted(self, X, y):
+        calls.append(len(X))
+        return real(self, X, y)
+
+    monkeypatch.setattr(cls, "_fit", counted)
+    return calls
+
+
+@pytest.mark.parametrize("n_samples, n_fits", [(800, 6), (2000, 4), (6000, 2)])
+def test_cross_fit_fits_only_the_folds_the_threshold_needs(monkeypatch, n_samples, n_fits):
+    """Folds are fitted until THRESHOLD_ROWS rows have held-out scores: all 5 on small
+    data, one on 5 x THRESHOLD_ROWS rows and more (the final fit is the first call)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_samples, 4))
+    calls = _count_fits(monkeypatch, MahalanobisDetector)
+    MahalanobisDetector(covariance="ledoit_wolf", device="cpu").fit(X)
+    assert len(calls) == n_fits
+    assert calls[0] == n_samples and all(n < n_samples for n in calls[1:])
+
+
+@pytest.mark.parametrize("detector", [
+    MahalanobisDetector(device="cpu"),
+    HopfieldEnergyDetector(patterns="all", metric="euclidean", device="cpu"),
+    KNNDetector(device="cpu"),
+    MSPDetector(device="cpu"),
+], ids=lambda detector: type(detector).__name__)
+def test_threshold_scores_at_most_threshold_rows(monkeypatch, detector):
+    """Leave-one-out and own-score thresholds score THRESHOLD_ROWS training rows, not
+    all of them, and fit nothing again: the fit stays linear in the rows."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3 * THRESHOLD_ROWS, 4))
+    y = (X[:, 0] > 0).astype(int)
+    calls = _count_fits(monkeypatch, type(detector))
+    scored = []
+    real = type(detector)._fit_offset
+
+    def spy(self, training_scores):
+        scores = training_scores()
+        scored.append(len(scores))
+        return real(self, lambda: scores)
+
+    monkeypatch.setattr(type(detector), "_fit_offset", spy)
+    clone(detector).fit(X, y)
+    assert scored == [THRESHOLD_ROWS] and len(calls) == 1
+
+
+def test_threshold_rows_are_a_fixed_draw():
+    assert np.array_equal(threshold_rows(500), np.arange(500))
+    rows = threshold_rows(10 * THRESHOLD_ROWS)
+    assert len(rows) == THRESHOLD_ROWS == len(np.unique(rows))
+    assert np.all(np.diff(rows) > 0) and np.array_equal(rows, threshold_rows(10 * THRESHOLD_ROWS))

@@ -37,7 +37,7 @@ from .._backend import (
     resolve_device,
     routed_logsumexp,
 )
-from ..base import BaseOODDetector
+from ..base import BaseOODDetector, threshold_rows
 from ._covariance import COVARIANCE_CONSTRAINT, shared_covariance, whitening
 
 # Entries of the largest (rows x classes x memory slots) block built while scoring:
@@ -180,11 +180,13 @@ class _MemoryBankDetector(BaseOODDetector):
         # routed it in _stored_patterns (no second pass of the head).
         own_slot = np.full(len(X), -1, dtype=np.int64)
         own_slot[stored] = slots
-        row_args = [labels, own_slot]
+        # The rows of threshold_rows only: the cost is linear in the bank.
+        rows = threshold_rows(len(X))
+        row_args = [labels[rows], own_slot[rows]]
         if self.routing == "predicted" and predicted is not None:
-            row_args.append(self._present_bank(X, predicted))
-        return partial(map_batches, self._score_batch, X, read_only=True, row_args=row_args,
-                       **self._batch_kwargs())
+            row_args.append(self._present_bank(X[rows], predicted[rows]))
+        return partial(map_batches, self._score_batch, X[rows], read_only=True,
+                       row_args=row_args, **self._batch_kwargs())
 
     def _present_bank(self, X, predicted):
         """The head's predictions ``predicted`` of the rows X, moved off empty banks as

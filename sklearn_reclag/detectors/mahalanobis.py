@@ -1,9 +1,12 @@
 """Mahalanobis distance to the nearest class mean (Lee et al., NeurIPS 2018)."""
 
+from functools import partial
+
+import numpy as np
 import torch
 
 from .._docstrings import fill_doc
-from ..base import BaseOODDetector
+from ..base import BaseOODDetector, threshold_rows
 from ._covariance import COVARIANCE_CONSTRAINT, shared_covariance, whitening
 
 
@@ -95,6 +98,58 @@ class MahalanobisDetector(BaseOODDetector):
         self.whitening_ = whitening(self.covariance_)
         self.precision_ = self.whitening_ @ self.whitening_
         self.whitened_means_ = self.means_ @ self.whitening_
+        if isinstance(self.covariance, str) and self.covariance == "empirical":
+            return partial(self._leave_one_out_scores, X, y)
+        # A shrunk or user-given covariance has no closed-form downdate: cross-fitted.
+        return None
+
+    def _leave_one_out_scores(self, X, y):
+        """Exact leave-one-out scores of the rows of :func:`threshold_rows`, in closed form.
+
+        The empirical fit is a sum over rows: with ``S = N Sigma`` the within-class
+        scatter, leaving out row x of class c (n_c rows, ``u = x - mu_c``) moves the mean
+        to ``mu_c - u / (n_c - 1)`` and the scatter to ``S - k u u^T``, ``k = n_c /
+        (n_c - 1)``, and Sherman-Morrison gives the new distances from the old ones
+        (``h = u^T S^+ u``, ``g_j = u^T S^+ (x - mu_j)``)::
+
+            d_c' = k^2 (N - 1) h / (1 - k h)
+            d_j' = (N - 1) [ (x - mu_j)^T S^+ (x - mu_j) + k g_j^2 / (1 - k h) ]
+
+        which is what refitting on the N - 1 other rows gives, at the cost of scoring
+        the rows. Where a row alone spans a direction of the covariance (``k h`` near
+        1, fewer rows than features), the downdate is ill-posed and the threshold is
+        cross-fitted instead.
+        """
+        n_samples = len(X)
+        rows = threshold_rows(n_samples)
+        if y is None:
+            labels = np.zeros(n_samples, dtype=np.intp)
+        else:
+            labels = np.searchsorted(self.classes_, y)
+        counts = np.bincount(labels, minlength=len(self.means_))
+        own, n_own = labels[rows], counts[labels[rows]].astype(np.float64)
+        Z = X[rows] @ self.whitening_  # float64, as the fitted state
+        Z_means = self.whitened_means_
+        # (Z - M_j).(Z - M_c) and |Z - M_j|^2 from products, without an (m, C, D) block.
+        products = Z @ Z_means.T
+        mean_products = Z_means @ Z_means.T
+        sq_norms = np.einsum("ij,ij->i", Z, Z)
+        index = np.arange(len(rows))
+        distances = (sq_norms[:, None] - 2 * products + np.diag(mean_products)[None, :])
+        cross = (sq_norms[:, None] - products - products[index, own][:, None]
+                 + mean_products[own])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = n_own / (n_own - 1)  # inf for a class of one row: it leaves with it
+            h = distances[index, own] / n_samples
+            denominator = 1 - k * h
+            if np.any((n_own > 1) & (denominator < 1e-6)):
+                return self._held_out_scores(X, y)
+            k, denominator = np.where(n_own > 1, k, 0.0), np.where(n_own > 1, denominator, 1)
+            downdated = (n_samples - 1) * (
+                distances / n_samples + (k / denominator)[:, None] * (cross / n_samples) ** 2)
+            downdated[index, own] = np.where(
+                n_own > 1, k ** 2 * (n_samples - 1) * h / denominator, np.inf)
+        return -0.5 * downdated.min(axis=1)
 
     def _score_batch(self, V, state):
         Z = V @ state["whitening_"]

@@ -183,7 +183,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         ${covariance} Used by ``metric='mahalanobis'`` only.
     gamma : float > 0 or 'auto', default='auto'
         Rectification constant. 'auto' sets ``gamma_`` so that a ``contamination``
-        fraction of the training rows' held-out (5-fold cross-fitted) scores has
+        fraction of training rows' held-out (cross-fitted) scores has
         ``decision_function <= 0``: new rows are rejected at that rate.
     contamination : float in (0, 0.5], default=0.05
         Fraction of new in-distribution rows rejected when ``gamma='auto'`` (0.05 is the
