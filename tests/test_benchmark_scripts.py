@@ -14,6 +14,7 @@ SECTIONS = [
     "## 2. Scoring throughput",
     "## 3. Peak memory",
     "## 4. Scaling",
+    "## 5. What the threshold costs",
 ]
 
 

@@ -35,6 +35,11 @@ FULL = {
                   "n_features": [128, 256, 512]},
     "scale_reclag": {"n_test": [25_000, 50_000, 100_000], "n_memories": [10, 20, 40],
                       "n_features": [128, 256, 512]},
+    # Section 5, the threshold's cost: every detector; RecLag against the reference
+    # (the paper's objective, a few epochs).
+    "threshold_fit": {"n_classes": 10, "n_per_class": 800, "n_features": 128},
+    "threshold_reference": {"n_classes": 10, "n_per_class": 1000, "n_features": 128,
+                            "epochs": 10},
 }
 QUICK = {
     "n_classes": 3, "n_per_class": 200, "n_features": 32, "n_ood": 300, "n_id_test": 300,
@@ -47,6 +52,9 @@ QUICK = {
                   "n_features": [16, 32, 64]},
     "scale_reclag": {"n_test": [250, 500, 1000], "n_memories": [2, 4, 8],
                       "n_features": [16, 32, 64]},
+    "threshold_fit": {"n_classes": 3, "n_per_class": 200, "n_features": 32},
+    "threshold_reference": {"n_classes": 3, "n_per_class": 200, "n_features": 32,
+                            "epochs": 2},
 }
 
 
