@@ -11,6 +11,7 @@ benchmark data in :mod:`sklearn_reclag.datasets`, dask helpers in
 __version__ = "0.2.0"
 
 from ._labels import OOD_LABEL  # noqa: E402
+from .auto import AutoOODDetector  # noqa: E402
 from .dense import DenseAssociativeMemory, DensePolynomialHopfield, capacity  # noqa: E402
 from .detectors import (  # noqa: E402
     EnergyDetector,
@@ -26,6 +27,7 @@ from .features import TorchFeatureExtractor, linear_head  # noqa: E402
 
 __all__ = [
     "OOD_LABEL",
+    "AutoOODDetector",
     "DenseAssociativeMemory",
     "DensePolynomialHopfield",
     "EnergyDetector",

@@ -42,8 +42,12 @@ the one ``refit`` selects on, e.g. ``scoring={"fpr95": fpr95_scorer, "bacc":
 ood_balanced_accuracy_scorer}, refit="bacc"``.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.base import clone
+from sklearn.cluster import KMeans
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array, check_random_state, column_or_1d
 
 from ._labels import OOD_LABEL, is_ood_label
@@ -61,6 +65,7 @@ from .metrics import (  # noqa: F401
 __all__ = [
     "OOD_LABEL",
     "default_param_grid",
+    "held_out_group_split",
     "is_ood_label",
     "make_ood_dataset",
 ]
@@ -212,3 +217,157 @@ def default_param_grid(estimator, X=None, y=None, *, beta_factors=(0.3, 1.0, 3.0
         scale = probe._auto_beta_of(X, y)
         grid.append({**space, "metric": [metric], "beta": [f * scale for f in beta_factors]})
     return grid
+
+
+# ------------------------------------------------------------ proxy OOD from ID rows
+@dataclass
+class ProxyFold:
+    """One task of :func:`proxy_ood_folds`: rows indices into the ID rows."""
+
+    train: np.ndarray  # ID rows the detector is fitted on
+    test: np.ndarray  # held-out ID rows of the kept groups
+    ood: np.ndarray  # rows of the held-out groups: the proxy OOD rows
+    held_out: np.ndarray  # the held-out class labels (cluster numbers for clusters)
+
+
+def proxy_groups(X, y=None, *, n_clusters=5, random_state=None):
+    """The groups that :func:`proxy_ood_folds` holds out, and what they are.
+
+    With two classes or more in ``y`` the groups are the classes. Without (y=None or a
+    single class), the rows are cut into ``n_clusters`` k-means clusters (k-means++,
+    4 initialisations): each cluster plays a mode of the distribution that the training
+    rows miss.
+
+    Returns
+    -------
+    groups : ndarray of shape (n_samples,)
+    kind : {'classes', 'clusters'}
+    """
+    if y is not None and len(np.unique(y)) >= 2:
+        return np.asarray(y), "classes"
+    n_clusters = min(n_clusters, len(X))
+    kmeans = KMeans(n_clusters=n_clusters, n_init=4, random_state=random_state)
+    return kmeans.fit_predict(np.asarray(X, dtype=np.float64)), "clusters"
+
+
+def proxy_ood_folds(groups, *, n_splits=5, test_size=0.25, random_state=None):
+    """Tasks that turn in-distribution rows into an OOD problem: held-out groups.
+
+    The groups (classes, or clusters: :func:`proxy_groups`) are dealt into ``n_splits``
+    folds (at most one per group). For each fold the detector is fitted on a
+    ``1 - test_size`` share of the rows of the other groups (stratified by group), and
+    judged on how it separates the remaining rows of those groups (ID) from the rows of
+    the held-out groups (proxy OOD): new classes for a detector that never saw them, the
+    near-OOD case, which OOD sets built by shuffling or blending ID rows do not imitate.
+
+    Returns
+    -------
+    folds : list of :class:`ProxyFold`
+    """
+    rng = check_random_state(random_state)
+    labels = np.unique(groups)
+    n_splits = min(n_splits, len(labels))
+    if n_splits < 2:
+        raise ValueError(
+            f"proxy OOD needs at least 2 groups to hold one out; got {len(labels)}."
+        )
+    dealt = np.array_split(rng.permutation(labels), n_splits)
+    folds = []
+    for held_out in dealt:
+        is_ood = np.isin(groups, held_out)
+        kept = np.flatnonzero(~is_ood)
+        counts = np.unique(groups[kept], return_counts=True)[1]
+        stratify = groups[kept] if counts.min() >= 2 else None
+        train, test = train_test_split(kept, test_size=test_size, stratify=stratify,
+                                       random_state=rng.randint(2**31 - 1))
+        folds.append(ProxyFold(np.sort(train), np.sort(test), np.flatnonzero(is_ood),
+                               np.sort(held_out)))
+    return folds
+
+
+def held_out_group_split(X, y=None, *, n_splits=5, n_clusters=5, test_size=0.25,
+                         random_state=None):
+    """Model selection without OOD data: held-out classes (or clusters) as the OOD rows.
+
+    A user rarely holds OOD rows to tune a detector on. This turns the in-distribution
+    rows alone into a cross-validation whose test folds hold proxy OOD rows: the rows of
+    classes that the fold's detector never saw (:func:`proxy_ood_folds`), or, without
+    two classes, of k-means clusters. It is the criterion
+    :class:`~sklearn_reclag.AutoOODDetector` chooses by, for a search of one's own::
+
+        X_search, y_search, cv = held_out_group_split(X, y, random_state=0)
+        GridSearchCV(detector, grid, scoring=fpr95_scorer, cv=cv).fit(X_search, y_search)
+
+    ``X_search`` stacks X and a copy of it labelled OOD_LABEL: a fold trains on ID rows
+    of the kept groups (the copy is never in a training fold) and tests on held-out ID
+    rows and the OOD-labelled copies of the held-out groups' rows, so the usual scorers
+    (:data:`~sklearn_reclag.metrics.fpr95_scorer`) read the fold's FPR95. Refit the
+    chosen detector on ``(X, y)`` itself (``refit=False``, then
+    ``clone(detector).set_params(**search.best_params_).fit(X, y)``): ``X_search`` holds
+    every row twice.
+
+    A detector whose head (``head=``) was trained on every class, a network's last
+    layer say, knows the held-out classes, and its logits single them out as ID: give
+    such detectors ``head=None`` in the search (a softmax regression is fitted on each
+    training fold), or use :class:`~sklearn_reclag.AutoOODDetector`, which removes the
+    held-out classes from a given head.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        In-distribution rows.
+    y : array-like of shape (n_samples,), default=None
+        Their class labels (no OOD_LABEL among them). With None or a single class the
+        groups are k-means clusters, and the ID rows of ``y_search`` are all labelled 0.
+    n_splits : int, default=5
+        Folds; the groups are dealt into this many (at most one fold per group).
+    n_clusters : int, default=5
+        Clusters when there are no two classes.
+    test_size : float, default=0.25
+        Share of the kept groups' rows held out as the fold's ID test rows.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the clustering, the dealing of groups and the splits.
+
+    Returns
+    -------
+    X_search : ndarray of shape (2 * n_samples, n_features)
+    y_search : ndarray of shape (2 * n_samples,)
+    cv : list of (train, test) index arrays into ``X_search``
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sklearn_reclag import KNNDetector
+    >>> from sklearn_reclag.metrics import fpr95_scorer
+    >>> from sklearn_reclag.model_selection import held_out_group_split
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X_search, y_search, cv = held_out_group_split(X[y < 5], y[y < 5], random_state=0)
+    >>> len(cv)  # each of the 5 classes held out once
+    5
+    >>> search = GridSearchCV(KNNDetector(device="cpu"), {"n_neighbors": [1, 50]},
+    ...                       scoring=fpr95_scorer, cv=cv).fit(X_search, y_search)
+    >>> search.best_params_
+    {'n_neighbors': 1}
+    """
+    X = check_array(X, dtype="numeric")
+    if y is not None:
+        y = column_or_1d(y, warn=True)
+        if len(y) != len(X):
+            raise ValueError(f"y has {len(y)} labels but X has {len(X)} rows.")
+        y, ood_label = _labels_and_ood_label(y)
+        if is_ood_label(y).any():
+            raise ValueError(
+                "y holds OOD_LABEL rows; held_out_group_split builds the OOD rows from "
+                "in-distribution rows alone: pass those only."
+            )
+    groups, kind = proxy_groups(X, y, n_clusters=n_clusters, random_state=random_state)
+    folds = proxy_ood_folds(groups, n_splits=n_splits, test_size=test_size,
+                            random_state=random_state)
+    if kind == "clusters":
+        y, ood_label = np.zeros(len(X), dtype=np.int64), OOD_LABEL
+    n = len(X)
+    X_search = np.concatenate([X, X])
+    y_search = np.concatenate([y, np.full(n, ood_label)])
+    cv = [(fold.train, np.concatenate([fold.test, n + fold.ood])) for fold in folds]
+    return X_search, y_search, cv

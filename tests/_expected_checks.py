@@ -10,6 +10,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from sklearn_reclag import (
+    AutoOODDetector,
     DenseAssociativeMemory,
     DensePolynomialHopfield,
     EnergyDetector,
@@ -118,6 +119,8 @@ _FLOAT32_BATCH = (
 def computes_in_float32(estimator):
     """Whether ``estimator`` (or a Pipeline's last step) computes in float32."""
     last = estimator[-1] if isinstance(estimator, Pipeline) else estimator
+    if isinstance(last, AutoOODDetector):  # scores with the candidate it chooses
+        return any(computes_in_float32(candidate) for candidate in last.candidates)
     return getattr(last, "dtype", "float32") == "float32"
 
 

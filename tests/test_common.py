@@ -27,6 +27,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import sklearn_reclag
 from sklearn_reclag import (
     OOD_LABEL,
+    AutoOODDetector,
     DenseAssociativeMemory,
     DensePolynomialHopfield,
     EnergyDetector,
@@ -91,9 +92,16 @@ CASES = {
     "DensePolynomialHopfield": lambda: DensePolynomialHopfield(3, **_FAST_DENSE),
     "DenseAssociativeMemory": lambda: DenseAssociativeMemory(3, **_FAST_DENSE),
     "TorchFeatureExtractor": lambda: TorchFeatureExtractor(AnyWidth().double()),
+    "AutoOODDetector": lambda: AutoOODDetector(
+        [KNNDetector(5, dtype="float64"), MahalanobisDetector(dtype="float64"),
+         HopfieldEnergyDetector(metric="cosine", dtype="float64")], n_splits=3),
 }
 # The estimators that learn from the rows they are fitted on (all but the extractor).
 LEARNERS = [name for name in CASES if name != "TorchFeatureExtractor"]
+# The estimators that score in chunks of their own ``batch_size`` and compute in their own
+# ``dtype``: all but AutoOODDetector, which scores with the candidate it chose (the
+# candidates' cases test theirs).
+CHUNKED = [name for name in CASES if name != "AutoOODDetector"]
 
 
 def _make(name, **params):
@@ -185,6 +193,11 @@ _CHECKED = [
                   DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu",
                                          random_state=0)),
     TorchFeatureExtractor(AnyWidth(), device="cpu"),
+    # Candidates that fit on the checks' smallest data sets (KNN's k <= n - 1 with a
+    # warning, Mahalanobis from 2 rows).
+    AutoOODDetector([KNNDetector(5, device="cpu", dtype="float64"),
+                     MahalanobisDetector(device="cpu", dtype="float64")],
+                    n_splits=2, n_groups=2, random_state=0),
 ]
 
 
@@ -239,7 +252,7 @@ def _float32_tolerance(outputs, n_features):
 
 
 @_ignore_check_warnings
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", CHUNKED)
 def test_float32_outputs_agree_across_batches(name, data):
     """In float32 (the default) an output depends on the rows computed with it only at
     float32's precision: the whole array, each row alone, the rows reversed and chunks of
@@ -329,7 +342,7 @@ def test_inputs_are_not_modified(name, dtype, data):
 
 
 # ---------------------------------------------------------------- scoring in chunks
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", CHUNKED)
 def test_outputs_do_not_depend_on_batch_size(name, data):
     """Scoring (and transform) in chunks of 7 rows give what one chunk gives."""
     _, _, _, X_test = data
@@ -378,12 +391,13 @@ def test_model_fitted_on_cuda_loads_and_scores_on_cpu(name, data, monkeypatch):
     CPU, and the same outputs (the fitted state is numpy, only device_ moves)."""
     est = _fitted(name, data)
     on_gpu = pickle.loads(pickle.dumps(est))
-    on_gpu.device_ = "cuda:0"  # as if fitted on a GPU machine
+    # As if fitted on a GPU machine (AutoOODDetector: the detector it chose).
+    getattr(on_gpu, "best_estimator_", on_gpu).device_ = "cuda:0"
     payload = pickle.dumps(on_gpu)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="fitted on 'cuda:0'.*CPU"):
         loaded = pickle.loads(payload)
-    assert loaded.device_ == "cpu"
+    assert getattr(loaded, "best_estimator_", loaded).device_ == "cpu"
     _assert_same_outputs(est, loaded, data[3])
 
 

@@ -17,7 +17,7 @@ INTERNAL_MODULES = {"sklearn_reclag._backend"}
 # Modules whose public objects the reference documents, under these names.
 MODULES = ["sklearn_reclag", "sklearn_reclag.metrics", "sklearn_reclag.model_selection",
            "sklearn_reclag.datasets", "sklearn_reclag.plotting", "sklearn_reclag.distributed",
-           "sklearn_reclag.calibration"]
+           "sklearn_reclag.calibration", "sklearn_reclag.auto"]
 
 
 def _existing(module_names):
