@@ -1,8 +1,11 @@
 """The detection-quality benchmark: every method on one data set, several seeds, one table.
 
 Used by ``python -m sklearn_reclag demo`` / ``benchmark`` and by ``benchmarks/quality.py``.
-Hyperparameters are chosen by GridSearchCV with the FPR95 scorer on the validation OOD set
-(``X_val_ood``), which is disjoint from every OOD test set; the test sets are only scored.
+Hyperparameters are chosen without OOD data, by the criterion of
+:class:`~sklearn_reclag.AutoOODDetector`: FPR95 on proxy OOD tasks built from the training
+rows (held-out classes, or k-means clusters without labels). ``selection='validation'``
+chooses them on a validation OOD set (``X_val_ood``) instead, disjoint from every OOD test
+set. The test sets are only scored.
 """
 
 from dataclasses import dataclass, field
@@ -11,7 +14,7 @@ from numbers import Real
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
@@ -30,6 +33,8 @@ KINDS = {
     "extension": "this suite's extensions of the Hopfield methods (energy, metric, solver)",
     "default": "the estimator's default parameters, nothing searched",
     "peer": "an outlier detector from outside the suite (PyOD, scikit-learn)",
+    "auto": "AutoOODDetector: a detector and its hyperparameters chosen from the training "
+            "rows alone (held-out classes, or clusters without labels)",
 }
 """The kinds of table rows, as the tables' captions explain them."""
 
@@ -92,6 +97,7 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
     methods : list of Method
     """
     from . import (
+        AutoOODDetector,
         DensePolynomialHopfield,
         EnergyDetector,
         HopfieldEnergyDetector,
@@ -164,11 +170,14 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
     )
     dense_row = [Method("Dense (energy)", dense,
                         {"densepolynomialhopfield__n": [2, 3] if quick else [2, 3, 6, 10]})]
+    auto = [Method("Auto", AutoOODDetector(device=device, random_state=rs,
+                                           n_splits=3 if quick else 5),
+                   uses_head=True, kind="auto")]
     if preset == "paper":
         return paper
     if preset == "unlabelled":
-        return [m for m in defaults + extensions + baselines if m.name != "ViM"]
-    return paper + baselines + extensions + defaults + dense_row
+        return [m for m in defaults + extensions + baselines + auto if m.name != "ViM"]
+    return paper + baselines + extensions + defaults + dense_row + auto
 
 
 PAPER_PARAMS = {
@@ -253,27 +262,38 @@ def _with_head(estimator, head):
 N_SPLITS = 3
 
 
-def check_benchmark_data(data):
+SELECTIONS = ("proxy", "validation")
+"""How the benchmark chooses hyperparameters: 'proxy', the criterion of
+:class:`~sklearn_reclag.AutoOODDetector` on the training rows alone; 'validation', a
+GridSearchCV on the validation OOD set ``X_val_ood``."""
+
+
+def check_benchmark_data(data, selection="proxy"):
     """Raise a ValueError saying what keeps ``data`` from the benchmark, before any fit.
 
-    The benchmark chooses hyperparameters by a 3-fold search on the training rows and
-    ``X_val_ood``: it needs the validation OOD set (never a test set in its place), at
-    least 3 rows of it and of every class (2 in each training fold: the fewest a memory
-    bank takes), 2 classes unless a head is given, and a head whose outputs match the
-    classes of ``y_train``.
+    With ``selection='validation'`` the benchmark chooses hyperparameters by a 3-fold
+    search on the training rows and ``X_val_ood``: it needs the validation OOD set (never
+    a test set in its place), at least 3 rows of it. Either way it needs 3 rows of every
+    class (2 in each training fold: the fewest a memory bank takes), 2 classes unless a
+    head is given, and a head whose outputs match the classes of ``y_train``.
 
     Parameters
     ----------
     data : :class:`~sklearn.utils.Bunch`
         As :func:`~sklearn_reclag.datasets.load_features_npz` returns.
+    selection : {'proxy', 'validation'}, default='proxy'
+        See :data:`SELECTIONS`.
     """
-    if data.X_val_ood is None:
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}; got {selection!r}.")
+    if selection == "validation" and data.X_val_ood is None:
         raise ValueError(
-            "there is no X_val_ood: the benchmark chooses every method's hyperparameters "
-            "on a validation OOD set, never on the test sets. Add X_val_ood (OOD rows "
-            "disjoint from every ood_<name> test set) to the features file."
+            "there is no X_val_ood: selection='validation' chooses every method's "
+            "hyperparameters on a validation OOD set, never on the test sets. Add X_val_ood "
+            "(OOD rows disjoint from every ood_<name> test set) to the features file, or "
+            "choose them from the training rows alone (selection='proxy')."
         )
-    if len(data.X_val_ood) < N_SPLITS:
+    if selection == "validation" and len(data.X_val_ood) < N_SPLITS:
         raise ValueError(
             f"X_val_ood has {len(data.X_val_ood)} rows; the {N_SPLITS}-fold search needs at "
             f"least {N_SPLITS} (one OOD row in each test fold)."
@@ -303,15 +323,20 @@ def check_benchmark_data(data):
         )
 
 
-def fit_method(method, data, *, random_state=0, param_grid=None):
-    """Fit one method on ``data.X_train``, searching its grid on the validation OOD set.
+def fit_method(method, data, *, random_state=0, param_grid=None, selection="proxy"):
+    """Fit one method on ``data.X_train``, choosing its hyperparameters without the test sets.
 
     ``param_grid`` is the grid to search when the caller has it already, else
     ``method.grid_for(data.X_train, data.y_train)``.
 
-    The search is a 3-fold stratified GridSearchCV with the FPR95 scorer on the training
-    rows and ``data.X_val_ood`` (labelled OOD_LABEL); a fold whose scoring fails stops it
-    (``error_score='raise'``) rather than leaving a NaN that would keep the first value.
+    ``selection='proxy'`` (the default) scores every point of the grid by the criterion of
+    :class:`~sklearn_reclag.AutoOODDetector` (FPR95 on held-out classes of the training
+    rows, or held-out k-means clusters without labels; a given head loses the held-out
+    classes in each fold) and refits the best on all training rows.
+    ``selection='validation'`` is a 3-fold stratified GridSearchCV with the FPR95 scorer
+    on the training rows and ``data.X_val_ood`` (labelled OOD_LABEL); a fold whose scoring
+    fails stops it (``error_score='raise'``) rather than leaving a NaN that would keep the
+    first value.
 
     Returns
     -------
@@ -322,15 +347,26 @@ def fit_method(method, data, *, random_state=0, param_grid=None):
     Raises
     ------
     ValueError
-        If the method has a grid and ``data.X_val_ood`` is None: hyperparameters are
-        never chosen on a test set, nor silently left at their defaults.
+        If ``selection='validation'``, the method has a grid and ``data.X_val_ood`` is
+        None: hyperparameters are never chosen on a test set, nor silently left at their
+        defaults.
     """
-    estimator = _with_head(method.estimator, data.head) if method.uses_head else clone(
-        method.estimator)
+    from .auto import AutoOODDetector
+
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}; got {selection!r}.")
+    head = data.head if method.uses_head else None
+    estimator = _with_head(method.estimator, head)
     if param_grid is None:
         param_grid = method.grid_for(data.X_train, data.y_train)
     if not param_grid:
         return estimator.fit(data.X_train, data.y_train), {}
+    if selection == "proxy":
+        points = list(ParameterGrid(param_grid))
+        candidates = [clone(method.estimator).set_params(**p) for p in points]
+        auto = AutoOODDetector(candidates, head=head, random_state=random_state)
+        auto.fit(data.X_train, data.y_train)
+        return auto.best_estimator_, points[auto.best_index_]
     if data.X_val_ood is None:
         raise ValueError(
             f"{method.name} has hyperparameters to choose ({param_grid}) but the data has "
@@ -375,7 +411,8 @@ def evaluate(estimator, data):
     return results
 
 
-def run_quality_benchmark(load_data, seeds, methods_for_seed, *, progress=None):
+def run_quality_benchmark(load_data, seeds, methods_for_seed, *, progress=None,
+                          selection="proxy"):
     """Fit and evaluate every method on the data of every seed.
 
     Parameters
@@ -386,6 +423,8 @@ def run_quality_benchmark(load_data, seeds, methods_for_seed, *, progress=None):
     methods_for_seed : callable seed -> list of Method
     progress : callable or None
         Called with a short text before each fit (e.g. a tqdm bar's ``set_description``).
+    selection : {'proxy', 'validation'}, default='proxy'
+        How hyperparameters are chosen (:func:`fit_method`).
 
     Returns
     -------
@@ -401,7 +440,10 @@ def run_quality_benchmark(load_data, seeds, methods_for_seed, *, progress=None):
                 progress(f"seed {seed}: {method.name}")
             grid = method.grid_for(data.X_train, data.y_train)
             estimator, best_params = fit_method(method, data, random_state=seed,
-                                                param_grid=grid)
+                                                param_grid=grid, selection=selection)
+            final = estimator[-1] if hasattr(estimator, "steps") else estimator
+            if hasattr(final, "best_params_"):  # AutoOODDetector: what it chose
+                best_params = {"candidate": final.best_params_["candidate"]}
             runs.append(dict(seed=seed, method=method.name, best_params=best_params,
                              param_grid=grid, at_grid_edge=at_grid_edge(best_params, grid),
                              results=evaluate(estimator, data)))
@@ -540,3 +582,160 @@ def compare_families(summary, *, exclude=("Dense (energy)",)):
              if best["hopfield"] and best["other"] and best["other"][1] > 0 else None)
     below = bool(best["reclag"] and other and best["reclag"][1] < min(other.values()))
     return {**best, "ratio": ratio, "reclag_below_all": below}
+
+
+# ------------------------------------------------------- near / far, paired intervals
+NEAR_OOD_SETS = ("digits 5-9", "near")
+"""OOD test sets that hold new classes of the same data (near OOD, as OpenOOD splits them);
+the others are far OOD. A data Bunch may name its own in ``near_ood``."""
+
+
+def ood_groups(set_names, near=NEAR_OOD_SETS):
+    """``{'near': [...], 'far': [...]}``: the OOD sets of each group (empty groups left
+    out)."""
+    groups = {"near": [n for n in set_names if n in near],
+              "far": [n for n in set_names if n not in near]}
+    return {group: names for group, names in groups.items() if names}
+
+
+def _per_seed(runs, method):
+    return {run["seed"]: run["results"] for run in runs if run["method"] == method}
+
+
+def summarize_groups(runs, groups):
+    """Mean ± std over seeds of each metric averaged over the sets of each group.
+
+    Returns
+    -------
+    summary : dict
+        ``{method: {group: {metric: (mean, std)}}}`` in the layout of :func:`summarize`,
+        so :func:`format_markdown` prints it.
+    """
+    summary = {}
+    for method in dict.fromkeys(run["method"] for run in runs):
+        per_seed = list(_per_seed(runs, method).values())
+        summary[method] = {}
+        for group, names in groups.items():
+            summary[method][group] = {}
+            for metric in METRICS:
+                values = [np.mean([r[n][metric] for n in names]) for r in per_seed]
+                spread = float(np.std(values)) if len(values) > 1 else None
+                summary[method][group][metric] = (float(np.mean(values)), spread)
+    return summary
+
+
+def paired_difference(runs, method, reference, sets, *, metric="FPR95", n_boot=200,
+                      random_state=0):
+    """``method - reference`` of ``metric`` averaged over ``sets`` and seeds, with a 95 %
+    interval.
+
+    Paired: both rows are scored on the same rows of the same seeds. The interval is a
+    two-level bootstrap: seeds are drawn with replacement (the spread of training runs),
+    then, within each drawn seed, the ID test rows and each OOD set's rows (the same
+    draw for both rows: the spread of the test sample); the 2.5 and 97.5 percentiles of
+    the ``n_boot`` replicates.
+
+    Returns
+    -------
+    difference : float
+    interval : (float, float)
+    """
+    fn = METRICS[metric]
+    ours, theirs = _per_seed(runs, method), _per_seed(runs, reference)
+    seeds = sorted(set(ours) & set(theirs))
+
+    def seed_difference(seed, draw=None):
+        a, b = ours[seed]["scores"], theirs[seed]["scores"]
+        id_rows = draw["ID"] if draw else slice(None)
+        values = []
+        for name in sets:
+            rows = draw[name] if draw else slice(None)
+            y_true = np.r_[np.zeros(len(a["ID"][id_rows]), dtype=int),
+                           np.full(len(a[name][rows]), OOD_LABEL)]
+            values.append(fn(y_true, np.r_[a["ID"][id_rows], a[name][rows]])
+                          - fn(y_true, np.r_[b["ID"][id_rows], b[name][rows]]))
+        return float(np.mean(values))
+
+    difference = float(np.mean([seed_difference(s) for s in seeds]))
+    rng = np.random.default_rng(random_state)
+    replicates = []
+    for _ in range(n_boot):
+        drawn = rng.choice(seeds, size=len(seeds))
+        total = 0.0
+        for seed in drawn:
+            scores = ours[seed]["scores"]
+            draw = {name: rng.integers(0, len(scores[name]), len(scores[name]))
+                    for name in ["ID", *sets]}
+            total += seed_difference(seed, draw)
+        replicates.append(total / len(drawn))
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    return difference, (float(low), float(high))
+
+
+def strongest_other(summary, *, exclude=("Dense (energy)", "Auto")):
+    """The best row by mean FPR95 over every OOD set that is not a Hopfield detector nor
+    AutoOODDetector: the row every Hopfield row is compared with."""
+    rows = {name: table["average"]["FPR95"][0] for name, table in summary.items()
+            if not name.startswith(HOPFIELD_PREFIXES) and name not in exclude}
+    return min(rows, key=rows.get) if rows else None
+
+
+def format_paired_differences(runs, summary, groups, *, n_boot=200, random_state=0):
+    """Markdown: every row's paired FPR95 difference to the strongest non-Hopfield row,
+    for each group of OOD sets, with its 95 % interval and whether it is resolved."""
+    reference = strongest_other(summary)
+    if reference is None:
+        return ""
+    header = "| row | " + " | ".join(f"Δ FPR95 {g} (points) [95 % interval]"
+                                        for g in groups) + " |"
+    lines = [
+        f"Paired FPR95 difference of each row to **{reference}**, the best row that is "
+        "neither a Hopfield detector nor AutoOODDetector (negative: fewer false positives "
+        "than it). Intervals: a bootstrap over seeds and, within each, over test rows "
+        f"({n_boot} replicates). *better* / *worse*: the interval excludes 0 (resolved); "
+        "*~*: it does not (not resolved).",
+        "",
+        header,
+        "|---" * (len(groups) + 1) + "|",
+    ]
+    for method in summary:
+        if method == reference:
+            continue
+        cells = []
+        for names in groups.values():
+            diff, (low, high) = paired_difference(runs, method, reference, names,
+                                                  n_boot=n_boot, random_state=random_state)
+            word = "better" if high < 0 else "worse" if low > 0 else "~"
+            cells.append(f"{100 * diff:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] {word}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def auto_verdicts(summary, methods, *, auto="Auto"):
+    """The targets of AutoOODDetector against the table, as markdown lines.
+
+    The oracle is the row of the table with the lowest mean FPR95 over the OOD sets, known
+    only in hindsight (on the test sets); AutoOODDetector should be within
+    ``max(1.25 x, + 2 points)`` of it and never worse than the best row of default
+    parameters.
+    """
+    if auto not in summary:
+        return []
+    fpr = {name: table["average"]["FPR95"][0] for name, table in summary.items()}
+    others = {name: value for name, value in fpr.items() if name != auto}
+    oracle = min(others, key=others.get)
+    bound = max(1.25 * others[oracle], others[oracle] + 0.02)
+    defaults = {m.name for m in methods if m.kind == "default"} & set(fpr)
+    lines = [
+        f"- AutoOODDetector {100 * fpr[auto]:.2f} % mean FPR95 vs the best row in "
+        f"hindsight ({oracle}, {100 * others[oracle]:.2f} %): at most "
+        f"{100 * bound:.2f} % asked: {'**met**' if fpr[auto] <= bound else '**missed**'}."
+    ]
+    if defaults:
+        best_default = min(defaults, key=fpr.get)
+        met = fpr[auto] <= fpr[best_default]
+        lines.append(
+            f"- AutoOODDetector vs the best default row ({best_default}, "
+            f"{100 * fpr[best_default]:.2f} %): never worse asked: "
+            f"{'**met**' if met else '**missed**'}.")
+    return lines

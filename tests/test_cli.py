@@ -255,7 +255,7 @@ def test_fit_method_with_string_labels_searches_on_finite_scores():
     method = Method("ReAct", ReActDetector(device="cpu"), {"percentile": [0, 100]},
                     uses_head=True)
     with pytest.warns(UserWarning, match="training scores are equal"):
-        estimator, best = fit_method(method, data)
+        estimator, best = fit_method(method, data, selection="validation")
     assert best == {"percentile": 100}
     assert set(estimator.classes_) == {"cat", "dog", "owl"}
 
@@ -265,7 +265,7 @@ def test_fit_method_refuses_to_leave_a_grid_unsearched():
     data.X_val_ood = None
     method = Method("HE", HopfieldEnergyDetector(device="cpu"), {"beta": [0.1, 1.0]})
     with pytest.raises(ValueError, match="no X_val_ood"):
-        fit_method(method, data)
+        fit_method(method, data, selection="validation")
 
 
 def test_values_chosen_at_an_end_of_their_grid_are_marked():
