@@ -26,7 +26,7 @@ _FRAGMENTS = {
         no more; the fit stays linear in the rows): cross-fitted (a fold scored by the
         detector fitted on the other 4 of 5 folds, capped at the row's own score) for a
         detector that learns from the rows, leave-one-out for one that stores them (in
-        closed form for Mahalanobis), the rows' own scores for the logit detectors; it
+        closed form for Mahalanobis's named covariances), the rows' own scores for the logit detectors; it
         is kept off tied scores. See the user guide's thresholds page.""",
     "device": """device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
         Torch device; 'auto' uses CUDA when available. Resolved in ``fit``

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -48,8 +49,9 @@ def gaussians():
 
 
 CROSS_FITTED = {
-    "Mahalanobis (ledoit_wolf)": MahalanobisDetector(covariance="ledoit_wolf", device="cpu",
-                                                     dtype="float64"),
+    # A covariance estimator given as an object has no closed-form downdate.
+    "Mahalanobis (given estimator)": MahalanobisDetector(
+        covariance=EmpiricalCovariance(), device="cpu", dtype="float64"),
     "RecLag (em)": RecLagDetector(solver="em", energy="density", beta=0.5, device="cpu",
                                   dtype="float64", random_state=0),
     "SHE": HopfieldEnergyDetector(patterns="mean", device="cpu", dtype="float64"),
@@ -143,25 +145,42 @@ def test_a_fold_that_cannot_be_fitted_falls_back_with_a_warning():
             HopfieldEnergyDetector(metric="mahalanobis", device="cpu").fit(X, y)
 
 
-def _numpy_mahalanobis_scores(X_fit, y_fit, X):
-    """-1/2 min_c (x - mu_c)^T Sigma^+ (x - mu_c), the empirical covariance, in numpy."""
+def _numpy_mahalanobis_scores(X_fit, y_fit, X, shrinkage=0.0, mu=None):
+    """-1/2 min_c (x - mu_c)^T Sigma^+ (x - mu_c) in numpy, with Sigma = (1 - s) C + s mu I
+    (C the empirical covariance of the class-centred rows; mu its mean variance unless
+    given)."""
     classes = np.unique(y_fit)
     means = np.array([X_fit[y_fit == c].mean(axis=0) for c in classes])
     centred = X_fit - means[np.searchsorted(classes, y_fit)]
-    precision = np.linalg.pinv(centred.T @ centred / len(X_fit), hermitian=True)
+    empirical = centred.T @ centred / len(X_fit)
+    mu = np.trace(empirical) / len(empirical) if mu is None else mu
+    sigma = (1 - shrinkage) * empirical + shrinkage * mu * np.eye(len(empirical))
+    precision = np.linalg.pinv(sigma, hermitian=True)
     diffs = X[:, None, :] - means[None]
     return -0.5 * np.einsum("ncd,de,nce->nc", diffs, precision, diffs).min(axis=1)
 
 
-def test_mahalanobis_offset_is_the_quantile_of_exact_leave_one_out_scores(gaussians):
+@pytest.mark.parametrize("covariance", ["empirical", "ledoit_wolf", "oas"])
+def test_mahalanobis_offset_is_the_quantile_of_exact_leave_one_out_scores(gaussians,
+                                                                         covariance):
     """The empirical covariance and the means are sums over rows: fit downdates them in
-    closed form (Sherman-Morrison), which equals refitting without each row."""
+    closed form (Sherman-Morrison), which equals refitting without each row; a shrunk
+    covariance keeps the final fit's shrinkage and mean variance, as a fold keeps a
+    fitted beta."""
     X, y, _, _ = gaussians
     X, y = X[::8], y[::8]  # 150 rows: a refit per row stays cheap
+    detector = MahalanobisDetector(covariance=covariance, contamination=0.1, device="cpu",
+                                   dtype="float64").fit(X, y)
+    estimator = {"ledoit_wolf": LedoitWolf, "oas": OAS}.get(covariance)
+    if estimator is None:
+        shrinkage = 0.0
+    else:
+        centred = X - np.array([X[y == c].mean(axis=0) for c in (0, 1)])[y]
+        shrinkage = estimator(assume_centered=True).fit(centred).shrinkage_
+    mu = np.trace(detector.covariance_) / X.shape[1]
     rows = np.arange(len(X))
-    loo = np.array([_numpy_mahalanobis_scores(X[rows != i], y[rows != i], X[i:i + 1])[0]
-                    for i in rows])
-    detector = MahalanobisDetector(contamination=0.1, device="cpu", dtype="float64").fit(X, y)
+    loo = np.array([_numpy_mahalanobis_scores(X[rows != i], y[rows != i], X[i:i + 1],
+                                              shrinkage, mu)[0] for i in rows])
     assert detector.offset_ == pytest.approx(np.percentile(loo, 10), rel=1e-9)
 
 
@@ -171,7 +190,7 @@ def test_mahalanobis_closed_form_handles_a_class_of_one_row():
     X = rng.normal(size=(41, 3))
     y = np.r_[np.zeros(40, dtype=int), 1]
     detector = MahalanobisDetector(device="cpu", dtype="float64").fit(X, y)
-    loo = detector._leave_one_out_scores(X, y)
+    loo = detector._leave_one_out_scores(X, y, 0.0)
     assert np.isfinite(loo).all()
     assert loo[-1] == pytest.approx(_numpy_mahalanobis_scores(X[:-1], y[:-1], X[-1:])[0],
                                     rel=1e-9)
@@ -196,7 +215,7 @@ def test_cross_fit_fits_only_the_folds_the_threshold_needs(monkeypatch, n_sample
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n_samples, 4))
     calls = _count_fits(monkeypatch, MahalanobisDetector)
-    MahalanobisDetector(covariance="ledoit_wolf", device="cpu").fit(X)
+    MahalanobisDetector(covariance=EmpiricalCovariance(), device="cpu").fit(X)
     assert len(calls) == n_fits
     assert calls[0] == n_samples and all(n < n_samples for n in calls[1:])
 

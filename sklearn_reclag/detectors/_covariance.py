@@ -33,7 +33,7 @@ def class_means(X, labels, n_classes):
     return sums / np.maximum(counts, 1)[:, None]
 
 
-def shared_covariance(X, y, covariance):
+def shared_covariance(X, y, covariance, *, return_shrinkage=False):
     """Class means and the shared covariance of the class-centred rows.
 
     Parameters
@@ -44,6 +44,10 @@ def shared_covariance(X, y, covariance):
     covariance : {'empirical', 'ledoit_wolf', 'oas'} or estimator
         The estimator fitted on the class-centred rows (a given estimator is cloned).
         The named ones assume the centred rows have mean zero, as they do.
+    return_shrinkage : bool, default=False
+        Also return the shrinkage ``s`` of a named estimator: the covariance is then
+        ``(1 - s) C + s (trace(C) / D) I`` with C the empirical covariance (s = 0 for
+        'empirical'); None for a given estimator.
 
     Returns
     -------
@@ -51,6 +55,8 @@ def shared_covariance(X, y, covariance):
         The sorted class labels (None for ``y=None``).
     means : ndarray of shape (n_classes, n_features)
     covariance : ndarray of shape (n_features, n_features)
+    shrinkage : float or None
+        Only with ``return_shrinkage=True``.
     """
     if y is None:
         classes, labels = None, np.zeros(len(X), dtype=np.intp)
@@ -69,7 +75,12 @@ def shared_covariance(X, y, covariance):
             f"{sigma.shape} with non-finite values or the wrong shape; expected "
             f"({X.shape[1]}, {X.shape[1]}) and finite."
         )
-    return classes, means, sigma
+    if not return_shrinkage:
+        return classes, means, sigma
+    shrinkage = None
+    if isinstance(covariance, str):
+        shrinkage = float(getattr(estimator, "shrinkage_", 0.0))
+    return classes, means, sigma, shrinkage
 
 
 def whitening(sigma):

@@ -93,32 +93,37 @@ class MahalanobisDetector(BaseOODDetector):
                 f"MahalanobisDetector needs at least 2 rows to estimate a covariance; got "
                 f"n_samples={len(X)}."
             )
-        self.classes_, self.means_, self.covariance_ = shared_covariance(
-            X, y, self.covariance)
+        self.classes_, self.means_, self.covariance_, shrinkage = shared_covariance(
+            X, y, self.covariance, return_shrinkage=True)
         self.whitening_ = whitening(self.covariance_)
         self.precision_ = self.whitening_ @ self.whitening_
         self.whitened_means_ = self.means_ @ self.whitening_
-        if isinstance(self.covariance, str) and self.covariance == "empirical":
-            return partial(self._leave_one_out_scores, X, y)
-        # A shrunk or user-given covariance has no closed-form downdate: cross-fitted.
-        return None
+        if shrinkage is None:
+            # A user-given covariance estimator has no closed-form downdate: cross-fitted.
+            return None
+        return partial(self._leave_one_out_scores, X, y, shrinkage)
 
-    def _leave_one_out_scores(self, X, y):
+    def _leave_one_out_scores(self, X, y, shrinkage):
         """Exact leave-one-out scores of the rows of :func:`threshold_rows`, in closed form.
 
-        The empirical fit is a sum over rows: with ``S = N Sigma`` the within-class
-        scatter, leaving out row x of class c (n_c rows, ``u = x - mu_c``) moves the mean
-        to ``mu_c - u / (n_c - 1)`` and the scatter to ``S - k u u^T``, ``k = n_c /
-        (n_c - 1)``, and Sherman-Morrison gives the new distances from the old ones
-        (``h = u^T S^+ u``, ``g_j = u^T S^+ (x - mu_j)``)::
+        The named covariances are ``Sigma = (1 - s) C + s mu I`` with C the empirical
+        covariance of the class-centred rows, ``mu = trace(C) / D`` and the shrinkage s
+        (0 for 'empirical'). C and the class means are sums over rows: leaving out row x
+        of class c (n_c rows, ``u = x - mu_c``) moves the mean to ``mu_c - u / (n_c -
+        1)`` and the scatter ``S = N C`` to ``S - k u u^T``, ``k = n_c / (n_c - 1)``, so
+        that, with s and mu held fixed (as the cross-fit holds a fitted beta), the new
+        covariance is ``B - b u u^T``: ``B = (1 - s) S / (N - 1) + s mu I``, ``b = (1 - s)
+        k / (N - 1)``. Sherman-Morrison then gives the new squared distances from
+        products in the metric of ``B`` (``h = u^T B^+ u``, ``g_j = u^T B^+ (x - mu_j)``,
+        ``q_j = (x - mu_j)^T B^+ (x - mu_j)``)::
 
-            d_c' = k^2 (N - 1) h / (1 - k h)
-            d_j' = (N - 1) [ (x - mu_j)^T S^+ (x - mu_j) + k g_j^2 / (1 - k h) ]
+            d_c' = k^2 h / (1 - b h)
+            d_j' = q_j + b g_j^2 / (1 - b h)
 
-        which is what refitting on the N - 1 other rows gives, at the cost of scoring
-        the rows. Where a row alone spans a direction of the covariance (``k h`` near
-        1, fewer rows than features), the downdate is ill-posed and the threshold is
-        cross-fitted instead.
+        which is what refitting on the N - 1 other rows gives ('empirical': exactly),
+        at the cost of scoring the rows. Where a row alone spans a direction of the
+        covariance (``b h`` near 1, fewer rows than features), the downdate is
+        ill-posed and the threshold is cross-fitted instead.
         """
         n_samples = len(X)
         rows = threshold_rows(n_samples)
@@ -128,27 +133,38 @@ class MahalanobisDetector(BaseOODDetector):
             labels = np.searchsorted(self.classes_, y)
         counts = np.bincount(labels, minlength=len(self.means_))
         own, n_own = labels[rows], counts[labels[rows]].astype(np.float64)
-        Z = X[rows] @ self.whitening_  # float64, as the fitted state
-        Z_means = self.whitened_means_
+        # B in the eigenbasis of Sigma (C shares it): its eigenvalues from Sigma's.
+        eigenvalues, eigenvectors = np.linalg.eigh(self.covariance_)
+        mu = np.trace(self.covariance_) / len(eigenvalues)
+        b_eigenvalues = n_samples / (n_samples - 1) * (eigenvalues - shrinkage * mu) + (
+            shrinkage * mu)
+        # The pseudo-inverse's cut-off of whitening(): directions without variance.
+        keep = b_eigenvalues > len(b_eigenvalues) * np.finfo(np.float64).eps * max(
+            b_eigenvalues.max(initial=0.0), 0.0)
+        scale = np.zeros_like(b_eigenvalues)
+        scale[keep] = 1.0 / np.sqrt(b_eigenvalues[keep])
+        to_b = eigenvectors * scale  # |(v - w) to_b|^2 = (v - w)^T B^+ (v - w)
+        Z, Z_means = X[rows] @ to_b, self.means_ @ to_b
         # (Z - M_j).(Z - M_c) and |Z - M_j|^2 from products, without an (m, C, D) block.
         products = Z @ Z_means.T
         mean_products = Z_means @ Z_means.T
         sq_norms = np.einsum("ij,ij->i", Z, Z)
         index = np.arange(len(rows))
-        distances = (sq_norms[:, None] - 2 * products + np.diag(mean_products)[None, :])
+        distances = sq_norms[:, None] - 2 * products + np.diag(mean_products)[None, :]
         cross = (sq_norms[:, None] - products - products[index, own][:, None]
                  + mean_products[own])
         with np.errstate(divide="ignore", invalid="ignore"):
             k = n_own / (n_own - 1)  # inf for a class of one row: it leaves with it
-            h = distances[index, own] / n_samples
-            denominator = 1 - k * h
+            b = (1 - shrinkage) * k / (n_samples - 1)
+            h = distances[index, own]
+            denominator = 1 - b * h
             if np.any((n_own > 1) & (denominator < 1e-6)):
                 return self._held_out_scores(X, y)
-            k, denominator = np.where(n_own > 1, k, 0.0), np.where(n_own > 1, denominator, 1)
-            downdated = (n_samples - 1) * (
-                distances / n_samples + (k / denominator)[:, None] * (cross / n_samples) ** 2)
-            downdated[index, own] = np.where(
-                n_own > 1, k ** 2 * (n_samples - 1) * h / denominator, np.inf)
+            single = n_own <= 1
+            b, k = np.where(single, 0.0, b), np.where(single, 0.0, k)
+            denominator = np.where(single, 1.0, denominator)
+            downdated = distances + (b / denominator)[:, None] * cross ** 2
+            downdated[index, own] = np.where(single, np.inf, k ** 2 * h / denominator)
         return -0.5 * downdated.min(axis=1)
 
     def _score_batch(self, V, state):
