@@ -15,6 +15,7 @@ RESULTS = HERE / "results"
 # (file under results/, the script that writes it), in the order RESULTS.md shows them.
 SECTIONS = [
     ("quality.md", "benchmarks/quality.py"),
+    ("quality_mnist1d.md", "benchmarks/quality.py --dataset mnist1d"),
     ("novelty.md", "benchmarks/novelty.py"),
     ("speed_cpu.md", "benchmarks/speed.py"),
     ("speed_cuda.md", "benchmarks/speed.py --device cuda"),

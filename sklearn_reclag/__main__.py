@@ -3,7 +3,8 @@
 demo       the quick end-to-end run of the README: every detector on the digits benchmark
            (CNN features, four OOD sets), a table on stdout and plots in --output.
 benchmark  the full table: several seeds, optional PyOD / GaussianMixture peers, on the
-           built-in digits benchmark or on your own features (--features FILE.npz).
+           built-in digits or MNIST-1D benchmark (--dataset) or on your own features
+           (--features FILE.npz).
 """
 
 import argparse
@@ -22,15 +23,20 @@ from ._labels import OOD_LABEL
 from .benchmark import (
     METRICS,
     PRESETS,
+    SELECTIONS,
+    auto_verdicts,
     check_benchmark_data,
     compare_families,
     default_methods,
     format_caption,
     format_markdown,
+    format_paired_differences,
+    ood_groups,
     peer_methods,
     run_quality_benchmark,
     summarize,
     summarize_acceptance,
+    summarize_groups,
 )
 
 
@@ -52,14 +58,28 @@ def _parser():
     benchmark = commands.add_parser(
         "benchmark", help="full quality table over seeds, on digits or your own features",
         description="The detection-quality table (FPR95, AUROC, AUPR-In; mean ± std over "
-                    "seeds). Hyperparameters are chosen by GridSearchCV with the FPR95 "
-                    "scorer on the validation OOD set, never on the test sets.",
+                    "seeds; near / far OOD and paired intervals). Hyperparameters are "
+                    "chosen without the test sets: by default from the training rows "
+                    "alone (AutoOODDetector's criterion, --selection proxy), or by "
+                    "GridSearchCV on the validation OOD set (--selection validation).",
     )
     benchmark.add_argument(
         "--features", type=Path, default=None, metavar="FILE.npz",
         help="your own features (see sklearn_reclag.datasets.save_features_npz for the "
-             "keys); default: the built-in digits benchmark",
+             "keys); default: the built-in benchmark chosen by --dataset",
     )
+    benchmark.add_argument(
+        "--dataset", choices=("digits", "mnist1d"), default="digits",
+        help="the built-in benchmark when there is no --features: 'digits' (default; "
+             "scikit-learn's digits 0-4 vs 5-9 and three far OOD sets) or 'mnist1d' "
+             "(MNIST-1D classes 0-6 vs 7-9 and three far OOD sets; needs the mnist1d "
+             "package, its features cached in scikit-learn's data home)",
+    )
+    benchmark.add_argument(
+        "--selection", choices=SELECTIONS, default="proxy",
+        help="how hyperparameters are chosen: 'proxy' (default; FPR95 on held-out "
+             "classes of the training rows, no OOD rows needed) or 'validation' "
+             "(GridSearchCV on the features file's X_val_ood)")
     benchmark.add_argument("--seeds", type=_positive_int, default=5,
                            help="number of seeds, at least 1 (default 5)")
     benchmark.add_argument("--quick", action="store_true",
@@ -110,12 +130,16 @@ def _loader(args, quick):
         from .datasets import load_features_npz
 
         data = load_features_npz(args.features)  # fixed features: seeds only seed the methods
-        check_benchmark_data(data)
+        check_benchmark_data(data, getattr(args, "selection", "proxy"))
         return lambda seed: data
-    from .datasets import load_digits_ood_features
+    from . import datasets
 
-    return lambda seed: load_digits_ood_features(random_state=seed, quick=quick,
-                                                 device=args.device)
+    if getattr(args, "dataset", "digits") == "mnist1d":
+        datasets._import_mnist1d()  # a missing package is a one-line error, before any fit
+        load = datasets.load_mnist1d_ood_features
+    else:
+        load = datasets.load_digits_ood_features
+    return lambda seed: load(random_state=seed, quick=quick, device=args.device)
 
 
 def _keep_first(load_data, seed):
@@ -157,7 +181,8 @@ def _run(args, load_data, *, seeds, quick, peers):
             bar.set_description(text)
             bar.update(1)
 
-        runs = run_quality_benchmark(load_data, seeds, methods_for_seed, progress=progress)
+        runs = run_quality_benchmark(load_data, seeds, methods_for_seed, progress=progress,
+                                     selection=getattr(args, "selection", "proxy"))
     return runs
 
 
@@ -166,7 +191,7 @@ def _report(runs, output, title, methods):
     n_seeds = len({run["seed"] for run in runs})
     tables = [
         f"## {title}\n",
-        f"A seed changes the data's split and OOD draws (and, on the digits benchmark, "
+        f"A seed changes the data's split and OOD draws (and, on a built-in benchmark, "
         f"the CNN's training) and the seed of the stochastic methods; cells are the mean"
         f"{' ± std' if n_seeds > 1 else ''} over {n_seeds} seed{'s' * (n_seeds > 1)}, "
         "the best mean of each column in bold.\n",
@@ -174,8 +199,13 @@ def _report(runs, output, title, methods):
     ]
     for metric in METRICS:
         tables.append(format_markdown(summary, metric) + "\n")
+    tables.append(_near_far(runs, summary) + "\n")
     tables.append(_acceptance_table(runs) + "\n")
     tables.append(_comparison(summary) + "\n")
+    verdicts = auto_verdicts(summary, methods)
+    if verdicts:
+        tables.append("AutoOODDetector (the Auto row) against the table:\n\n"
+                      + "\n".join(verdicts) + "\n")
     tables.append(_chosen_hyperparameters(runs))
     text = "\n".join(tables) + "\n"
     print(text)
@@ -184,6 +214,21 @@ def _report(runs, output, title, methods):
         "metrics": {s: m for s, m in run["results"].items() if s != "scores"}} for run in runs]
     (output / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     return summary
+
+
+def _near_far(runs, summary):
+    """FPR95 and AUROC over the near and the far OOD sets, and each row's paired FPR95
+    difference to the strongest non-Hopfield row with its 95 % interval."""
+    sets = [name for name in summary[next(iter(summary))] if name != "average"]
+    groups = ood_groups(sets)
+    grouped = summarize_groups(runs, groups)
+    names = " and ".join(f"{group}: {', '.join(members)}" for group, members in groups.items())
+    lines = [f"OOD sets by group ({names}); each cell is the mean over the group's sets "
+             "within a seed, then over seeds.\n"]
+    for metric in ("FPR95", "AUROC"):
+        lines.append(format_markdown(grouped, metric) + "\n")
+    lines.append(format_paired_differences(runs, summary, groups))
+    return "\n".join(lines)
 
 
 def _acceptance_table(runs):
@@ -226,14 +271,19 @@ def _grid_text(grid):
 def _chosen_hyperparameters(runs):
     """The values each method's search chose, seed by seed, those at an end of a grid of
     three values or more marked (the best value may lie beyond the grid)."""
-    lines = ["Hyperparameters chosen on the validation OOD set (per seed; * = the smallest "
-             "or largest value of its grid, so the best value may lie beyond it):\n"]
+    lines = ["Hyperparameters chosen (per seed; * = the smallest or largest value of its "
+             "grid, so the best value may lie beyond it; Auto: the detector it chose):\n"]
     by_method = {}
     for run in runs:
         by_method.setdefault(run["method"], []).append(run)
     for method, method_runs in by_method.items():
         grid = method_runs[0]["param_grid"]
         grids_list = grid if isinstance(grid, (list, tuple)) else [grid]
+        if "candidate" in method_runs[0]["best_params"]:
+            lines.append(f"- {method}: " + ", ".join(
+                f"seed {run['seed']}: {run['best_params']['candidate']}"
+                for run in method_runs))
+            continue
         if not any(len(values) > 1 for g in grids_list for values in g.values()) and len(
                 grids_list) < 2:
             continue  # nothing to choose
@@ -350,7 +400,7 @@ def main(argv=None):
         _prepare_output(args.output)
         methods = _methods(args, quick=quick, peers=peers, seed=seeds[0])
         load_data = _loader(args, quick=quick)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     load_data, first = _keep_first(load_data, seeds[0])
@@ -358,7 +408,7 @@ def main(argv=None):
     if args.command == "demo":
         title = "Demo: digits 0-4 vs four OOD sets (1 seed, quick)"
     else:
-        source = args.features or "digits benchmark"
+        source = args.features or f"{args.dataset} benchmark"
         title = f"{source}: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
     _report(runs, args.output, title, methods)
     for path in _plots(runs, first["data"], args.output, args.device):

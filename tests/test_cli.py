@@ -185,8 +185,6 @@ def _with_nan(X, value=np.nan):
      "'y_train' labels 1 rows OOD"),
     ("one_row_class", lambda d: {"y_train": np.r_[d["y_train"][:-1], 7]},
      "class 7 of y_train has 1 row"),
-    ("no_val_ood", lambda d: {"X_val_ood": None}, "there is no X_val_ood"),
-    ("tiny_val_ood", lambda d: {"X_val_ood": d["X_val_ood"][:2]}, "X_val_ood has 2 rows"),
     ("head_mismatch", lambda d: {"head": (np.zeros((4, 5)), np.zeros(4)),
                                  "y_train": np.array(["a", "b", "c"])[d["y_train"]]},
      "head has 4 outputs but y_train holds 3 classes"),
@@ -203,6 +201,26 @@ def test_bad_features_file_is_a_one_line_error_before_any_fit(name, change, mess
     assert status == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("no_val_ood", lambda d: {"X_val_ood": None}, "there is no X_val_ood"),
+    ("tiny_val_ood", lambda d: {"X_val_ood": d["X_val_ood"][:2]}, "X_val_ood has 2 rows"),
+])
+def test_validation_selection_needs_a_validation_ood_set(name, change, message, tmp_path,
+                                                         capsys, monkeypatch):
+    """--selection validation searches on X_val_ood; the default (proxy) needs none."""
+    monkeypatch.setattr("sklearn_reclag.__main__._run", _no_fitting)
+    data = _features(np.random.default_rng(0))
+    data.update(change(data))
+    path = tmp_path / f"{name}.npz"
+    _write_npz(path, data)
+    status = main(["benchmark", "--features", str(path), "--selection", "validation",
+                   "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and err.count("\n") == 1, err
+    with pytest.raises(AssertionError, match="benchmark started"):
+        main(["benchmark", "--features", str(path), "--output", str(tmp_path / "o")])
 
 
 def _no_fitting(*args, **kwargs):
