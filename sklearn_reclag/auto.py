@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, OutlierMixin, _fit_context, clone
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -114,6 +114,11 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         Proxy folds (groups are dealt into this many).
     n_groups : int >= 2, default=5
         k-means clusters to hold out when there are no two classes.
+    proxy : {'groups', 'groups+shuffled'}, default='groups'
+        The proxy OOD rows: 'groups', the held-out classes (or clusters); with
+        '+shuffled', also rows whose features are permuted independently across the
+        fold's training rows (each feature's values kept, their dependence destroyed: a
+        far-OOD proxy), and a fold's criterion is the worse of the two FPR95.
     max_samples : int, default=10_000
         At most this many rows (a fixed random draw) build the proxy tasks; the chosen
         candidate is refitted on all rows.
@@ -172,6 +177,7 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         "head": [None, object],
         "n_splits": [Interval(Integral, 2, None, closed="left")],
         "n_groups": [Interval(Integral, 2, None, closed="left")],
+        "proxy": [StrOptions({"groups", "groups+shuffled"})],
         "max_samples": [Interval(Integral, 10, None, closed="left")],
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
         "device": [str, object],
@@ -181,12 +187,13 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
     }
 
     def __init__(self, candidates=None, *, head=None, n_splits=5, n_groups=5,
-                 max_samples=10_000, contamination=0.05, device="auto", random_state=None,
+                 proxy="groups", max_samples=10_000, contamination=0.05, device="auto", random_state=None,
                  n_jobs=None, verbose=0):
         self.candidates = candidates
         self.head = head
         self.n_splits = n_splits
         self.n_groups = n_groups
+        self.proxy = proxy
         self.max_samples = max_samples
         self.contamination = contamination
         self.device = device
@@ -216,6 +223,25 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
             X, y = drop_ood_rows(X, column_or_1d(y, warn=True))
             check_classification_targets(y)
+        candidates = self._select(X, y)
+        chosen = candidates[self.best_index_]
+        self.best_estimator_ = self._prepared(chosen, self.head).fit(X, y)
+        self.best_params_ = {"candidate": self.cv_results_["candidate"][self.best_index_],
+                             **chosen.get_params(deep=False)}
+        final = self.best_estimator_
+        final = final[-1] if hasattr(final, "steps") else final
+        if not hasattr(final, "offset_"):
+            raise TypeError(
+                f"The chosen candidate {self.best_params_['candidate']} has no offset_ "
+                "once fitted, so predict has no threshold: candidates must be OOD "
+                "detectors (the suite's, or a Pipeline ending in one)."
+            )
+        self.offset_ = float(final.offset_)
+        return self
+
+    def _select(self, X, y):
+        """Score the candidates on the proxy OOD tasks of validated (X, y): sets
+        ``cv_results_``, ``best_index_`` and ``criterion_``; returns the candidates."""
         if len(X) < _MIN_SAMPLES:
             raise ValueError(
                 f"AutoOODDetector needs at least {_MIN_SAMPLES} in-distribution rows to "
@@ -228,15 +254,10 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         rows = np.arange(len(X))
         if len(X) > self.max_samples:
             rows = np.sort(rng.choice(len(X), self.max_samples, replace=False))
-        results = self._score_candidates(candidates, X[rows], None if y is None else y[rows])
-        self.cv_results_ = results
-        self.best_index_ = int(np.argmin(results["rank"]))
-        chosen = candidates[self.best_index_]
-        self.best_estimator_ = self._prepared(chosen, self.head).fit(X, y)
-        self.best_params_ = {"candidate": results["candidate"][self.best_index_],
-                             **chosen.get_params(deep=False)}
-        self.offset_ = float(self.best_estimator_.offset_)
-        return self
+        self.cv_results_ = self._score_candidates(candidates, X[rows],
+                                                  None if y is None else y[rows])
+        self.best_index_ = int(np.argmin(self.cv_results_["rank"]))
+        return candidates
 
     def _seed(self):
         if self.random_state is None or isinstance(self.random_state, Integral):
@@ -290,17 +311,30 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         groups, kind = proxy_groups(X, y, n_clusters=self.n_groups, random_state=seed)
         self.criterion_ = f"held-out {kind}"
         folds = proxy_ood_folds(groups, n_splits=self.n_splits, random_state=seed)
+        shuffled = [None] * len(folds)
+        if self.proxy == "groups+shuffled":
+            self.criterion_ += " and feature-shuffled rows (the worse of the two)"
+            rng = np.random.default_rng(seed)
+            shuffled = [_feature_shuffled(X[fold.train], len(fold.test), rng)
+                        for fold in folds]
         fit_y = y if kind == "classes" else None
         tasks = [(c, f) for c in range(len(candidates)) for f in range(len(folds))]
         outcomes = Parallel(n_jobs=self.n_jobs)(
             delayed(_evaluate)(
                 self._prepared(candidates[c], self._fold_head(folds[f], y, kind)),
-                X, fit_y, folds[f])
+                X, fit_y, folds[f], shuffled[f])
             for c, f in tasks)
         n_candidates, n_folds = len(candidates), len(folds)
-        fpr = np.array([o[0] for o in outcomes]).reshape(n_candidates, n_folds)
-        auroc = np.array([o[1] for o in outcomes]).reshape(n_candidates, n_folds)
-        seconds = np.array([o[2] for o in outcomes]).reshape(n_candidates, n_folds)
+
+        def table(i):
+            return np.array([o[i] for o in outcomes]).reshape(n_candidates, n_folds)
+
+        fpr, auroc, seconds = table(0), table(1), table(2)
+        extra = {}
+        if self.proxy == "groups+shuffled":
+            extra = {"mean_fpr95_groups": fpr.mean(axis=1),
+                     "mean_fpr95_shuffled": table(4).mean(axis=1)}
+            fpr, auroc = np.maximum(fpr, table(4)), np.minimum(auroc, table(5))
         mean_fpr, mean_auroc = fpr.mean(axis=1), auroc.mean(axis=1)
         failed = np.isnan(mean_fpr)
         if failed.all():
@@ -327,7 +361,7 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
             "estimator": np.array(candidates + [None], dtype=object)[:-1],
             "mean_fpr95": mean_fpr, "std_fpr95": fpr.std(axis=1),
             "mean_auroc": mean_auroc, "std_auroc": auroc.std(axis=1),
-            "mean_fit_time": seconds.mean(axis=1), "rank": rank,
+            "mean_fit_time": seconds.mean(axis=1), "rank": rank, **extra,
         }
         self._warn_if_tied(results, order)
         if self.verbose:
@@ -399,8 +433,24 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         return tags
 
 
-def _evaluate(estimator, X, y, fold):
-    """FPR95 and AUROC of ``estimator`` fitted on a proxy fold, and the fit's seconds."""
+def _feature_shuffled(X, n_rows, rng):
+    """``n_rows`` rows whose every feature is drawn from that feature's values in X, each
+    feature permuted independently: the marginals of X without their dependence."""
+    rows = rng.integers(0, len(X), size=(n_rows, X.shape[1]))
+    return np.take_along_axis(X, rows, axis=0)
+
+
+def _fpr_auroc(estimator, id_scores, X_ood):
+    ood_scores = estimator.score_samples(X_ood)
+    y_true = np.r_[np.zeros(len(id_scores), dtype=int), np.full(len(ood_scores), OOD_LABEL)]
+    scores = np.concatenate([id_scores, ood_scores])
+    return fpr_at_tpr(y_true, scores), ood_auroc(y_true, scores)
+
+
+def _evaluate(estimator, X, y, fold, shuffled=None):
+    """FPR95 and AUROC of ``estimator`` fitted on a proxy fold, the fit's seconds, the
+    error that kept it from fitting (or None), and FPR95 and AUROC against ``shuffled``
+    rows (NaN without)."""
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -409,9 +459,11 @@ def _evaluate(estimator, X, y, fold):
             estimator.fit(X[fold.train], None if y is None else y[fold.train])
     except ValueError as exc:
         # A fold it cannot fit (one class left for a head, too few rows): judged unfit.
-        return np.nan, np.nan, time.perf_counter() - start, str(exc)
+        return np.nan, np.nan, time.perf_counter() - start, str(exc), np.nan, np.nan
     seconds = time.perf_counter() - start
-    scores = np.concatenate([estimator.score_samples(X[fold.test]),
-                             estimator.score_samples(X[fold.ood])])
-    y_true = np.r_[np.zeros(len(fold.test), dtype=int), np.full(len(fold.ood), OOD_LABEL)]
-    return fpr_at_tpr(y_true, scores), ood_auroc(y_true, scores), seconds, None
+    id_scores = estimator.score_samples(X[fold.test])
+    fpr, auroc = _fpr_auroc(estimator, id_scores, X[fold.ood])
+    fpr_shuffled = auroc_shuffled = np.nan
+    if shuffled is not None:
+        fpr_shuffled, auroc_shuffled = _fpr_auroc(estimator, id_scores, shuffled)
+    return fpr, auroc, seconds, None, fpr_shuffled, auroc_shuffled

@@ -253,3 +253,16 @@ def test_max_samples_bounds_the_rows_of_the_proxy_tasks(classes, monkeypatch):
         auto = AutoOODDetector(CANDIDATES, max_samples=100, random_state=0).fit(X, y)
     assert seen == [100]
     assert auto.best_estimator_.n_features_in_ == X.shape[1]
+
+
+def test_the_shuffled_proxy_takes_the_worse_of_the_two_per_fold(classes):
+    X, y = classes
+    auto = AutoOODDetector(CANDIDATES, proxy="groups+shuffled", n_splits=4,
+                           random_state=0).fit(X, y)
+    results = auto.cv_results_
+    assert "feature-shuffled" in auto.criterion_
+    # The mean of per-fold maxima is at least each mean.
+    assert np.all(results["mean_fpr95"] >= results["mean_fpr95_groups"] - 1e-12)
+    assert np.all(results["mean_fpr95"] >= results["mean_fpr95_shuffled"] - 1e-12)
+    plain = AutoOODDetector(CANDIDATES, n_splits=4, random_state=0).fit(X, y)
+    np.testing.assert_allclose(results["mean_fpr95_groups"], plain.cv_results_["mean_fpr95"])

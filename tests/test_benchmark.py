@@ -112,7 +112,7 @@ def test_auto_verdicts(auto, within_oracle, within_default):
     """The best other row (the oracle in hindsight) has 3 %: the bound is max(1.25 x 3,
     3 + 2) = 5 %; the best default row has 5.5 %."""
     methods = [Method("HE (default)", None, kind="default"),
-               Method("KNN", None, kind="baseline")]
+               Method("KNN", None, kind="baseline"), Method("Auto", None, kind="auto")]
     summary = _summary({"HE (default)": 0.055, "KNN": 0.03, "Auto": auto})
     oracle_line, default_line = auto_verdicts(summary, methods)
     assert "(KNN, 3.00 %)" in oracle_line and "at most 5.00 %" in oracle_line
