@@ -16,7 +16,7 @@ from .base import BaseOODDetector, ThresholdedScoresMixin
 from .metrics import fpr_at_tpr, ood_auroc
 from .model_selection import proxy_groups, proxy_ood_folds
 
-__all__ = ["AutoOODDetector", "default_candidates"]
+__all__ = ["AutoOODDetector", "default_candidates", "separation_margin"]
 
 # Two groups to hold one out, and a training and a test row of the other.
 _MIN_SAMPLES = 4
@@ -89,7 +89,7 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
     (:func:`~sklearn_reclag.model_selection.proxy_ood_folds`): each fold holds out some
     classes, fits the candidate on part of the other classes' rows and measures how well
     it tells their remaining rows from the held-out classes' rows (FPR95, mean over the
-    folds; AUROC breaks ties). Without two classes (``y=None`` or one class) the held-out
+    folds; AUROC, then the separation margin, break ties). Without two classes (``y=None`` or one class) the held-out
     groups are k-means clusters of the rows. The candidate with the lowest criterion is
     refitted on all rows and this estimator then behaves as it: ``score_samples``,
     ``decision_function``, ``predict`` and ``offset_`` are its.
@@ -143,8 +143,9 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         Its index in ``cv_results_``.
     cv_results_ : dict of arrays
         One entry per candidate: 'candidate' (its name), 'estimator', 'mean_fpr95',
-        'std_fpr95', 'mean_auroc', 'std_auroc', 'mean_fit_time' (seconds per fold), and
-        'rank' (1 = chosen). ``pandas.DataFrame(cv_results_)`` reads it as a table.
+        'std_fpr95', 'mean_auroc', 'std_auroc', 'mean_margin' (the tie-breaker, see
+        :func:`separation_margin`), 'mean_fit_time' (seconds per fold), and 'rank' (1 =
+        chosen). ``pandas.DataFrame(cv_results_)`` reads it as a table.
     criterion_ : str
         'held-out classes' or 'held-out clusters', the proxy OOD used.
     offset_ : float
@@ -329,13 +330,15 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         def table(i):
             return np.array([o[i] for o in outcomes]).reshape(n_candidates, n_folds)
 
-        fpr, auroc, seconds = table(0), table(1), table(2)
+        fpr, auroc, seconds, margin = table(0), table(1), table(2), table(6)
         extra = {}
         if self.proxy == "groups+shuffled":
             extra = {"mean_fpr95_groups": fpr.mean(axis=1),
                      "mean_fpr95_shuffled": table(4).mean(axis=1)}
             fpr, auroc = np.maximum(fpr, table(4)), np.minimum(auroc, table(5))
-        mean_fpr, mean_auroc = fpr.mean(axis=1), auroc.mean(axis=1)
+            margin = np.minimum(margin, table(7))
+        mean_fpr, mean_auroc, mean_margin = fpr.mean(axis=1), auroc.mean(axis=1), margin.mean(
+            axis=1)
         failed = np.isnan(mean_fpr)
         if failed.all():
             raise ValueError(
@@ -351,8 +354,11 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
                 UserWarning,
                 stacklevel=4,
             )
-        # Lowest FPR95, then highest AUROC, then the earlier candidate; failed ones last.
-        order = np.lexsort((np.arange(n_candidates), -np.nan_to_num(mean_auroc, nan=-1.0),
+        # Lowest FPR95, then highest AUROC, then the widest margin (both saturate on easy
+        # proxy OOD), then the earlier candidate; failed ones last.
+        order = np.lexsort((np.arange(n_candidates),
+                            -np.nan_to_num(mean_margin, nan=-np.inf),
+                            -np.nan_to_num(mean_auroc, nan=-1.0),
                             np.nan_to_num(mean_fpr, nan=np.inf)))
         rank = np.empty(n_candidates, dtype=int)
         rank[order] = np.arange(1, n_candidates + 1)
@@ -361,6 +367,7 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
             "estimator": np.array(candidates + [None], dtype=object)[:-1],
             "mean_fpr95": mean_fpr, "std_fpr95": fpr.std(axis=1),
             "mean_auroc": mean_auroc, "std_auroc": auroc.std(axis=1),
+            "mean_margin": mean_margin,
             "mean_fit_time": seconds.mean(axis=1), "rank": rank, **extra,
         }
         self._warn_if_tied(results, order)
@@ -397,8 +404,8 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         best, second = order[0], order[1] if len(order) > 1 else None
         if second is None:
             return
-        tied = np.isclose(results["mean_fpr95"][best], results["mean_fpr95"][second]) and (
-            np.isclose(results["mean_auroc"][best], results["mean_auroc"][second]))
+        tied = all(np.isclose(results[key][best], results[key][second])
+                   for key in ("mean_fpr95", "mean_auroc", "mean_margin"))
         if tied:
             warnings.warn(
                 f"AutoOODDetector: {results['candidate'][best]} and "
@@ -441,10 +448,30 @@ def _feature_shuffled(X, n_rows, rng):
 
 
 def _fpr_auroc(estimator, id_scores, X_ood):
+    """FPR95, AUROC and the separation margin of ID scores from the scores of X_ood."""
     ood_scores = estimator.score_samples(X_ood)
     y_true = np.r_[np.zeros(len(id_scores), dtype=int), np.full(len(ood_scores), OOD_LABEL)]
     scores = np.concatenate([id_scores, ood_scores])
-    return fpr_at_tpr(y_true, scores), ood_auroc(y_true, scores)
+    return (fpr_at_tpr(y_true, scores), ood_auroc(y_true, scores),
+            separation_margin(id_scores, ood_scores))
+
+
+def separation_margin(id_scores, ood_scores):
+    """How far the OOD scores lie below the ID scores, in units of the ID scores' spread:
+    ``(q_ID(0.05) - q_OOD(0.95)) / (q_ID(0.95) - q_ID(0.05))``.
+
+    Positive when 95 % of the ID rows score above 95 % of the OOD rows. It keeps
+    ranking detectors where FPR95 and AUROC saturate (0 and 1 on proxy OOD that every
+    candidate separates, as held-out classes are in the features of a network that was
+    trained on them): the larger the margin, the farther a harder OOD set may move
+    towards the ID rows before it is accepted. Invariant to shifting and scaling the
+    scores.
+    """
+    low, high = np.percentile(id_scores, [5, 95])
+    spread = high - low
+    if not spread > 0:
+        return 0.0
+    return float((low - np.percentile(ood_scores, 95)) / spread)
 
 
 def _evaluate(estimator, X, y, fold, shuffled=None):
@@ -459,11 +486,13 @@ def _evaluate(estimator, X, y, fold, shuffled=None):
             estimator.fit(X[fold.train], None if y is None else y[fold.train])
     except ValueError as exc:
         # A fold it cannot fit (one class left for a head, too few rows): judged unfit.
-        return np.nan, np.nan, time.perf_counter() - start, str(exc), np.nan, np.nan
+        nan = np.nan
+        return nan, nan, time.perf_counter() - start, str(exc), nan, nan, nan, nan
     seconds = time.perf_counter() - start
     id_scores = estimator.score_samples(X[fold.test])
-    fpr, auroc = _fpr_auroc(estimator, id_scores, X[fold.ood])
-    fpr_shuffled = auroc_shuffled = np.nan
+    fpr, auroc, margin = _fpr_auroc(estimator, id_scores, X[fold.ood])
+    shuffled_metrics = (np.nan, np.nan, np.nan)
     if shuffled is not None:
-        fpr_shuffled, auroc_shuffled = _fpr_auroc(estimator, id_scores, shuffled)
-    return fpr, auroc, seconds, None, fpr_shuffled, auroc_shuffled
+        shuffled_metrics = _fpr_auroc(estimator, id_scores, shuffled)
+    return (fpr, auroc, seconds, None, shuffled_metrics[0], shuffled_metrics[1], margin,
+            shuffled_metrics[2])

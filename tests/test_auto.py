@@ -227,6 +227,7 @@ def test_a_candidate_that_cannot_fit_a_fold_is_ranked_last_with_a_warning(classe
 
 
 def test_ties_are_reported(classes):
+    """Two copies of one detector tie on every criterion."""
     X, y = classes
     same = [HopfieldEnergyDetector(device="cpu"), HopfieldEnergyDetector(device="cpu")]
     with pytest.warns(UserWarning, match="tie on the proxy OOD tasks"):
@@ -266,3 +267,20 @@ def test_the_shuffled_proxy_takes_the_worse_of_the_two_per_fold(classes):
     assert np.all(results["mean_fpr95"] >= results["mean_fpr95_shuffled"] - 1e-12)
     plain = AutoOODDetector(CANDIDATES, n_splits=4, random_state=0).fit(X, y)
     np.testing.assert_allclose(results["mean_fpr95_groups"], plain.cv_results_["mean_fpr95"])
+
+
+def test_separation_margin_ranks_what_fpr95_and_auroc_cannot():
+    """Both separate completely (FPR95 0, AUROC 1); the farther OOD has the wider margin,
+    whatever the scale of the scores."""
+    from sklearn_reclag.auto import separation_margin
+
+    rng = np.random.default_rng(0)
+    id_scores = rng.uniform(0, 1, 500)
+    near, far = rng.uniform(-1.5, -1, 300), rng.uniform(-6, -5, 300)
+    assert separation_margin(id_scores, far) > separation_margin(id_scores, near) > 0
+    # (0.05 - 0.95 q of OOD) / 0.9 for uniform ID on [0, 1], by hand.
+    assert separation_margin(np.linspace(0, 1, 10001), np.full(10, -0.85)) == pytest.approx(
+        1.0)
+    assert separation_margin(10 * id_scores + 3, 10 * far + 3) == pytest.approx(
+        separation_margin(id_scores, far))
+    assert separation_margin(np.ones(5), np.zeros(5)) == 0.0
