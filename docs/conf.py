@@ -159,7 +159,7 @@ if _GALLERY_MODE not in ("full", "quick"):
 _QUICK = _GALLERY_MODE == "quick"
 # The examples that run in the quick mode: those that take about a minute or less on 2 CPU
 # cores (plot_dense_memories.py with its --quick flag). The others are shown as code.
-_QUICK_EXAMPLES = r"/(feature_extraction_pipeline|persistence|plot_\w+)\.py$"
+_QUICK_EXAMPLES = r"/(auto_detector|feature_extraction_pipeline|persistence|plot_\w+)\.py$"
 
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
