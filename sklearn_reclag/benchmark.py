@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
 from ._labels import OOD_LABEL
-from .base import BaseOODDetector
+from .base import ThresholdedScoresMixin
 from .metrics import fpr95_scorer, fpr_at_tpr, ood_aupr, ood_auroc
 from .model_selection import make_ood_dataset
 
@@ -407,7 +407,7 @@ def evaluate(estimator, data):
     scores = {"ID": estimator.score_samples(data.X_test)}
     results = {}
     final = estimator[-1] if hasattr(estimator, "steps") else estimator
-    if isinstance(final, BaseOODDetector):
+    if isinstance(final, ThresholdedScoresMixin):  # the suite's detectors, AutoOODDetector
         results["acceptance"] = float(np.mean(estimator.predict(data.X_test) == 1))
     for name, X_ood in data.ood_test.items():
         scores[name] = estimator.score_samples(X_ood)

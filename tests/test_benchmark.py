@@ -9,6 +9,7 @@ from sklearn_reclag import AutoOODDetector, KNNDetector
 from sklearn_reclag.benchmark import (
     Method,
     auto_verdicts,
+    evaluate,
     fit_method,
     format_paired_differences,
     ood_groups,
@@ -118,3 +119,10 @@ def test_auto_verdicts(auto, within_oracle, within_default):
     assert "(KNN, 3.00 %)" in oracle_line and "at most 5.00 %" in oracle_line
     assert ("**met**" in oracle_line) == within_oracle
     assert ("**met**" in default_line) == within_default
+
+
+def test_auto_rows_report_their_acceptance(data):
+    auto = AutoOODDetector([KNNDetector(5, device="cpu")], random_state=0).fit(
+        data.X_train, data.y_train)
+    results = evaluate(auto, data)
+    assert results["acceptance"] == np.mean(auto.predict(data.X_test) == 1)
