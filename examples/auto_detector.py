@@ -3,9 +3,10 @@
 
 You hold in-distribution features and no OOD rows. :class:`~sklearn_reclag.AutoOODDetector`
 holds out some classes at a time, fits every candidate detector on part of the other
-classes and measures how well it rejects the held-out classes' rows (FPR95; AUROC and a
-separation margin break ties). It then refits the best candidate on all rows and behaves
-as it. The same criterion is available to a GridSearchCV of your own through
+classes and measures how well it rejects the held-out classes' rows (FPR95, mean over the
+folds). It keeps the first candidate of its list, the suite's defaults first, unless a
+later one is better by more than one standard error, refits it on all rows and behaves as
+it. The same criterion is available to a GridSearchCV of your own through
 :func:`~sklearn_reclag.model_selection.held_out_group_split`.
 
 Here the features are scikit-learn's digits pixels: classes 0-4 are in distribution, and

@@ -115,16 +115,35 @@ def test_criterion_is_the_mean_fpr95_over_the_folds(classes):
     X, y = classes
     auto = AutoOODDetector(CANDIDATES, n_splits=4, random_state=0).fit(X, y)
     folds = proxy_ood_folds(y, n_splits=4, random_state=0)
+    per_fold = np.empty((len(CANDIDATES), len(folds)))
     for i, candidate in enumerate(CANDIDATES):
-        per_fold = []
-        for fold in folds:
+        for f, fold in enumerate(folds):
             det = clone(candidate).fit(X[fold.train], y[fold.train])
-            per_fold.append(_numpy_fpr95(det.score_samples(X[fold.test]),
-                                         det.score_samples(X[fold.ood])))
-        assert auto.cv_results_["mean_fpr95"][i] == pytest.approx(np.mean(per_fold))
-    best = auto.cv_results_["rank"].argmin()
-    assert auto.cv_results_["mean_fpr95"][best] == auto.cv_results_["mean_fpr95"].min()
+            per_fold[i, f] = _numpy_fpr95(det.score_samples(X[fold.test]),
+                                          det.score_samples(X[fold.ood]))
+        assert auto.cv_results_["mean_fpr95"][i] == pytest.approx(per_fold[i].mean())
+    # The first candidate within one standard error of the best mean.
+    best = per_fold.mean(axis=1).argmin()
+    bound = per_fold[best].mean() + per_fold[best].std(ddof=1) / np.sqrt(len(folds))
+    expected = np.flatnonzero(per_fold.mean(axis=1) <= bound + 1e-12)[0]
+    assert auto.best_index_ == expected and auto.cv_results_["rank"][expected] == 1
     assert auto.criterion_ == "held-out classes"
+
+
+@pytest.mark.parametrize("fpr, chosen", [
+    # The second is better by more than the standard error of its folds: it is chosen.
+    ([[0.10, 0.12, 0.08, 0.11, 0.09], [0.09, 0.10, 0.09, 0.10, 0.08]], 1),
+    # Its folds spread more: the gap is within one standard error, the first is kept.
+    ([[0.10, 0.12, 0.08, 0.11, 0.09], [0.02, 0.15, 0.05, 0.12, 0.10]], 0),
+    # A candidate that failed a fold (NaN) is never within reach.
+    ([[np.nan, 0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2]], 1),
+])
+def test_one_standard_error_rule(fpr, chosen):
+    from sklearn_reclag.auto import _one_standard_error_choice
+
+    fpr = np.array(fpr)
+    best = int(np.nan_to_num(fpr.mean(axis=1), nan=np.inf).argmin())
+    assert _one_standard_error_choice(fpr, best) == chosen
 
 
 def test_behaves_as_the_chosen_detector_refitted_on_all_rows(classes):
