@@ -122,6 +122,11 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         Proxy folds (groups are dealt into this many).
     n_groups : int >= 2, default=5
         k-means clusters to hold out when there are no two classes.
+    rule : {'one_standard_error', 'best'}, default='one_standard_error'
+        'one_standard_error': the first candidate (in the order of ``candidates``) whose
+        mean FPR95 is within one standard error of the best one's; 'best': the lowest
+        mean FPR95 (AUROC, then the separation margin, break ties), for candidates in no
+        order of preference (the points of a grid).
     proxy : {'groups', 'groups+shuffled'}, default='groups'
         The proxy OOD rows: 'groups', the held-out classes (or clusters); with
         '+shuffled', also rows whose features are permuted independently across the
@@ -187,6 +192,7 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         "n_splits": [Interval(Integral, 2, None, closed="left")],
         "n_groups": [Interval(Integral, 2, None, closed="left")],
         "proxy": [StrOptions({"groups", "groups+shuffled"})],
+        "rule": [StrOptions({"one_standard_error", "best"})],
         "max_samples": [Interval(Integral, 10, None, closed="left")],
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
         "device": [str, object],
@@ -196,12 +202,13 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
     }
 
     def __init__(self, candidates=None, *, head=None, n_splits=5, n_groups=5,
-                 proxy="groups", max_samples=10_000, contamination=0.05, device="auto", random_state=None,
+                 rule="one_standard_error", proxy="groups", max_samples=10_000, contamination=0.05, device="auto", random_state=None,
                  n_jobs=None, verbose=0):
         self.candidates = candidates
         self.head = head
         self.n_splits = n_splits
         self.n_groups = n_groups
+        self.rule = rule
         self.proxy = proxy
         self.max_samples = max_samples
         self.contamination = contamination
@@ -368,8 +375,9 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
                             -np.nan_to_num(mean_margin, nan=-np.inf),
                             -np.nan_to_num(mean_auroc, nan=-1.0),
                             np.nan_to_num(mean_fpr, nan=np.inf)))
-        chosen = _one_standard_error_choice(fpr, order[0])
-        order = np.r_[chosen, order[order != chosen]]
+        if self.rule == "one_standard_error":
+            chosen = _one_standard_error_choice(fpr, order[0])
+            order = np.r_[chosen, order[order != chosen]]
         rank = np.empty(n_candidates, dtype=int)
         rank[order] = np.arange(1, n_candidates + 1)
         results = {

@@ -370,7 +370,8 @@ def fit_method(method, data, *, random_state=0, param_grid=None, selection="prox
         candidates = [clone(method.estimator).set_params(**p) for p in points]
         # AutoOODDetector's choice among the grid's points (any estimator with
         # score_samples: a peer or a classifier pipeline too), refitted here.
-        auto = AutoOODDetector(candidates, head=head, random_state=random_state)
+        # The grid's points have no order of preference: the best mean FPR95.
+        auto = AutoOODDetector(candidates, head=head, rule="best", random_state=random_state)
         auto._select(np.asarray(data.X_train), data.y_train)
         best = points[auto.best_index_]
         return clone(estimator).set_params(**best).fit(data.X_train, data.y_train), best

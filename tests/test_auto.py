@@ -139,6 +139,7 @@ def test_criterion_is_the_mean_fpr95_over_the_folds(classes):
     ([[np.nan, 0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2]], 1),
 ])
 def test_one_standard_error_rule(fpr, chosen):
+    """The rule by itself; rule='best' takes the lowest mean (test_benchmark.py)."""
     from sklearn_reclag.auto import _one_standard_error_choice
 
     fpr = np.array(fpr)
@@ -303,3 +304,10 @@ def test_separation_margin_ranks_what_fpr95_and_auroc_cannot():
     assert separation_margin(10 * id_scores + 3, 10 * far + 3) == pytest.approx(
         separation_margin(id_scores, far))
     assert separation_margin(np.ones(5), np.zeros(5)) == 0.0
+
+
+def test_rule_best_takes_the_lowest_mean(classes):
+    X, y = classes
+    auto = AutoOODDetector(CANDIDATES, rule="best", n_splits=4, random_state=0).fit(X, y)
+    means = auto.cv_results_["mean_fpr95"]
+    assert means[auto.best_index_] == means.min()

@@ -37,7 +37,7 @@ def test_proxy_selection_chooses_as_auto_ood_detector_does(data):
     method = Method("KNN", KNNDetector(device="cpu"), grid)
     estimator, best = fit_method(method, data, random_state=0)
     auto = AutoOODDetector([KNNDetector(k, device="cpu") for k in grid["n_neighbors"]],
-                           random_state=0).fit(data.X_train, data.y_train)
+                           rule="best", random_state=0).fit(data.X_train, data.y_train)
     assert best == {"n_neighbors": grid["n_neighbors"][auto.best_index_]}
     assert estimator.n_neighbors == best["n_neighbors"]
     np.testing.assert_array_equal(estimator.score_samples(data.X_test),
