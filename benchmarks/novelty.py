@@ -5,8 +5,10 @@ standardised) or digits (10 classes, raw pixels) as the in-distribution, fitted 
 and every other class of the same data set as the OOD test set
 (:func:`sklearn_reclag.datasets.load_novelty_tasks`). Hyperparameters are chosen from the
 ID training rows alone, by the criterion of AutoOODDetector (FPR95 on held-out k-means
-clusters of the rows: there are no labels), never on the OOD test classes; the Auto row
-chooses the detector itself the same way. A data set's cell is the mean over its tasks
+clusters of the rows: there are no labels), never on the OOD test classes. The Auto row is
+AutoOODDetector's default, which without classes keeps its first candidate (the suite's
+default detector); the Auto (+shuffled) row chooses on the clusters and feature-shuffled
+rows. A data set's cell is the mean over its tasks
 within a seed, then mean ± std over seeds.
 
     python benchmarks/novelty.py            # 5 seeds
@@ -96,7 +98,9 @@ def report(runs, methods, *, seeds, quick, elapsed, command="python benchmarks/n
         "the other classes of the same data set are the OOD test set. A seed changes "
         "the ID train / test split (70 / 30). Every hyperparameter is chosen from the ID "
         "training rows alone, by AutoOODDetector's criterion: FPR95 on 5 held-out "
-        "k-means clusters of the rows (proxy OOD; no OOD row is seen). Cells: mean over "
+        "k-means clusters of the rows (proxy OOD; no OOD row is seen). The Auto row is "
+        "AutoOODDetector's default, which without classes keeps its first candidate; "
+        "Auto (+shuffled) chooses on the clusters and feature-shuffled rows. Cells: mean over "
         f"the data set's tasks, then mean ± std over {len(seeds)} seeds.",
         "",
         format_caption(methods),

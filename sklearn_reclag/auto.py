@@ -96,10 +96,14 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
     folds). A candidate listed earlier is kept unless a later one is better by more than
     one standard error of the best one's criterion over the folds (the one-standard-error
     rule of cross-validation: differences the folds cannot resolve do not count; among
-    equals AUROC, then the separation margin, rank). Without two classes (``y=None`` or one class) the held-out
-    groups are k-means clusters of the rows. The candidate with the lowest criterion is
-    refitted on all rows and this estimator then behaves as it: ``score_samples``,
+    equals AUROC, then the separation margin, rank). The chosen candidate is refitted on
+    all rows and this estimator then behaves as it: ``score_samples``,
     ``decision_function``, ``predict`` and ``offset_`` are its.
+
+    Without two classes (``y=None`` or one class) no class can be held out. The
+    stand-in, held-out k-means clusters (``proxy='groups'``), chose worse than the
+    defaults on the novelty benchmark, so by default (``proxy='auto'``) the first
+    candidate is kept then, with a warning.
 
     Held-out classes are near-OOD: new classes of the same kind of data, the hard case.
     The criterion never sees an OOD set; the user guide's "Which detector" page reports
@@ -127,11 +131,17 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         mean FPR95 is within one standard error of the best one's; 'best': the lowest
         mean FPR95 (AUROC, then the separation margin, break ties), for candidates in no
         order of preference (the points of a grid).
-    proxy : {'groups', 'groups+shuffled'}, default='groups'
-        The proxy OOD rows: 'groups', the held-out classes (or clusters); with
-        '+shuffled', also rows whose features are permuted independently across the
-        fold's training rows (each feature's values kept, their dependence destroyed: a
-        far-OOD proxy), and a fold's criterion is the worse of the two FPR95.
+    proxy : {'auto', 'groups', 'groups+shuffled'}, default='auto'
+        The proxy OOD rows. 'groups': the held-out classes, or k-means clusters without
+        two classes. '+shuffled' adds rows whose features are permuted independently
+        across the fold's training rows (each feature's values kept, their dependence
+        destroyed: a far-OOD proxy); a fold's criterion is the worse of the two FPR95.
+        'auto': 'groups' with two classes or more; without them, no proxy: the first
+        candidate is kept, with a warning. Held-out clusters chose far worse detectors
+        than the defaults on the suite's novelty benchmark (standardised tabular
+        classes, where the held-out cluster of a class lies inside the rest of it and
+        rewards the most local detectors), and so did the shuffled rows: see the user
+        guide's "Which detector" page. Pass 'groups' to choose on clusters anyway.
     max_samples : int, default=10_000
         At most this many rows (a fixed random draw) build the proxy tasks; the chosen
         candidate is refitted on all rows.
@@ -160,7 +170,8 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         :func:`separation_margin`), 'mean_fit_time' (seconds per fold), and 'rank' (1 =
         chosen). ``pandas.DataFrame(cv_results_)`` reads it as a table.
     criterion_ : str
-        'held-out classes' or 'held-out clusters', the proxy OOD used.
+        The proxy OOD used: 'held-out classes', 'held-out clusters' (with '... and
+        feature-shuffled rows'), or none (no two classes, ``proxy='auto'``).
     offset_ : float
         The chosen detector's threshold.
     n_features_in_ : int
@@ -191,7 +202,7 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         "head": [None, object],
         "n_splits": [Interval(Integral, 2, None, closed="left")],
         "n_groups": [Interval(Integral, 2, None, closed="left")],
-        "proxy": [StrOptions({"groups", "groups+shuffled"})],
+        "proxy": [StrOptions({"auto", "groups", "groups+shuffled"})],
         "rule": [StrOptions({"one_standard_error", "best"})],
         "max_samples": [Interval(Integral, 10, None, closed="left")],
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
@@ -202,8 +213,9 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
     }
 
     def __init__(self, candidates=None, *, head=None, n_splits=5, n_groups=5,
-                 rule="one_standard_error", proxy="groups", max_samples=10_000, contamination=0.05, device="auto", random_state=None,
-                 n_jobs=None, verbose=0):
+                 rule="one_standard_error", proxy="auto", max_samples=10_000,
+                 contamination=0.05, device="auto", random_state=None, n_jobs=None,
+                 verbose=0):
         self.candidates = candidates
         self.head = head
         self.n_splits = n_splits
@@ -264,8 +276,11 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
                 f"build proxy OOD tasks (two groups, training and test rows); got "
                 f"n_samples={len(X)}."
             )
-        labelled = (y is not None and len(np.unique(y)) >= 2) or self.head is not None
+        has_classes = y is not None and len(np.unique(y)) >= 2
+        labelled = has_classes or self.head is not None
         candidates = self._checked_candidates(labelled, y)
+        if self.proxy == "auto" and not has_classes:
+            return self._keep_first(candidates)
         rng = np.random.RandomState(self._seed())
         rows = np.arange(len(X))
         if len(X) > self.max_samples:
@@ -273,6 +288,30 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
         self.cv_results_ = self._score_candidates(candidates, X[rows],
                                                   None if y is None else y[rows])
         self.best_index_ = int(np.argmin(self.cv_results_["rank"]))
+        return candidates
+
+    def _keep_first(self, candidates):
+        """No two classes and proxy='auto': the first candidate, without proxy tasks."""
+        self.criterion_ = "none (no two classes): the first candidate is kept"
+        n = len(candidates)
+        self.cv_results_ = {
+            "candidate": np.array([_describe(c) for c in candidates], dtype=object),
+            "estimator": np.array(candidates + [None], dtype=object)[:-1],
+            **{key: np.full(n, np.nan) for key in (
+                "mean_fpr95", "std_fpr95", "mean_auroc", "std_auroc", "mean_margin",
+                "mean_fit_time")},
+            "rank": np.arange(1, n + 1),
+        }
+        self.best_index_ = 0
+        warnings.warn(
+            f"AutoOODDetector: y has fewer than two classes, so no classes can be held out "
+            f"as proxy OOD; it keeps the first candidate, {_describe(candidates[0])}. "
+            "Held-out k-means clusters, the proxy without classes, chose worse detectors "
+            "than the defaults on the suite's novelty benchmark; pass proxy='groups' to "
+            "choose on them anyway.",
+            UserWarning,
+            stacklevel=4,
+        )
         return candidates
 
     def _seed(self):

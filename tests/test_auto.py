@@ -175,10 +175,22 @@ def test_chooses_the_local_detector_where_classes_are_rings():
 
 
 @pytest.mark.parametrize("y_kind", ["none", "one class"])
-def test_without_two_classes_it_still_chooses_on_clusters(classes, y_kind):
+def test_without_two_classes_it_keeps_the_first_candidate_with_a_warning(classes, y_kind):
     X, _ = classes
     y = None if y_kind == "none" else np.zeros(len(X), dtype=int)
-    auto = AutoOODDetector(CANDIDATES, random_state=0).fit(X, y)
+    with pytest.warns(UserWarning, match="fewer than two classes.*keeps the first"):
+        auto = AutoOODDetector(CANDIDATES, random_state=0).fit(X, y)
+    assert auto.criterion_.startswith("none") and auto.best_index_ == 0
+    assert list(auto.cv_results_["rank"]) == [1, 2, 3]
+    np.testing.assert_array_equal(auto.score_samples(X), clone(CANDIDATES[0]).fit(
+        X, y).score_samples(X))
+
+
+@pytest.mark.parametrize("y_kind", ["none", "one class"])
+def test_proxy_groups_chooses_on_clusters_without_classes(classes, y_kind):
+    X, _ = classes
+    y = None if y_kind == "none" else np.zeros(len(X), dtype=int)
+    auto = AutoOODDetector(CANDIDATES, proxy="groups", random_state=0).fit(X, y)
     assert auto.criterion_ == "held-out clusters"
     assert np.isfinite(auto.cv_results_["mean_fpr95"]).all()
 
