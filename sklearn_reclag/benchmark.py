@@ -226,8 +226,8 @@ def peer_methods(*, random_state=0, quick=False):
     """PyOD's KNN, LOF, IsolationForest and ECOD, and a GaussianMixture log-density.
 
     The neighbour counts of KNN and LOF and the GaussianMixture's components are searched
-    on the validation OOD set like the suite's own hyperparameters: every comparison is
-    against the peers at their best. Needs the optional ``pyod`` package (``pip install
+    like the suite's own hyperparameters (:func:`fit_method`): every comparison is against
+    the peers at their best. Needs the optional ``pyod`` package (``pip install
     sklearn-reclag[peers]``).
     """
     try:
