@@ -67,6 +67,7 @@ def main(output_dir="output"):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output_dir", nargs="?", default="output")
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("output_dir", nargs="?", default="output",
+                        help="where to write the candidates' table (default: ./output)")
     main(parser.parse_args().output_dir)
