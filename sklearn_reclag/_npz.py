@@ -7,6 +7,7 @@ error before any fitting, not a traceback in the middle of a benchmark.
 """
 
 import os
+import zipfile
 
 import numpy as np
 from sklearn.utils import Bunch
@@ -119,15 +120,20 @@ def load_features_npz(path):
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No features file at {os.fspath(path)!r}.")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array (.npy), not named arrays")
-        with archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError) as exc:
+    needs = ("save the features with sklearn_reclag.datasets.save_features_npz (named "
+             "arrays X_train, y_train, X_test and ood_<name>)")
+    if not zipfile.is_zipfile(path):
+        # numpy would read any other file as a pickle and advise allow_pickle=True: never.
         raise ValueError(
-            f"{os.fspath(path)!r} is not a readable .npz archive of arrays: {exc}."
+            f"{os.fspath(path)!r} is not a readable .npz archive of arrays (not a zip file: "
+            f"empty, truncated, a .npy, a text or a pickle file); {needs}."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a readable .npz archive of arrays: {exc}; {needs}."
         ) from exc
     check_features(arrays, source=repr(os.fspath(path)))
     head = None

@@ -180,15 +180,34 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_features_npz(tmp_path / "absent.npz")
 
 
+def _not_npz_files(tmp_path):
+    """Files a user may pass for a features file that are not .npz archives."""
+    np.savez(tmp_path / "whole.npz", X_train=np.zeros((3, 2)))
+    archive = (tmp_path / "whole.npz").read_bytes()
+    files = {"notes.npz": b"not an archive", "features.csv": b"a,b\n1,2\n",
+             "empty.npz": b"", "truncated.npz": archive[: len(archive) // 2]}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    return [tmp_path / name for name in [*files, "single.npy"]]
+
+
 def test_files_that_are_not_npz_archives_are_refused(tmp_path):
-    text = tmp_path / "notes.npz"
-    text.write_text("not an archive")
-    with pytest.raises(ValueError, match="not a readable .npz archive"):
-        load_features_npz(text)
-    single = tmp_path / "single.npy"
-    np.save(single, np.zeros(3))
-    with pytest.raises(ValueError, match="single array"):
-        load_features_npz(single)
+    """A text, empty, truncated or .npy file: a ValueError that says what a features
+    file must hold, never numpy's advice to load pickles (allow_pickle)."""
+    for path in _not_npz_files(tmp_path):
+        with pytest.raises(ValueError, match="not a readable .npz archive") as error:
+            load_features_npz(path)
+        assert "pickle=" not in str(error.value) and "save_features_npz" in str(error.value)
+
+
+def test_the_command_line_refuses_them_in_one_line(tmp_path, capsys):
+    from sklearn_reclag.__main__ import main
+
+    for path in _not_npz_files(tmp_path):
+        status = main(["benchmark", "--features", str(path), "--output", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("drop, message", [
