@@ -146,10 +146,6 @@ def expected_failed_checks(estimator):
 
 def own_expected_failed_checks(estimator):
     """The checks that cannot apply to ``estimator`` whatever its dtype."""
-    return _expected_failed_checks(estimator)
-
-
-def _expected_failed_checks(estimator):
     if isinstance(estimator, Pipeline):
         if isinstance(estimator[-1], DenseAssociativeMemory):
             return _MEMORY_PIPELINE

@@ -83,25 +83,32 @@ def shared_covariance(X, y, covariance, *, return_shrinkage=False):
     return classes, means, sigma, shrinkage
 
 
-def whitening(sigma):
+def whitening(sigma, eigh=None):
     """The symmetric pseudo-inverse square root ``Sigma^{+1/2}`` (D, D).
 
     Eigenvalues at or below ``D * eps * max eigenvalue`` count as zero (the tolerance of
     :func:`scipy.linalg.pinvh`), so ``whitening(S) @ whitening(S)`` is ``pinvh(S)``.
+    ``eigh``: ``np.linalg.eigh(sigma)`` when the caller has it already.
 
     Raises
     ------
     ValueError
         If the covariance is zero: the features do not vary within the classes.
     """
-    eigenvalues, eigenvectors = np.linalg.eigh(sigma)
-    largest = eigenvalues.max(initial=0.0)
-    if largest <= 0:
+    eigenvalues, eigenvectors = np.linalg.eigh(sigma) if eigh is None else eigh
+    if eigenvalues.max(initial=0.0) <= 0:
         raise ValueError(
             "The within-class covariance of the training rows is zero: the features do "
             "not vary within the classes, so no Mahalanobis distance is defined."
         )
-    keep = eigenvalues > len(sigma) * np.finfo(np.float64).eps * largest
+    return (eigenvectors * inverse_square_roots(eigenvalues)) @ eigenvectors.T
+
+
+def inverse_square_roots(eigenvalues):
+    """``1 / sqrt`` of the eigenvalues above the pseudo-inverse's cut-off (``D * eps *
+    max eigenvalue``), 0 for the others: directions without variance are ignored."""
+    keep = eigenvalues > len(eigenvalues) * np.finfo(np.float64).eps * max(
+        eigenvalues.max(initial=0.0), 0.0)
     scale = np.zeros_like(eigenvalues)
     scale[keep] = 1.0 / np.sqrt(eigenvalues[keep])
-    return (eigenvectors * scale) @ eigenvectors.T
+    return scale

@@ -7,7 +7,12 @@ import torch
 
 from .._docstrings import fill_doc
 from ..base import BaseOODDetector, threshold_rows
-from ._covariance import COVARIANCE_CONSTRAINT, shared_covariance, whitening
+from ._covariance import (
+    COVARIANCE_CONSTRAINT,
+    inverse_square_roots,
+    shared_covariance,
+    whitening,
+)
 
 
 @fill_doc
@@ -95,15 +100,16 @@ class MahalanobisDetector(BaseOODDetector):
             )
         self.classes_, self.means_, self.covariance_, shrinkage = shared_covariance(
             X, y, self.covariance, return_shrinkage=True)
-        self.whitening_ = whitening(self.covariance_)
+        eigh = np.linalg.eigh(self.covariance_)  # the whitening's, and the downdate's
+        self.whitening_ = whitening(self.covariance_, eigh)
         self.precision_ = self.whitening_ @ self.whitening_
         self.whitened_means_ = self.means_ @ self.whitening_
         if shrinkage is None:
             # A user-given covariance estimator has no closed-form downdate: cross-fitted.
             return None
-        return partial(self._leave_one_out_scores, X, y, shrinkage)
+        return partial(self._leave_one_out_scores, X, y, shrinkage, eigh)
 
-    def _leave_one_out_scores(self, X, y, shrinkage):
+    def _leave_one_out_scores(self, X, y, shrinkage, eigh=None):
         """Exact leave-one-out scores of the rows of :func:`threshold_rows`, in closed form.
 
         The named covariances are ``Sigma = (1 - s) C + s mu I`` with C the empirical
@@ -134,16 +140,12 @@ class MahalanobisDetector(BaseOODDetector):
         counts = np.bincount(labels, minlength=len(self.means_))
         own, n_own = labels[rows], counts[labels[rows]].astype(np.float64)
         # B in the eigenbasis of Sigma (C shares it): its eigenvalues from Sigma's.
-        eigenvalues, eigenvectors = np.linalg.eigh(self.covariance_)
+        eigenvalues, eigenvectors = np.linalg.eigh(self.covariance_) if eigh is None else eigh
         mu = np.trace(self.covariance_) / len(eigenvalues)
         b_eigenvalues = n_samples / (n_samples - 1) * (eigenvalues - shrinkage * mu) + (
             shrinkage * mu)
-        # The pseudo-inverse's cut-off of whitening(): directions without variance.
-        keep = b_eigenvalues > len(b_eigenvalues) * np.finfo(np.float64).eps * max(
-            b_eigenvalues.max(initial=0.0), 0.0)
-        scale = np.zeros_like(b_eigenvalues)
-        scale[keep] = 1.0 / np.sqrt(b_eigenvalues[keep])
-        to_b = eigenvectors * scale  # |(v - w) to_b|^2 = (v - w)^T B^+ (v - w)
+        # |(v - w) to_b|^2 = (v - w)^T B^+ (v - w), with whitening()'s cut-off.
+        to_b = eigenvectors * inverse_square_roots(b_eigenvalues)
         Z, Z_means = X[rows] @ to_b, self.means_ @ to_b
         # (Z - M_j).(Z - M_c) and |Z - M_j|^2 from products, without an (m, C, D) block.
         products = Z @ Z_means.T
