@@ -98,9 +98,24 @@ def as_tensor(array, device, dtype, *, copy=True):
     (and copies otherwise): only for callers that never write to the tensor.
     """
     array = np.asarray(array)
+    if has_negative_strides(array):
+        # torch cannot view an array with a negative stride (X[::-1], np.flip, a reversed
+        # column view): copy it once into a fresh C-ordered array, which is private, so
+        # that the tensor may share its memory whatever ``copy`` asks.
+        return torch.as_tensor(np.array(array, order="C", copy=True), device=device,
+                               dtype=dtype)
     if not copy and array.flags.writeable:
         return torch.as_tensor(array, device=device, dtype=dtype)
     return torch.tensor(array, device=device, dtype=dtype)
+
+
+def has_negative_strides(array):
+    """Whether torch would refuse to view ``array`` (ndarray) for a negative stride.
+
+    torch refuses any negative stride, even along an axis of length one, where numpy still
+    calls the array contiguous.
+    """
+    return any(stride < 0 for stride in array.strides)
 
 
 def to_numpy(tensor):
@@ -194,7 +209,7 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
                 # device: no synchronisation per chunk.
                 low, high = torch.aminmax(V)
                 in_range = (low >= -bound) & (high <= bound) & in_range
-            extra = (torch.as_tensor(a[rows], device=device) for a in row_args)
+            extra = (as_tensor(a[rows], device, torch.int64) for a in row_args)
             outputs.append(to_numpy(fn(V, state, *extra)))
     if checked and not bool(in_range):
         # The rare path: a pass on the host to say which check failed.

@@ -6,6 +6,7 @@ import torch
 from scipy.special import logsumexp
 
 from sklearn_reclag._backend import (
+    as_tensor,
     check_value_range,
     class_logsumexp,
     map_batches,
@@ -32,6 +33,30 @@ def test_unknown_device_names_are_rejected(bad):
 def test_non_string_device_is_rejected():
     with pytest.raises(TypeError, match="device must be a string"):
         resolve_device(0)
+
+
+@pytest.mark.parametrize("copy", [True, False])
+@pytest.mark.parametrize("view", [
+    np.arange(12.0).reshape(3, 4)[::-1],
+    np.arange(12.0).reshape(3, 4)[:, ::-1],
+    # numpy calls this one C-contiguous (a negative stride on an axis of length one);
+    # torch still refuses it.
+    np.arange(4.0).reshape(1, 4)[::-1],
+], ids=["rows reversed", "columns reversed", "one row reversed"])
+def test_as_tensor_takes_negative_strides(view, copy):
+    """torch.as_tensor refuses a numpy array with a negative stride (issue 23 item 12);
+    as_tensor copies it, and the tensor never shares the caller's memory."""
+    tensor = as_tensor(view, "cpu", torch.float64, copy=copy)
+    np.testing.assert_array_equal(tensor.numpy(), view)
+    assert not np.shares_memory(tensor.numpy(), view)
+
+
+def test_map_batches_takes_negatively_strided_row_args():
+    X = np.arange(12.0).reshape(6, 2)
+    labels = np.arange(6)[::-1]
+    out = map_batches(lambda V, state, rows: V[:, 0] + rows, X, batch_size=4, device="cpu",
+                      dtype=torch.float64, row_args=(labels,))
+    np.testing.assert_array_equal(out, X[:, 0] + labels)
 
 
 def test_dtype_names():

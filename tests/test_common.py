@@ -341,6 +341,57 @@ def test_inputs_are_not_modified(name, dtype, data):
         assert not np.shares_memory(out, X_test), method
 
 
+# ------------------------------------------------------------- negative strides
+def _strided_views(X):
+    """Views numpy accepts whose strides torch cannot take as they are (issue 23 item 12):
+    the rows reversed, the columns reversed, both (np.flip)."""
+    return {"X[::-1]": X[::-1], "X[:, ::-1]": X[:, ::-1], "np.flip(X)": np.flip(X)}
+
+
+def _fit_case(name, X, y, dtype):
+    estimator = _make(name, dtype=dtype)
+    if name == "TorchFeatureExtractor":
+        estimator.set_params(module=AnyWidth().to(getattr(torch, dtype)))
+    return estimator.fit(X, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("how", ["X[::-1]", "X[:, ::-1]", "np.flip(X)"])
+@pytest.mark.parametrize("name", CASES)
+def test_negatively_strided_views_give_what_their_copies_give(name, how, dtype, data):
+    """fit, the scores and transform accept any array numpy accepts: a view with negative
+    strides gives exactly what its contiguous copy gives (in the estimator's dtype, where
+    the estimators read views of X without a copy)."""
+    X, y, _, X_test = data
+    X, X_test = X.astype(dtype), X_test.astype(dtype)
+    view, y_view = _strided_views(X)[how], (y[::-1] if how != "X[:, ::-1]" else y)
+    test_view = _strided_views(X_test)[how]
+    assert any(stride < 0 for stride in view.strides)
+    from_view = _fit_case(name, view, y_view, dtype)
+    from_copy = _fit_case(name, np.ascontiguousarray(view), y_view.copy(), dtype)
+    _assert_same_outputs(from_view, from_copy, np.ascontiguousarray(test_view))
+    # Scoring a view, by the model fitted on a copy.
+    for method, out in _outputs(from_copy, test_view).items():
+        np.testing.assert_array_equal(
+            out, _outputs(from_copy, np.ascontiguousarray(test_view))[method], err_msg=method)
+
+
+@pytest.mark.parametrize("how", ["X[::-1]", "X[:, ::-1]", "np.flip(X)"])
+def test_held_out_threshold_takes_negatively_strided_views(how, data):
+    """HeldOutThreshold (not re-exported at the top level) as the detectors above."""
+    from sklearn_reclag.calibration import HeldOutThreshold
+
+    X, y, _, X_test = data
+    view, y_view = _strided_views(X)[how], (y[::-1] if how != "X[:, ::-1]" else y)
+    test_view = _strided_views(X_test)[how]
+    models = [HeldOutThreshold(KNNDetector(5, device="cpu", dtype="float64"),
+                               random_state=0).fit(rows, y_view)
+              for rows in (view, np.ascontiguousarray(view))]
+    _assert_same_outputs(*models, np.ascontiguousarray(test_view))
+    np.testing.assert_array_equal(models[0].score_samples(test_view),
+                                  models[0].score_samples(np.ascontiguousarray(test_view)))
+
+
 # ---------------------------------------------------------------- scoring in chunks
 @pytest.mark.parametrize("name", CHUNKED)
 def test_outputs_do_not_depend_on_batch_size(name, data):

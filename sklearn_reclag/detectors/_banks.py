@@ -31,6 +31,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import (
+    as_tensor,
     class_logsumexp,
     iter_slices,
     map_batches,
@@ -387,7 +388,9 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     counts = np.bincount(labels, minlength=n_banks)
     order = np.argsort(labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    X = torch.as_tensor(patterns, device=device)
+    # as_tensor: a view where it can be, a copy where torch cannot view the array (a
+    # negative stride); read only below.
+    X = as_tensor(patterns, device, None, copy=False)
     nearest = []
     # One bank at a time (once per fit, not a hot path): a query meets only its own bank.
     for c in np.flatnonzero(counts > 1):
