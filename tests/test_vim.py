@@ -24,9 +24,13 @@ def _problem(rng, n=300, d=16, k=4):
 
 
 # ---------------------------------------------------------------- reference formula
-def vim_reference(X_test, X_train, coef, intercept, dim):
-    """The authors' benchmark.py, step by step (EmpiricalCovariance, np.linalg.eig)."""
-    u = -np.matmul(pinv(coef), intercept)
+def vim_reference(X_test, X_train, coef, intercept, dim, rcond=1e-15):
+    """The authors' benchmark.py, step by step (EmpiricalCovariance, np.linalg.eig).
+
+    ``rcond``: the pseudo-inverse's cut-off; numpy's default 1e-15, the authors', inverts
+    a rank-deficient (softmax) head's rounding, which the suite does not (see
+    test_default_head_is_softmax_regression)."""
+    u = -np.matmul(pinv(coef, rcond=rcond), intercept)
     ec = EmpiricalCovariance(assume_centered=True).fit(X_train - u)
     eig_vals, eigen_vectors = np.linalg.eig(ec.covariance_)
     NS = np.ascontiguousarray((eigen_vectors.T[np.argsort(eig_vals * -1)[dim:]]).T)
@@ -70,7 +74,12 @@ def test_default_head_is_softmax_regression(rng):
     reference = LogisticRegression(max_iter=1000).fit(X, y)
     det = ViMDetector(device="cpu", dtype="float64").fit(X, y)
     np.testing.assert_allclose(det.head_coef_, reference.coef_)
-    expected = vim_reference(X[:30], X, reference.coef_, reference.intercept_, 8)[0]
+    # A softmax head is rank-deficient (its class weights sum to zero); its null
+    # direction's singular value, 1e-15 of the largest in float64, is rounding, which
+    # the authors' pinv (rcond=1e-15) inverts and the suite drops (max(C, D) * eps).
+    rcond = max(reference.coef_.shape) * np.finfo(np.float64).eps
+    expected = vim_reference(X[:30], X, reference.coef_, reference.intercept_, 8,
+                             rcond=rcond)[0]
     np.testing.assert_allclose(det.score_samples(X[:30]), expected, rtol=1e-9)
 
 
@@ -176,6 +185,85 @@ def test_fit_chunks_give_the_same_model(rng, monkeypatch):
     assert chunked.alpha_ == pytest.approx(whole.alpha_, rel=1e-12)
     np.testing.assert_allclose(np.abs(chunked.residual_space_.T @ whole.residual_space_),
                                np.eye(8), atol=1e-8)
+
+
+# ------------------------------------------------- float32 and float64 copies agree
+def _float32_tolerance(outputs, n_features):
+    """float32 rounding of a score summed over the features (as in test_common.py)."""
+    return 8 * np.sqrt(n_features) * np.finfo(np.float32).eps * max(
+        1.0, float(np.max(np.abs(outputs))))
+
+
+def _assert_copies_agree(det32, det64, X_test, score_tol, origin_tol):
+    """origin_ and the scores within the tolerances; predict equal on every row whose
+    decision is farther than ``score_tol`` from the threshold."""
+    np.testing.assert_allclose(det32.origin_, det64.origin_, rtol=0, atol=origin_tol)
+    X32 = X_test.astype(np.float32)
+    np.testing.assert_allclose(det32.score_samples(X32), det64.score_samples(X_test),
+                               rtol=0, atol=score_tol)
+    decided = np.abs(det64.decision_function(X_test)) > 2 * score_tol
+    assert decided.mean() > 0.9  # the test compares most rows
+    np.testing.assert_array_equal(det32.predict(X32)[decided],
+                                  det64.predict(X_test)[decided])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float32_and_float64_copies_agree_with_a_softmax_head(digits_split, dtype):
+    """A softmax regression's weights sum to zero over the classes: W is rank-deficient,
+    and in float32 that direction's singular value is rounding (1e-7 relative), which
+    the pseudo-inverse must not invert (issue 23 item 17: origin_ -8 against 0, scores
+    3 apart, 2-3 % of the predictions flipped). The same rows and head in float32 and
+    float64 give the same model to float32's precision."""
+    X_id, y_id, X_ood = digits_split
+    X_test = np.vstack([X_id[::3], X_ood[::3]])
+    softmax = LogisticRegression(max_iter=1000).fit(X_id, y_id)
+    assert np.abs(softmax.coef_.sum(axis=0)).max() < 1e-10  # rank-deficient
+    head64 = (softmax.coef_, softmax.intercept_)
+    head32 = tuple(a.astype(np.float32) for a in head64)
+    det32 = ViMDetector(head=head32, device="cpu", dtype=dtype).fit(
+        X_id.astype(np.float32), y_id)
+    det64 = ViMDetector(head=head64, device="cpu", dtype=dtype).fit(X_id, y_id)
+    tol = _float32_tolerance(det64.score_samples(X_test), X_id.shape[1])
+    _assert_copies_agree(det32, det64, X_test, score_tol=tol,
+                         origin_tol=_float32_tolerance(det64.origin_, X_id.shape[1]))
+
+
+def test_float32_and_float64_copies_agree_with_the_default_head(digits_split):
+    """ViMDetector() on float32 and float64 copies of the same rows (as the issue found
+    them). The two default heads are lbfgs solutions in two precisions, equal to its
+    tolerance (tol=1e-4), not to float32's: the model agrees to that, 1e-3 of the scores'
+    scale (the rank-deficient pseudo-inverse moved the scores by 2 of 18)."""
+    X_id, y_id, X_ood = digits_split
+    X_test = np.vstack([X_id[::3], X_ood[::3]])
+    det32 = ViMDetector(device="cpu").fit(X_id.astype(np.float32), y_id)
+    det64 = ViMDetector(device="cpu").fit(X_id, y_id)
+    scale = np.abs(det64.score_samples(X_test)).max()
+    _assert_copies_agree(det32, det64, X_test, score_tol=1e-3 * scale,
+                         origin_tol=1e-3 * max(1.0, np.abs(det64.origin_).max()))
+
+
+def test_origin_drops_singular_values_below_the_heads_precision():
+    """head_origin inverts W's singular values above max(C, D) eps sigma_max only, eps
+    the head's precision: a null direction rounded to 1e-7 in float32 is dropped, and
+    the origin is the float64 minimum-norm solution; a full-rank head's origin is the
+    ordinary pseudo-inverse's."""
+    from sklearn_reclag.detectors.vim import head_origin
+
+    rng = np.random.default_rng(0)
+    coef = rng.normal(size=(5, 12))
+    coef -= coef.mean(axis=0)  # columns sum to zero: rank 4
+    intercept = rng.normal(size=5)
+    intercept -= intercept.mean()
+    exact = -pinv(coef) @ intercept
+    rounded = coef.astype(np.float32).astype(np.float64)
+    eps32 = float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(head_origin(rounded, intercept, precision=eps32), exact,
+                               atol=1e-5)
+    # numpy's float64 cut-off inverts the rounding: the origin it gives is far off.
+    assert np.abs(-pinv(rounded) @ intercept - exact).max() > 1e-2
+    full_rank = rng.normal(size=(5, 12))
+    np.testing.assert_allclose(head_origin(full_rank, intercept, precision=eps32),
+                               -pinv(full_rank) @ intercept, rtol=1e-10)
 
 
 @pytest.mark.slow

@@ -29,7 +29,12 @@ class ViMDetector(BaseOODDetector):
     CVPR 2022, as in the authors' code. With ``W``, ``b`` the head's weights and bias
     and X the N in-distribution training rows:
 
-    - origin ``u = -W^+ b`` (``W^+`` the Moore-Penrose pseudo-inverse);
+    - origin ``u = -W^+ b`` (``W^+`` the Moore-Penrose pseudo-inverse, computed in
+      float64 with the singular values below ``max(C, D) * eps * sigma_max`` taken as
+      zero, ``eps`` that of the least precise of X, ``dtype`` and a given head: a
+      softmax head is rank-deficient, and the authors' ``np.linalg.pinv`` (cut-off
+      1e-15) inverts the rounding of its null direction, so that float32 and float64
+      copies of the same data got origins and scores far apart);
     - principal subspace: the eigenvectors of the d largest eigenvalues of
       ``(X - u)^T (X - u) / N`` (no centring other than u); ``P_perp`` holds the
       eigenvectors of the D - d others;
@@ -123,7 +128,7 @@ class ViMDetector(BaseOODDetector):
     def _fit(self, X, y):
         self._fit_head(X, y)
         coef, intercept = self.head_coef_, self.head_intercept_
-        origin = -np.linalg.pinv(coef) @ intercept
+        origin = head_origin(coef, intercept, precision=self._head_precision(X))
         second_moment, mean_max_logit = _training_moments(X, origin, coef, intercept)
         eigenvalues, eigenvectors = np.linalg.eigh(second_moment)  # ascending
         n_components = self._resolve_n_components(eigenvalues[::-1])
@@ -151,6 +156,17 @@ class ViMDetector(BaseOODDetector):
         self.origin_ = origin
         self.residual_space_ = np.ascontiguousarray(residual_space)
         self.alpha_ = float(alpha)
+
+    def _head_precision(self, X):
+        """The machine epsilon of the least precise of X, the fit's ``dtype`` and a given
+        head's weights: the head's singular values below it are rounding (see
+        :func:`head_origin`)."""
+        dtypes = [X.dtype, np.dtype(self.dtype)]
+        if not self._head_fitted_on_X():  # a fitted head: its weights' own precision
+            coef = self.head[0] if isinstance(self.head, tuple) else self.head.coef_
+            if np.asarray(coef).dtype.kind == "f":
+                dtypes.append(np.asarray(coef).dtype)
+        return max(float(np.finfo(dtype).eps) for dtype in dtypes)
 
     def _resolve_n_components(self, descending_eigenvalues):
         n_features = len(descending_eigenvalues)
@@ -185,6 +201,38 @@ class ViMDetector(BaseOODDetector):
         residual = torch.linalg.vector_norm(
             (V - state["origin_"]) @ state["residual_space_"], dim=1)
         return energy - state["alpha_"] * residual
+
+
+def head_origin(coef, intercept, *, precision):
+    """ViM's origin ``u = -W^+ b``, computed in float64 whatever the fit's dtype.
+
+    ``W^+`` is the Moore-Penrose pseudo-inverse with the singular values of ``W`` below
+    ``max(n_classes, n_features) * precision`` times the largest one taken as zero
+    (LAPACK's and numpy's rule, with the epsilon of the precision the head was computed
+    in). A softmax head is rank-deficient: its class weights sum to zero, up to rounding
+    (an L2-penalised multinomial regression's gradients keep ``sum_k W_k = 0``). In the
+    head's precision that direction's singular value is rounding, about
+    ``eps * sigma_max`` (1e-7 relative for a head fitted on float32 rows), and
+    numpy's float64 cut-off keeps it: ``u`` then gets a component of arbitrary size (-8
+    against 0 for the same rows in float64) and the scores move by several units.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_classes, n_features)
+    intercept : ndarray of shape (n_classes,)
+    precision : float
+        The machine epsilon of the least precise of the head's weights and the rows.
+
+    Returns
+    -------
+    ndarray of shape (n_features,) of float64
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    left, singular, right = np.linalg.svd(coef, full_matrices=False)
+    kept = singular > max(coef.shape) * precision * singular[0]
+    # -W^+ b over the kept singular triplets only: V_k diag(1/s_k) U_k^T b.
+    return -(right[kept].T @ ((left[:, kept].T @ np.asarray(intercept, dtype=np.float64))
+                              / singular[kept]))
 
 
 def _training_moments(X, origin, coef, intercept):
