@@ -248,7 +248,10 @@ def write_markdown(path, args, errors, defaults, n_values, temperatures, learnin
                    params, elapsed):
     command = " ".join(["python benchmarks/dense_stability.py", *sys.argv[1:]])
     lines = [
-        "# DenseAssociativeMemory: hyperparameter stability, scaled vs original (float32)",
+        # The initialisation in the title: the runs with each --init are sections of one
+        # results page, whose contents must tell them apart.
+        "# DenseAssociativeMemory: hyperparameter stability, scaled vs original (float32, "
+        f"init={args.init!r})",
         "",
         "Written by `benchmarks/dense_stability.py`; do not edit by hand.",
         "",

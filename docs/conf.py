@@ -111,7 +111,7 @@ def _copy_benchmark_results():
     target.mkdir(parents=True)
     shutil.copyfile(ROOT / "benchmarks" / "RESULTS.md", target / "RESULTS.md")
     collected = runpy.run_path(str(ROOT / "benchmarks" / "collect_results.py"))["SECTIONS"]
-    in_results = {name for name, _ in collected}
+    in_results = {name for name, *_ in collected}
     others = sorted(p.name for p in results.glob("*.md") if p.name not in in_results)
     for name in others:
         shutil.copyfile(results / name, target / name)

@@ -6,6 +6,7 @@ Pipeline ending in one), for ``parametrize_with_checks``.
 
 import copy
 
+import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
@@ -14,8 +15,10 @@ from sklearn_reclag import (
     DenseAssociativeMemory,
     DensePolynomialHopfield,
     EnergyDetector,
+    HopfieldBoostingDetector,
     KNNDetector,
     MSPDetector,
+    NNGuideDetector,
     ReActDetector,
     TorchFeatureExtractor,
     ViMDetector,
@@ -100,6 +103,49 @@ _TORCH_MODULE_HASH = (
 )
 
 
+_NEEDS_OUTLIERS = (
+    "fits without `outliers`, which HopfieldBoostingDetector.fit requires (it raises the "
+    "documented 'requires outliers' error: scikit-learn's checks pass no fit metadata); "
+    "every check runs on HopfieldBoostingWithNoiseOutliers, which passes noise rows"
+)
+
+
+# The checks that fit the estimator (measured: all but the 14 that only construct,
+# clone, set parameters or call an unfitted estimator).
+FITTING_CHECKS = [
+    "check_fit_score_takes_y", "check_estimators_overwrite_params",
+    "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
+    "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit", "check_estimators_dtypes", "check_complex_data",
+    "check_dtype_object", "check_estimators_empty_data_messages",
+    "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimator_sparse_tag",
+    "check_estimator_sparse_array", "check_estimator_sparse_matrix",
+    "check_estimators_pickle", "check_f_contiguous_array_estimator",
+    "check_outliers_fit_predict", "check_outliers_train",
+    "check_classifier_data_not_an_array", "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
+    "check_dict_unchanged", "check_fit_idempotent", "check_fit_check_is_fitted",
+    "check_n_features_in", "check_fit2d_predict1d",
+]
+
+
+class HopfieldBoostingWithNoiseOutliers(HopfieldBoostingDetector):
+    """HopfieldBoostingDetector as scikit-learn's checks can fit it, for the tests only.
+
+    ``fit(X, y)`` without ``outliers`` passes 20 rows of seeded standard Gaussian noise of
+    X's width: they depend on nothing but that width, so a fit is deterministic and the
+    same with or without OOD_LABEL rows in X. An X that is not two-dimensional goes on
+    as the outliers too, so that X's own validation reports what is wrong with it.
+    """
+
+    def fit(self, X, y=None, *, outliers=None):
+        if outliers is None:
+            shape = np.asarray(X).shape  # a sparse X gives shape (): passed on
+            outliers = (X if len(shape) != 2 else
+                        np.random.default_rng(0).normal(size=(20, shape[1])))
+        return super().fit(X, y, outliers=outliers)
+
+
 # scikit-learn compares a method's output on a whole array with its output on subsets (and on
 # a permutation) at an absolute 1e-7 (1e-9): float64 rounding.
 FLOAT32_BATCH_CHECKS = ["check_methods_subset_invariance", "check_methods_sample_order_invariance"]
@@ -150,9 +196,16 @@ def own_expected_failed_checks(estimator):
         if isinstance(estimator[-1], DenseAssociativeMemory):
             return _MEMORY_PIPELINE
         return {}
-    if isinstance(estimator, (MSPDetector, EnergyDetector, ReActDetector, ViMDetector)):
+    if isinstance(estimator, (MSPDetector, EnergyDetector, ReActDetector, ViMDetector,
+                              NNGuideDetector)):
         return dict.fromkeys(["check_outliers_train", "check_outliers_fit_predict"],
                              _NEEDS_LABELS)
+    if type(estimator) is HopfieldBoostingDetector:
+        return dict.fromkeys(FITTING_CHECKS, _NEEDS_OUTLIERS)
+    if isinstance(estimator, HopfieldBoostingWithNoiseOutliers):
+        # Its leave-one-out threshold rejects `contamination` of the checks' training rows
+        # too (measured): every check applies.
+        return {}
     if isinstance(estimator, KNNDetector):
         return dict.fromkeys(["check_outliers_train", "check_outliers_fit_predict"],
                              _TRAIN_ROWS_OWN_NEIGHBOURS)

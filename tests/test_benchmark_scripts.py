@@ -127,3 +127,56 @@ def test_dense_benchmark_quick_writes_results(script, tmp_path):
         assert line in text, f"{line!r} missing from {name}"
     if draws:
         assert (tmp_path / name.replace(".md", ".png")).stat().st_size > 10_000
+
+
+# ------------------------------------------------------------- the results page
+def _collect_results():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "collect_results.py"
+    spec = importlib.util.spec_from_file_location("collect_results", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _result_file(title, version):
+    return (f"# {title}\n\nWritten by a script.\n\n- environment: sklearn-reclag {version}, "
+            "torch 2.13.0+cpu\n\n## Table\n\n| a |\n|---|\n| 1 |\n")
+
+
+def test_results_page_tells_runs_versions_and_missing_files_apart(tmp_path, monkeypatch):
+    """RESULTS.md (issue 23 item 9): two runs of one script with the same title get
+    their commands' options in their headings; a file measured with another version
+    says so under its title (a file of this version does not); a file not written yet
+    is listed by what it measures under "Not measured yet", not as a bare file name."""
+    collect_results = _collect_results()
+    monkeypatch.setattr(collect_results, "SECTIONS", [
+        ("stability.md", "benchmarks/stability.py", "Stability"),
+        ("stability_normal.md", "benchmarks/stability.py --init normal", "Stability, normal"),
+        ("knn_cuda.md", "benchmarks/knn.py --device cuda", "KNN speed on CUDA"),
+    ])
+    (tmp_path / "stability.md").write_text(_result_file("Stability", "0.2.0"))
+    (tmp_path / "stability_normal.md").write_text(_result_file("Stability", "0.1.0"))
+    page = collect_results.collect(results=tmp_path, output=tmp_path / "RESULTS.md",
+                                   version="0.2.0").read_text()
+    headings = [line for line in page.splitlines() if line.startswith("## ")]
+    assert headings == ["## Stability", "## Stability (`--init normal`)", "## Not measured yet"]
+    assert page.count("Measured with sklearn-reclag") == 1
+    assert ("## Stability (`--init normal`)\n\n> Measured with sklearn-reclag 0.1.0, not "
+            "with 0.2.0") in page
+    assert ("- KNN speed on CUDA: `python benchmarks/knn.py --device cuda` (needs a CUDA "
+            "device)") in page
+    assert "knn_cuda.md" not in page
+
+
+def test_results_page_is_current():
+    """benchmarks/RESULTS.md is what collect_results.py writes from the result files."""
+    collect_results = _collect_results()
+    committed = collect_results.HERE / "RESULTS.md"
+    expected = committed.read_text()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        written = collect_results.collect(output=Path(folder) / "RESULTS.md").read_text()
+    assert written == expected, "run python benchmarks/collect_results.py"

@@ -31,10 +31,12 @@ from sklearn_reclag import (
     DenseAssociativeMemory,
     DensePolynomialHopfield,
     EnergyDetector,
+    HopfieldBoostingDetector,
     HopfieldEnergyDetector,
     KNNDetector,
     MahalanobisDetector,
     MSPDetector,
+    NNGuideDetector,
     ReActDetector,
     RecLagDetector,
     TorchFeatureExtractor,
@@ -44,6 +46,7 @@ from sklearn_reclag.base import InconsistentVersionWarning
 
 from _expected_checks import (
     FLOAT32_BATCH_CHECKS,
+    HopfieldBoostingWithNoiseOutliers,
     computes_in_float32,
     expected_failed_checks,
     float64_twin,
@@ -89,6 +92,10 @@ CASES = {
     "MahalanobisDetector": lambda: MahalanobisDetector(),
     "KNNDetector": lambda: KNNDetector(5),
     "ViMDetector": lambda: ViMDetector(),
+    # The bank holds half of the rows: the threshold reads bank and non-bank rows.
+    "NNGuideDetector": lambda: NNGuideDetector(5, bank_fraction=0.5),
+    # fit(X, y) without outliers: the adapter passes noise rows (_expected_checks).
+    "HopfieldBoostingDetector": lambda: HopfieldBoostingWithNoiseOutliers(),
     "DensePolynomialHopfield": lambda: DensePolynomialHopfield(3, **_FAST_DENSE),
     "DenseAssociativeMemory": lambda: DenseAssociativeMemory(3, **_FAST_DENSE),
     "TorchFeatureExtractor": lambda: TorchFeatureExtractor(AnyWidth().double()),
@@ -112,9 +119,16 @@ def _make(name, **params):
     return estimator.set_params(**{k: v for k, v in settings.items() if k in own})
 
 
+def _public_class(estimator):
+    """The estimator's class, or for the tests' adapter of HopfieldBoostingDetector (which
+    fits without outliers, _expected_checks) the public class it adapts."""
+    cls = type(estimator)
+    return HopfieldBoostingDetector if cls is HopfieldBoostingWithNoiseOutliers else cls
+
+
 def test_every_public_estimator_has_a_case():
     """A new public estimator must join the contract."""
-    covered = {type(CASES[name]()) for name in CASES}
+    covered = {_public_class(CASES[name]()) for name in CASES}
     assert covered == set(_public_estimators())
 
 
@@ -186,6 +200,12 @@ _CHECKED = [
     KNNDetector(5, device="cpu"),
     KNNDetector(5, normalize=False, device="cpu"),
     ViMDetector(device="cpu"),
+    NNGuideDetector(device="cpu", random_state=0),
+    NNGuideDetector(5, bank_fraction=0.3, device="cpu", random_state=0),
+    # The checks fit without outliers, which the bare estimator refuses: they all run on
+    # the adapter that passes noise rows (_expected_checks.py).
+    HopfieldBoostingDetector(device="cpu"),
+    HopfieldBoostingWithNoiseOutliers(device="cpu"),
     DensePolynomialHopfield(n_memories=12, max_epochs=5, learning_batch_size=64,
                             device="cpu", random_state=0),
     DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu", random_state=0),
@@ -297,7 +317,7 @@ def _clear_decisions(outputs, n_features):
 
 
 def test_every_public_estimator_is_checked():
-    checked = {type(e[-1] if hasattr(e, "steps") else e) for e in _CHECKED}
+    checked = {_public_class(e[-1] if hasattr(e, "steps") else e) for e in _CHECKED}
     assert checked == set(_public_estimators())
 
 
@@ -474,7 +494,8 @@ def test_skops_round_trip_with_trusted_types(name, data, tmp_path):
     sio.dump(est, path)
     untrusted = sio.get_untrusted_types(file=path)
     # Only the suite's own classes need trusting (and the extractor's network's).
-    ours = ("sklearn_reclag.", f"{AnyWidth.__module__}.AnyWidth", "torch.nn.")
+    ours = ("sklearn_reclag.", f"{AnyWidth.__module__}.AnyWidth", "torch.nn.",
+            f"{HopfieldBoostingWithNoiseOutliers.__module__}.HopfieldBoostingWithNoiseOutliers")
     assert all(t.startswith(ours) for t in untrusted), untrusted
     with pytest.raises(Exception, match="[Uu]ntrusted"):
         sio.load(path)

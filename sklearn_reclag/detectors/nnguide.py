@@ -1,0 +1,210 @@
+"""Nearest Neighbor Guidance, NNGuide (Park, Jung & Teoh, ICCV 2023).
+
+The energy of the head's logits, ``E(v) = logsumexp(W v + b)``, times the mean cosine
+similarity of v to its k nearest rows of a guide bank whose rows are the L2-normalised
+training rows scaled by their own energy. The search is exact brute force on the device:
+the bank is multiplied a chunk at a time and the k largest similarities of every chunk
+are merged with those of the chunks before, so no (n_test x n_bank) matrix is built.
+"""
+
+import math
+import warnings
+from functools import partial
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import logsumexp
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+
+from .._backend import _memory_chunk, iter_slices, map_batches
+from .._docstrings import fill_doc
+from ..base import BaseOODDetector, threshold_rows
+from ._banks import _unit_rows as _unit_rows_numpy
+from .knn import _merge_smallest, _unit_rows
+
+# Most entries of one block of (query rows x bank rows) similarities: 64 MiB in float32.
+_BLOCK = 2**24
+
+
+@fill_doc
+class NNGuideDetector(BaseOODDetector):
+    """Nearest Neighbor Guidance (NNGuide): the energy score guided by a bank of rows.
+
+    Park, Jung & Teoh, "Nearest Neighbor Guidance for Out-of-Distribution Detection",
+    ICCV 2023. With ``E(v) = logsumexp(W v + b)`` the energy confidence of the head's
+    logits, ``z = v / ||v||``, and the guide bank ``g_i = E(x_i) x_i / ||x_i||`` of
+    training rows x_i::
+
+        score_samples(v) = E(v) * mean_{i in N_k(v)} z . g_i
+
+    where ``N_k(v)`` are the k bank rows with the largest ``z . g_i``. The mean is a
+    cosine similarity scaled by the neighbours' confidence: a row near confident
+    training rows keeps its energy, a row far from all of them (or near unconfident
+    ones) loses it. Higher means more in-distribution.
+
+    This follows the official code (OpenOOD's ``nnguide_postprocessor.py``, the
+    authors' own): the bank is a random ``bank_fraction`` of the training rows (``alpha
+    = 0.01``, whole loader batches, in the code; the paper describes the bank as the
+    training set), the neighbours are the k largest inner products with the guide rows
+    (a faiss ``IndexFlatIP``), k = 100. Its normaliser adds 1e-10 to every component
+    after dividing by the norm, which changes a similarity by about 1e-10 and is left
+    out here; a row of zeros has no direction and stays zero (similarity 0).
+
+    Parameters
+    ----------
+    n_neighbors : int >= 1, default=100
+        The k of the mean over the nearest bank rows (the official value). With fewer
+        training rows than ``n_neighbors + 1``, fit uses ``n_samples - 1`` (with a
+        warning): ``n_neighbors_``.
+    bank_fraction : float in (0, 1], default=0.01
+        Fraction of the training rows kept as the guide bank, drawn at random with
+        ``random_state`` (the official code keeps about 1 %); 1.0 keeps them all. The
+        bank holds ``ceil(bank_fraction * n_samples)`` rows and never fewer than
+        ``n_neighbors_ + 1`` (a mean over k neighbours needs k rows, and the threshold
+        scores a bank row without itself; the official bank is whole batches of the
+        training loader, never fewer than one batch).
+    ${head}
+    ${contamination}
+    ${device}
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draw of the bank rows (unused when the bank holds every row).
+
+    Attributes
+    ----------
+    bank_ : ndarray of shape (n_bank, n_features)
+        The guide bank: the bank rows, L2-normalised and scaled by their energy.
+    bank_indices_ : ndarray of shape (n_bank,)
+        Which in-distribution training rows (after the ``OOD_LABEL`` rows are left
+        out) form the bank, in increasing order.
+    n_neighbors_ : int
+        The k used: ``min(n_neighbors, n_samples - 1)``.
+    ${fitted_head}
+    ${fitted_common}
+
+    See Also
+    --------
+    EnergyDetector : the energy score alone, ``E(v)``.
+    KNNDetector : the distance to the k-th nearest normalised training row.
+
+    Notes
+    -----
+    **Threshold.** ``offset_`` is the ``contamination`` quantile of training rows'
+    scores as new rows would get them: a row outside the bank is such a row already,
+    and a bank row is scored against the bank without its own guide row (leave one
+    out). The head, when fit trains it, is held fixed, as for the logit detectors.
+
+    **Energies.** The score assumes positive energies, as a network's logits give: a
+    negative ``E`` flips the sign of a guide row and of the query's confidence, and
+    the product no longer ranks rows by confidence. Fit warns when a bank row's
+    energy is not positive; adding a constant to the head's intercept adds it to
+    every energy.
+
+    **Hyperparameter search.** ``NNGuideDetector.search_space``:
+    ``{'n_neighbors': [1, 10, 50, 100], 'bank_fraction': [0.01, 0.1, 1.0]}``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_reclag import NNGuideDetector
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> det = NNGuideDetector(n_neighbors=10, bank_fraction=0.1, device="cpu",
+    ...                       random_state=0).fit(X[y < 5], y[y < 5])
+    >>> det.bank_.shape
+    (91, 64)
+    >>> bool(det.score_samples(X[y < 5]).mean() > det.score_samples(X[y >= 5]).mean())
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseOODDetector._parameter_constraints,
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "bank_fraction": [Interval(Real, 0, 1, closed="right")],
+        "head": [None, object],
+        "random_state": ["random_state"],
+    }
+    _tensor_attributes = ("bank_", "head_coef_", "head_intercept_")
+
+    search_space = {"n_neighbors": [1, 10, 50, 100], "bank_fraction": [0.01, 0.1, 1.0]}
+    """A GridSearchCV ``param_grid``: k around the official 100, and banks of 1 %, 10 %
+    and all of the training rows."""
+
+    def __init__(self, n_neighbors=100, *, bank_fraction=0.01, head=None, contamination=0.05,
+                 device="auto", dtype="float32", batch_size=None, random_state=None):
+        super().__init__(
+            contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
+        )
+        self.n_neighbors = n_neighbors
+        self.bank_fraction = bank_fraction
+        self.head = head
+        self.random_state = random_state
+
+    def _fit(self, X, y):
+        n_train = X.shape[0]
+        if n_train < 2:
+            raise ValueError(
+                f"NNGuideDetector needs at least 2 in-distribution training rows (n_samples "
+                f"= {n_train}): offset_ scores a bank row against the other bank rows."
+            )
+        self._fit_head(X, y)
+        self.n_neighbors_ = min(self.n_neighbors, n_train - 1)
+        if self.n_neighbors_ < self.n_neighbors:
+            warnings.warn(
+                f"n_neighbors ({self.n_neighbors}) is not smaller than the number of "
+                f"in-distribution training rows ({n_train}). n_neighbors will be set to "
+                f"(n_samples - 1) = {self.n_neighbors_} for estimation.",
+                UserWarning,
+                stacklevel=4,  # the caller of fit (through fit and _fit_context)
+            )
+        n_bank = min(n_train, max(math.ceil(self.bank_fraction * n_train),
+                                  self.n_neighbors_ + 1))
+        if n_bank == n_train:
+            self.bank_indices_ = np.arange(n_train)
+        else:
+            rng = check_random_state(self.random_state)
+            self.bank_indices_ = np.sort(rng.choice(n_train, size=n_bank, replace=False))
+        bank_rows = X[self.bank_indices_].astype(np.float64)
+        energies = logsumexp(bank_rows @ self.head_coef_.T + self.head_intercept_, axis=1)
+        if not (energies > 0).all():
+            warnings.warn(
+                f"{int(np.sum(energies <= 0))} of the {n_bank} bank rows have an energy "
+                "(logsumexp of the head's logits) <= 0: NNGuide multiplies energies and "
+                "assumes them positive, so its score no longer ranks rows by confidence. "
+                "Add a constant to the head's intercept (it adds to every energy) to make "
+                "them positive.",
+                UserWarning,
+                stacklevel=4,  # the caller of fit (through fit and _fit_context)
+            )
+        self.bank_ = (_unit_rows_numpy(bank_rows) * energies[:, None]).astype(self.dtype)
+        return partial(self._held_out_training_scores, X)
+
+    def _held_out_training_scores(self, X):
+        """Scores of the rows of :func:`threshold_rows` as new rows would get them: a
+        bank row without its own guide row, the other rows as they are."""
+        rows = threshold_rows(len(X))
+        own_slot = np.full(len(X), -1, dtype=np.int64)
+        own_slot[self.bank_indices_] = np.arange(len(self.bank_indices_))
+        return map_batches(self._score_batch, X[rows], read_only=True,
+                           row_args=[own_slot[rows]], **self._batch_kwargs())
+
+    def _score_batch(self, V, state, own_slot=None):
+        energy = torch.logsumexp(self._head_logits(V, state), dim=1)
+        return energy * self._mean_top_similarity(_unit_rows(V), state["bank_"], own_slot)
+
+    def _mean_top_similarity(self, Z, bank, own_slot=None):
+        """Mean of the ``n_neighbors_`` largest ``z . g`` over the bank rows g, exact,
+        with the bank multiplied a chunk at a time; ``own_slot`` (-1: none) names a
+        bank row to leave out of each query's neighbours."""
+        n_queries, n_bank = Z.shape[0], bank.shape[0]
+        values = nearest = None
+        for rows in iter_slices(n_bank, _memory_chunk(_BLOCK, n_queries)):
+            # Negated, so that the k largest similarities are the k smallest entries.
+            block = -(Z @ bank[rows].T)
+            if own_slot is not None:
+                hit = ((own_slot >= rows.start) & (own_slot < rows.stop)).nonzero()[:, 0]
+                block[hit, own_slot[hit] - rows.start] = math.inf
+            values, nearest = _merge_smallest(values, nearest, block, rows.start,
+                                              self.n_neighbors_)
+        return -values.mean(dim=1)
