@@ -229,8 +229,10 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
     }
 
-    # Whether fit needs class labels (or a head to provide them).
+    # Whether fit needs class labels (or a head to provide them), and why (the error
+    # raised without them says it).
     _needs_classes = True
+    _why_classes = "it needs class labels to fit its head (or pass a fitted head)"
 
     # The linear head, for the detectors that read logits or a predicted class: those
     # take ``head`` as a constructor parameter, which shadows this default.
@@ -304,7 +306,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
             if self._requires_y():
                 raise ValueError(
                     f"{type(self).__name__} requires y to be passed, but the target y is "
-                    "None: it needs class labels to fit its head (or pass a fitted head)."
+                    f"None: {self._why_classes}."
                 )
         else:
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32],
