@@ -27,7 +27,10 @@ _FRAGMENTS = {
         detector fitted on the other 4 of 5 folds, capped at the row's own score) for a
         detector that learns from the rows, leave-one-out for one that stores them (in
         closed form for Mahalanobis's named covariances), the rows' own scores for the logit detectors; it
-        is kept off tied scores. See the user guide's thresholds page.""",
+        is kept off tied scores. The rows and the folds are chosen by the rows' content,
+        so the rows fitted in any order give the same ``offset_``; copies of a row
+        (repeated or duplicated data) count as one observation: one held-out score, in
+        one fold, and left out together. See the user guide's thresholds page.""",
     "device": """device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
         Torch device; 'auto' uses CUDA when available. Resolved in ``fit``
         (``device_``).

@@ -16,7 +16,6 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -25,6 +24,7 @@ from ._labels import OOD_LABEL, drop_ood_rows, is_ood_label  # noqa: F401 (re-ex
 from ._backend import (
     as_tensor,
     check_value_range,
+    iter_slices,
     loadable_device,
     map_batches,
     resolve_device,
@@ -128,14 +128,124 @@ _N_THRESHOLD_FOLDS = 5
 THRESHOLD_ROWS = 1000
 
 
-def threshold_rows(n_samples):
-    """Indices of the training rows whose held-out scores set the threshold: all of them
-    up to :data:`THRESHOLD_ROWS`, else that many drawn at random (a fixed draw, so a fit
-    is reproducible), in increasing order."""
+def threshold_rows(n_samples, keys=None):
+    """Indices of the training rows whose held-out scores set the threshold.
+
+    With ``keys`` (:func:`row_keys` of the rows): one row per distinct key (copies of a
+    row are one observation: their held-out scores are the same, and new rows have no
+    copy in the training set), all of them up to :data:`THRESHOLD_ROWS`, else the
+    :data:`THRESHOLD_ROWS` with the smallest keys: a pseudo-random sample that the rows'
+    content fixes, so that the rows fitted in another order give the same rows, hence the
+    same ``offset_``. Without: all rows up to :data:`THRESHOLD_ROWS`, else that many
+    drawn at random by position (a fixed draw, so a fit is reproducible, but one that
+    depends on the rows' order). In increasing order.
+    """
+    if keys is not None:
+        _, first = np.unique(keys, return_index=True)  # in increasing order of key
+        return np.sort(first[:THRESHOLD_ROWS])
     if n_samples <= THRESHOLD_ROWS:
         return np.arange(n_samples)
     rng = np.random.default_rng(0)
     return np.sort(rng.choice(n_samples, size=THRESHOLD_ROWS, replace=False))
+
+
+# The seed of the fixed multipliers of row_keys: a key depends on the row alone, in every
+# process and on every machine.
+_ROW_KEY_SEED = 20231123
+# Rows per chunk of row_keys: a few MiB of words at a time.
+_ROW_KEY_CHUNK = 4096
+
+
+def row_keys(X, y=None, *, dtype):
+    """A 64-bit key of each row's content and label: equal rows have equal keys.
+
+    The row is cast to ``dtype`` (the detector's, so a float64 copy of float32 data has
+    the keys of the data), -0.0 read as 0.0, and its bytes, as 64-bit words (32-bit for
+    an odd number of float32 features), are combined as ``sum_j w_j a_j mod 2**64`` with
+    fixed random odd multipliers ``a_j``, then mixed by the finaliser of SplitMix64
+    (Steele, Lea & Flood, OOPSLA 2014) so that the keys' order is a pseudo-random one.
+    Distinct rows share a key with a probability of about ``2**-64`` per pair. A label,
+    when given, is mixed in through its index among ``np.unique(y)``: the key of a row
+    and its class. The key orders the rows by content, not by position: the threshold's
+    rows (:func:`threshold_rows`) and the cross-fit's folds (:func:`held_out_folds`) are
+    the same for the rows in any order. Costs one pass over X (an integer product).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,), default=None
+    dtype : {'float32', 'float64'} or numpy dtype
+
+    Returns
+    -------
+    keys : ndarray of shape (n_samples,) of uint64
+    """
+    dtype = np.dtype(dtype)
+    n_samples, n_features = X.shape
+    word = np.dtype(np.uint64 if n_features * dtype.itemsize % 8 == 0 else np.uint32)
+    n_words = n_features * dtype.itemsize // word.itemsize
+    multipliers = np.random.default_rng(_ROW_KEY_SEED).integers(
+        np.iinfo(np.uint64).max, size=n_words, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    keys = np.zeros(n_samples, dtype=np.uint64)
+    for rows in iter_slices(n_samples, _ROW_KEY_CHUNK):
+        # A fresh C-ordered copy in dtype (X is never written); + 0 turns -0.0 into 0.0,
+        # whose bytes differ but whose value does not.
+        block = np.array(X[rows], dtype=dtype, order="C")
+        block += 0
+        if n_words:
+            # Integer arithmetic wraps modulo 2**64, as the hash wants.
+            keys[rows] = block.view(word) @ multipliers
+    if y is not None:
+        codes = np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.uint64)
+        keys += (codes + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    return _mix64(keys)
+
+
+def _mix64(h):
+    """The finaliser of SplitMix64: every bit of the output depends on every input bit."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def held_out_folds(keys, y=None, n_splits=None):
+    """The fold of each training row in the threshold's cross-fit, from the rows' content.
+
+    Within each class (stratified, as :class:`~sklearn.model_selection.StratifiedKFold`),
+    the distinct keys of :func:`row_keys`, in increasing order (a pseudo-random order
+    fixed by the content), are dealt to the folds in turn, the count going on from one
+    class to the next so that the folds stay balanced. So the folds do not depend on the
+    order of the rows, and the copies of a row share its key, hence its fold (as with
+    :class:`~sklearn.model_selection.GroupKFold`): a held-out row's copy is never among
+    the rows its fold learned from.
+
+    Returns
+    -------
+    folds : ndarray of shape (n_samples,) of int, in ``range(n_splits)``
+
+    Raises
+    ------
+    ValueError
+        If there are fewer distinct rows than folds.
+    """
+    n_splits = _N_THRESHOLD_FOLDS if n_splits is None else n_splits
+    labels = (np.zeros(len(keys), dtype=np.intp) if y is None
+              else np.unique(y, return_inverse=True)[1].reshape(-1))
+    order = np.lexsort((keys, labels))
+    sorted_keys, sorted_labels = keys[order], labels[order]
+    new = np.ones(len(keys), dtype=bool)
+    new[1:] = (sorted_keys[1:] != sorted_keys[:-1]) | (sorted_labels[1:] != sorted_labels[:-1])
+    rank = np.cumsum(new) - 1
+    if len(keys) == 0 or rank[-1] + 1 < n_splits:
+        raise ValueError(
+            f"Cannot have number of splits n_splits={n_splits} greater than the number "
+            f"of distinct rows, {0 if len(keys) == 0 else rank[-1] + 1}."
+        )
+    folds = np.empty(len(keys), dtype=np.intp)
+    folds[order] = rank % n_splits
+    return folds
 
 
 def _state_tensor(value, device, dtype):
@@ -364,19 +474,27 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         is unaffected; if a fold cannot be fitted (a class too small to split), the
         training rows' own scores are used, with a warning. A row's held-out score is
         capped at its own score.
+
+        The folds are a function of the rows' content (:func:`held_out_folds`), not of
+        their positions: the rows in another order give the same folds, hence the same
+        ``offset_``; and the copies of a row (repeated or duplicated data) fall in one
+        fold, so that no held-out row is scored by a fold that learned from its copy.
         """
         n_splits = _N_THRESHOLD_FOLDS
-        if y is None:
-            splitter = KFold(n_splits, shuffle=True, random_state=0)
-        else:
-            splitter = StratifiedKFold(n_splits, shuffle=True, random_state=0)
-        wanted = min(len(X), THRESHOLD_ROWS)
+        keys = row_keys(X, y, dtype=self.dtype)
+        # One held-out score per distinct row, as in threshold_rows: copies score alike.
+        distinct = np.zeros(len(X), dtype=bool)
+        distinct[np.unique(keys, return_index=True)[1]] = True
+        wanted = min(int(distinct.sum()), THRESHOLD_ROWS)
         rows, scores = [], []
         try:
+            folds = held_out_folds(keys, y, n_splits)
             with warnings.catch_warnings():
                 # A fold repeats the final fit's warnings (a small class, say).
                 warnings.simplefilter("ignore")
-                for train, held_out in splitter.split(X, y):
+                for index in range(n_splits):
+                    train = np.flatnonzero(folds != index)
+                    held_out = np.flatnonzero((folds == index) & distinct)
                     fold = clone(self).set_params(**self._fitted_hyperparameters(),
                                                   **self._fitted_head())
                     # What fit's validation set on self, which the fold skips.
@@ -395,7 +513,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
                 UserWarning,
                 stacklevel=4,  # the caller of fit (through _fit_context)
             )
-            return self._score_array(X[threshold_rows(len(X))])
+            return self._score_array(X[threshold_rows(len(X), keys)])
         rows = np.concatenate(rows)
         # A row scored by a model that never saw it should not score higher than by the
         # one that learned from it; where fold noise says otherwise (constant features,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp, softmax
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 
 from sklearn_reclag import RecLagDetector
+from sklearn_reclag.base import held_out_folds, row_keys
 from sklearn_reclag.detectors.reclag import initial_memories
 
 
@@ -98,12 +98,15 @@ def test_decision_and_predict_follow_gamma(data):
 @pytest.mark.parametrize("contamination", [0.05, 0.2])
 def test_auto_gamma_is_the_contamination_quantile_of_held_out_scores(data, contamination):
     """gamma='auto': log gamma_ / beta is the `contamination` quantile of the training
-    rows' cross-fitted scores (5 stratified folds, each scored by the detector fitted on
-    the other four), so that about `contamination` of new rows have G <= 0."""
+    rows' cross-fitted scores (5 stratified folds of held_out_folds, each scored by the
+    detector fitted on the other four), so that about `contamination` of new rows have
+    G <= 0."""
     X, y, _, _ = data
     det = _fit(data, contamination=contamination, solver="em")
     held_out = np.empty(len(X))
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
+    folds = held_out_folds(row_keys(X, y, dtype=det.dtype), y)
+    for index in range(5):
+        train, test = np.flatnonzero(folds != index), np.flatnonzero(folds == index)
         fold = _fit((X[train], y[train], None, data[3]), contamination=contamination,
                     solver="em")
         held_out[test] = fold.score_samples(X[test])

@@ -16,7 +16,6 @@ import pytest
 from sklearn.base import clone
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from sklearn_reclag import (
     EnergyDetector,
@@ -26,7 +25,7 @@ from sklearn_reclag import (
     MSPDetector,
     RecLagDetector,
 )
-from sklearn_reclag.base import THRESHOLD_ROWS, threshold_rows
+from sklearn_reclag.base import THRESHOLD_ROWS, held_out_folds, row_keys, threshold_rows
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +68,11 @@ def test_offset_is_the_quantile_of_cross_fitted_scores(gaussians, name, labelled
     # The folds keep the final fit's head (a fitted softmax regression is not refitted).
     head = getattr(fitted, "head_coef_", None)
     fold_params = {} if head is None else {"head": (head, fitted.head_intercept_)}
-    splitter = (StratifiedKFold if labelled else KFold)(5, shuffle=True, random_state=0)
+    # The folds of held_out_folds: stratified, dealt in the order of the rows' keys.
+    folds = held_out_folds(row_keys(X, y, dtype="float64"), y)
     held_out = np.empty(len(X))
-    for train, test in splitter.split(X, y):
+    for index in range(5):
+        train, test = np.flatnonzero(folds != index), np.flatnonzero(folds == index)
         fold = clone(detector).set_params(**fold_params)
         fold.fit(X[train], None if y is None else y[train])
         held_out[test] = fold.score_samples(X[test])
@@ -88,7 +89,9 @@ def test_stored_rows_folds_count_each_pattern_for_the_missing_ones(gaussians):
     detector = HopfieldEnergyDetector(beta=beta, energy="density", metric="mahalanobis",
                                       device="cpu", dtype="float64")
     held_out = np.empty(len(X))
-    for train, test in KFold(5, shuffle=True, random_state=0).split(X):
+    folds = held_out_folds(row_keys(X, dtype="float64"))
+    for index in range(5):
+        train, test = np.flatnonzero(folds != index), np.flatnonzero(folds == index)
         fold = clone(detector).fit(X[train])
         held_out[test] = fold.score_samples(X[test]) + np.log(len(X) / len(train)) / beta
     fitted = clone(detector).fit(X)
@@ -115,7 +118,8 @@ def test_logit_detectors_keep_the_training_rows_own_scores(gaussians, given_head
         detector = Detector(head=head if given_head else None, device="cpu",
                             dtype="float64").fit(X, y)
         # The rows of threshold_rows (1,000 of the 1,200).
-        scores = detector.score_samples(X[threshold_rows(len(X))])
+        scores = detector.score_samples(
+            X[threshold_rows(len(X), row_keys(X, y, dtype="float64"))])
         assert detector.offset_ == pytest.approx(np.percentile(scores, 5), rel=1e-12)
 
 

@@ -35,10 +35,11 @@ from .._backend import (
     class_logsumexp,
     iter_slices,
     map_batches,
+    near_copies,
     resolve_device,
     routed_logsumexp,
 )
-from ..base import BaseOODDetector, threshold_rows
+from ..base import BaseOODDetector, row_keys, threshold_rows
 from ._covariance import COVARIANCE_CONSTRAINT, shared_covariance, whitening
 
 # Entries of the largest (rows x classes x memory slots) block built while scoring:
@@ -177,17 +178,19 @@ class _MemoryBankDetector(BaseOODDetector):
             # Learned memories or a learned whitening: cross-fitted scores.
             return None
         # The memories are the training rows: the threshold's scores are leave-one-out,
-        # each row scored without its own copy, as a new row is; each routed as the head
-        # routed it in _stored_patterns (no second pass of the head).
+        # each row scored without its own copy and without every other copy of it (a
+        # row that occurs twice would otherwise meet itself at distance 0), as a new
+        # row is; each routed as the head routed it in _stored_patterns (no second pass
+        # of the head).
         own_slot = np.full(len(X), -1, dtype=np.int64)
         own_slot[stored] = slots
         # The rows of threshold_rows only: the cost is linear in the bank.
-        rows = threshold_rows(len(X))
+        rows = threshold_rows(len(X), row_keys(X, y, dtype=self.dtype))
         row_args = [labels[rows], own_slot[rows]]
         if self.routing == "predicted" and predicted is not None:
             row_args.append(self._present_bank(X[rows], predicted[rows]))
-        return partial(map_batches, self._score_batch, X[rows], read_only=True,
-                       row_args=row_args, **self._batch_kwargs())
+        return partial(map_batches, partial(self._score_batch, exclude_copies=True), X[rows],
+                       read_only=True, row_args=row_args, **self._batch_kwargs())
 
     def _present_bank(self, X, predicted):
         """The head's predictions ``predicted`` of the rows X, moved off empty banks as
@@ -295,18 +298,19 @@ class _MemoryBankDetector(BaseOODDetector):
         return labels, stored, n_banks, predicted
 
     # -------------------------------------------------------------- scoring
-    def _class_lse(self, V, state, exclude=None):
+    def _class_lse(self, V, state, exclude=None, exclude_copies=False):
         """Per-class ``lse(beta * Xi_c v)`` (B, C), in blocks of bounded size."""
         banks, mask = state["memories_"], state["memory_mask_"]
         return class_logsumexp(V, banks, mask, self.beta_, bias=self._memory_bias(banks),
-                               max_block=_SCORE_BLOCK, exclude=exclude)
+                               max_block=_SCORE_BLOCK, exclude=exclude,
+                               exclude_copies=exclude_copies)
 
-    def _routed_lse(self, V, state, bank_index, exclude=None):
+    def _routed_lse(self, V, state, bank_index, exclude=None, exclude_copies=False):
         """``lse(beta * Xi_c v)`` (B,) against each row's own bank c only."""
         banks, mask = state["memories_"], state["memory_mask_"]
         return routed_logsumexp(V, bank_index, banks, mask, self.beta_,
                                 bias=self._memory_bias(banks), max_block=_SCORE_BLOCK,
-                                exclude=exclude)
+                                exclude=exclude, exclude_copies=exclude_copies)
 
     # Set on the folds of the threshold's cross-fit only (see _align_fold).
     _pattern_log_weight = None
@@ -336,9 +340,12 @@ class _MemoryBankDetector(BaseOODDetector):
         logits = self._head_logits(V, state).masked_fill(~present, -math.inf)
         return logits.argmax(dim=1)
 
-    def _score_batch(self, V, state, own_bank=None, own_slot=None, predicted=None):
+    def _score_batch(self, V, state, own_bank=None, own_slot=None, predicted=None, *,
+                     exclude_copies=False):
         """Scores of a batch; ``own_bank`` / ``own_slot`` name a memory to leave out of
-        each row's sums and ``predicted`` the row's bank, when fit knows them already."""
+        each row's sums and ``predicted`` the row's bank, when fit knows them already;
+        ``exclude_copies`` leaves out every memory that is a copy of the row (the
+        leave-one-out scores of training rows that occur more than once)."""
         # The head reads the raw rows, for routing='predicted' only (None: no head, one
         # bank); the memories see them through the metric.
         if predicted is None and self.routing == "predicted":
@@ -347,9 +354,9 @@ class _MemoryBankDetector(BaseOODDetector):
         Z = self._memory_space(V, state)
         if predicted is not None:
             # Only the predicted bank matters: score against it alone.
-            lse = self._routed_lse(Z, state, predicted, exclude)
+            lse = self._routed_lse(Z, state, predicted, exclude, exclude_copies)
         else:
-            lse = route(self._class_lse(Z, state, exclude), self.routing)
+            lse = route(self._class_lse(Z, state, exclude, exclude_copies), self.routing)
         return self._add_visible_energy(lse / self.beta_, Z)
 
     def _add_visible_energy(self, score, V):
@@ -381,6 +388,14 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     shared among the banks in proportion to their sizes, are queried against their
     whole bank, so the cost stays that of scoring ``max_queries`` rows.
 
+    Copies are not neighbours: a pattern's copies (repeated or duplicated training
+    rows, equal up to rounding, see :func:`~sklearn_reclag._backend.near_copies`) are
+    left out of its nearest-neighbour search like the pattern itself, so that data whose
+    every row occurs twice gets the beta of the data once, not the beta of a rounding
+    error (which made the kernel a spike that no new row reaches). The distances are
+    taken about the bank's mean, where the squared norms that the rounding scales with
+    are those of the spread, not of a common offset.
+
     Returns
     -------
     float
@@ -395,15 +410,21 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     # One bank at a time (once per fit, not a hot path): a query meets only its own bank.
     for c in np.flatnonzero(counts > 1):
         bank = X[torch.as_tensor(order[starts[c]:starts[c + 1]], device=device)]
+        # Distances do not change under a shift; the rounding of their expansion does.
+        bank = bank - bank.to(torch.float64).mean(dim=0).to(bank.dtype)
+        bank_sq_norms = torch.einsum("nd,nd->n", bank, bank)
         n_queries = max(2, int(np.ceil(max_queries * counts[c] / len(labels))))
         queries = np.unique(np.linspace(0, counts[c] - 1, n_queries).round().astype(int))
         for rows in iter_slices(len(queries), 256):
             index = torch.as_tensor(queries[rows], device=device)
-            squared = torch.cdist(bank[index], bank).square_()
-            squared[torch.arange(len(index), device=device), index] = math.inf  # itself
+            squared = torch.addmm(bank_sq_norms, bank[index], bank.T, alpha=-2).add_(
+                bank_sq_norms[index, None]).clamp_min_(0)
+            # The pattern itself and its copies are no neighbours.
+            squared.masked_fill_(near_copies(bank[index], bank), math.inf)
+            squared[torch.arange(len(index), device=device), index] = math.inf
             nearest.append(squared.amin(dim=1))
     nearest = torch.cat(nearest).cpu().numpy() if nearest else np.empty(0)
-    nearest = nearest[np.isfinite(nearest) & (nearest > 0)]
+    nearest = nearest[np.isfinite(nearest)]
     if nearest.size == 0:
         # Every bank holds copies of one pattern (constant features): no gap to follow,
         # and beta only rescales scores that cannot rank rows anyway.

@@ -16,7 +16,7 @@ import torch
 from sklearn.utils._param_validation import Interval
 
 from .._docstrings import fill_doc
-from ..base import BaseOODDetector, threshold_rows
+from ..base import BaseOODDetector, row_keys, threshold_rows
 
 class _LogitDetector(BaseOODDetector):
     """A detector that scores a function of the head's logits."""
@@ -38,7 +38,8 @@ class _LogitDetector(BaseOODDetector):
         # fewer rows has logits of another scale (measured on Gaussian classes in 40-60
         # dimensions: 93-95 % of new rows accepted with the own scores, 90-93 % with
         # cross-fitted ones, for 95 % asked).
-        return partial(self._score_array, X[threshold_rows(len(X))])
+        return partial(self._score_array,
+                       X[threshold_rows(len(X), row_keys(X, y, dtype=self.dtype))])
 
 
 @fill_doc

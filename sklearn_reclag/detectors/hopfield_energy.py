@@ -72,7 +72,11 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         ``decision_function = score_samples - offset_``; the ``contamination`` quantile
         of the training rows' leave-one-out scores (HE: each stored row scored without
         its own copy, as a new row would be) or of their cross-fitted scores (SHE, or a
-        learned whitening with ``metric='mahalanobis'``).
+        learned whitening with ``metric='mahalanobis'``). A row that occurs more than
+        once (repeated or augmented data) is scored without all its copies (the stored
+        patterns at a distance of rounding from it: ``|z - x|^2 <= 4 sqrt(D) eps (|z|^2
+        + |x|^2)``), and its copies share a fold; ``beta='auto'`` ignores copies too, so
+        data whose every row occurs twice gets the threshold and beta of the data once.
 
     Notes
     -----

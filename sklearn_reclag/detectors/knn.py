@@ -8,6 +8,7 @@ with those of the chunks before, so no (n_test x n_train) matrix is ever built; 
 distance is then computed again from the difference ``z - x`` itself.
 """
 
+import math
 import warnings
 from functools import partial
 from numbers import Integral
@@ -17,9 +18,9 @@ import torch
 from sklearn.preprocessing import normalize as l2_normalize
 from sklearn.utils._param_validation import Interval
 
-from .._backend import _memory_chunk, iter_slices, map_batches
+from .._backend import _memory_chunk, copy_tolerance, iter_slices, map_batches
 from .._docstrings import fill_doc
-from ..base import BaseOODDetector, threshold_rows
+from ..base import BaseOODDetector, row_keys, threshold_rows
 
 # Most entries of one block of (query rows x training rows) distances: 64 MiB in float32.
 _BLOCK = 2**24
@@ -98,6 +99,15 @@ class KNNDetector(BaseOODDetector):
     random draw where there are more; the acceptance rate's standard error is then 0.7
     points), so ``fit`` costs as much as scoring 1,000 rows: O(n_train n_features).
 
+    **Duplicated rows.** A training row that occurs more than once (repeated or
+    augmented data) would meet its copy at distance 0, and with ``n_neighbors=1`` every
+    leave-one-out score would be 0: ``predict`` would reject every new row. So a row's
+    leave-one-out score leaves out all its copies, the rows at a distance of rounding
+    from it (``|z - x|^2 <= 4 sqrt(D) eps (|z|^2 + |x|^2)``, eps of ``dtype``), and the
+    copies count once among the 1,000 rows (chosen by the rows' content, so the rows in
+    any order give the same ``offset_``). New rows are scored against every training
+    row, copies included.
+
     **Hyperparameter search.** ``KNNDetector.search_space`` is the grid to search, for
     example ``GridSearchCV(KNNDetector(), KNNDetector.search_space,
     scoring=fpr95_scorer)``: ``{'n_neighbors': [1, 5, 10, 20, 50, 100, 200]}``. OpenOOD
@@ -155,26 +165,31 @@ class KNNDetector(BaseOODDetector):
             )
         # A copy either way: the user's X may change after fit.
         self.train_rows_ = l2_normalize(X) if self.normalize else np.array(X)
-        return partial(self._leave_one_out_scores, X[threshold_rows(n_train)])
+        # Keys of the rows alone: a row's neighbours do not depend on its label.
+        rows = threshold_rows(n_train, row_keys(X, dtype=self.dtype))
+        return partial(self._leave_one_out_scores, X[rows])
 
     def _score_batch(self, V, state):
         return -self._kth_distance(V, state, self.n_neighbors_)
 
     def _leave_one_out_scores(self, X):
         # X holds training rows (those of threshold_rows: the cost is linear in the
-        # bank). A training row meets itself at distance 0, so its k-th neighbour among
-        # the other rows is its (k+1)-th among all of them.
+        # bank). A training row meets itself at distance 0, and so does each of its
+        # copies (a row that occurs twice is its own nearest neighbour twice): its
+        # score is its k-th neighbour among the rows that are not copies of it.
         return map_batches(
-            lambda V, state: -self._kth_distance(V, state, self.n_neighbors_ + 1),
+            lambda V, state: -self._kth_distance(V, state, self.n_neighbors_,
+                                                 exclude_copies=True),
             X, read_only=True, **self._batch_kwargs(),
         )
 
-    def _kth_distance(self, V, state, kth):
+    def _kth_distance(self, V, state, kth, exclude_copies=False):
         queries = _unit_rows(V) if self.normalize else V
-        return kth_neighbour_distance(queries, state["train_rows_"], kth, max_block=_BLOCK)
+        return kth_neighbour_distance(queries, state["train_rows_"], kth, max_block=_BLOCK,
+                                      exclude_copies=exclude_copies)
 
 
-def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK):
+def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK, exclude_copies=False):
     """Euclidean distance from each query to its ``kth`` nearest training row (exact).
 
     Two steps. The search: the training rows are taken a chunk at a time, so that a
@@ -194,11 +209,26 @@ def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK):
     train : tensor of shape (N, D), with N >= kth
     kth : int >= 1
     max_block : int, default=2**24
+    exclude_copies : bool, default=False
+        Leave out of each query's search the training rows that are copies of it up to
+        rounding (:func:`~sklearn_reclag._backend.near_copies`; the query itself among
+        them): the leave-one-out distances of training rows, some of which occur more
+        than once. A query with fewer than ``kth`` other rows gets the distance to a
+        copy (about 0).
 
     Returns
     -------
     tensor of shape (B,)
     """
+    nearest = nearest_neighbours(queries, train, kth, max_block=max_block,
+                                 exclude_copies=exclude_copies)
+    return _largest_distance(queries, train, nearest, max_block)
+
+
+def nearest_neighbours(queries, train, k, *, max_block=_BLOCK, exclude_copies=False):
+    """Indices of the ``k`` nearest training rows of each query, unsorted: the search of
+    :func:`kth_neighbour_distance` (a (B, k) tensor of row indices of ``train``), without
+    the copies of the query with ``exclude_copies``."""
     n_queries, n_train = queries.shape[0], train.shape[0]
     # Costs N * D per chunk of queries, 1/B of the products.
     train_sq_norms = torch.einsum("nd,nd->n", train, train)
@@ -206,13 +236,20 @@ def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK):
     # Every block is written into the same memory: on a CPU a fresh block of 64 MiB per
     # product pays its page faults again (measured: 10-20 % of the search).
     buffer = queries.new_empty(n_queries * min(chunk, n_train))
+    if exclude_copies:
+        query_sq_norms = torch.einsum("bd,bd->b", queries, queries)[:, None]
+        tolerance = copy_tolerance(queries.dtype, queries.shape[1])
     values = nearest = None
     for rows in iter_slices(n_train, chunk):
         block = buffer[: n_queries * (rows.stop - rows.start)].view(n_queries, -1)
         # |x|^2 - 2 z.x: the squared distance less |z|^2, in one fused product.
         torch.addmm(train_sq_norms[rows], queries, train[rows].T, alpha=-2, out=block)
-        values, nearest = _merge_smallest(values, nearest, block, rows.start, kth)
-    return _largest_distance(queries, train, nearest, max_block)
+        if exclude_copies:
+            # Copies: |z - x|^2 <= t (|z|^2 + |x|^2), near_copies' rule, from the block.
+            scale = query_sq_norms + train_sq_norms[rows]
+            block.masked_fill_(block + query_sq_norms <= tolerance * scale, math.inf)
+        values, nearest = _merge_smallest(values, nearest, block, rows.start, k)
+    return nearest
 
 
 def _merge_smallest(values, nearest, block, first_row, k):
@@ -232,18 +269,24 @@ def _merge_smallest(values, nearest, block, first_row, k):
 
 
 def _largest_distance(queries, train, nearest, max_block):
-    """``max_j ||z - x_nearest[., j]||`` for each query, from the differences themselves,
-    in chunks of queries of at most ``max_block`` entries of differences (fewer on a
-    CPU, see ``_CPU_DIFFERENCES_BLOCK``)."""
+    """``max_j ||z - x_nearest[., j]||`` for each query (see :func:`neighbour_distances`)."""
+    return neighbour_distances(queries, train, nearest, max_block=max_block).amax(dim=1)
+
+
+def neighbour_distances(queries, train, nearest, *, max_block=_BLOCK):
+    """``||z - x_nearest[., j]||`` for each query and each of its neighbours, a (B, k)
+    tensor, from the differences themselves (no cancellation), in chunks of queries of
+    at most ``max_block`` entries of differences (fewer on a CPU, see
+    ``_CPU_DIFFERENCES_BLOCK``)."""
     n_queries, n_nearest = nearest.shape
     n_features = queries.shape[1]
     if queries.device.type == "cpu":
         max_block = min(max_block, _CPU_DIFFERENCES_BLOCK)
-    out = queries.new_empty(n_queries)
+    out = queries.new_empty(n_queries, n_nearest)
     for rows in iter_slices(n_queries, _memory_chunk(max_block, n_nearest * n_features)):
         differences = train.index_select(0, nearest[rows].reshape(-1))
         differences = differences.view(-1, n_nearest, n_features).sub_(queries[rows, None])
-        out[rows] = torch.linalg.vector_norm(differences, dim=2).amax(dim=1)
+        out[rows] = torch.linalg.vector_norm(differences, dim=2)
     return out
 
 

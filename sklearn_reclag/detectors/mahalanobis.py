@@ -5,13 +5,13 @@ from functools import partial
 import numpy as np
 import torch
 
+from .._backend import map_batches
 from .._docstrings import fill_doc
-from ..base import BaseOODDetector, threshold_rows
+from ..base import BaseOODDetector, row_keys, threshold_rows
 from ._covariance import (
     COVARIANCE_CONSTRAINT,
     inverse_square_roots,
-    shared_covariance,
-    whitening,
+    shared_spectrum,
 )
 
 
@@ -31,10 +31,29 @@ class MahalanobisDetector(BaseOODDetector):
     varies are ignored. The paper's input preprocessing and layer ensemble need the
     network and are not part of this features-only detector.
 
+    ``normalize=True`` is Mahalanobis++ (Mueller, Hein et al., "Mahalanobis++: Improving
+    OOD Detection via Feature Normalization", ICML 2025): every row is first divided
+    by its L2 norm, ``v -> v / |v|_2``, and the class means, the shared covariance and
+    the scores are those of the normalised rows. The paper finds that the feature norms
+    of pretrained networks vary far more than the Gaussian model of Mahalanobis allows,
+    and that normalising them lifts Mahalanobis to the leading post-hoc detectors
+    (ImageNet-1K, ResNet-50: AUROC near / far OOD from 55 / 74 to 72 / 93).
+
+    Distances do not change under a shift: the rows are centred on the mean of the
+    training rows (``center_``, computed in float64) before anything else, so that
+    features with a large common offset (unnormalised features with a mean of 1e4,
+    say) keep their float32 digits where they differ. With more features than
+    training rows, the covariance is computed in the span of the training rows
+    (:func:`~sklearn_reclag.detectors._covariance.shared_spectrum`): no (D, D) array
+    is formed by fit or scoring, and 8,192 features fit in seconds.
+
     Parameters
     ----------
     covariance : {'empirical', 'ledoit_wolf', 'oas'} or estimator, default='empirical'
         ${covariance}
+    normalize : bool, default=False
+        L2-normalise every row first (fit and scoring): Mahalanobis++ (Mueller et al.,
+        ICML 2025). A zero row stays zero.
     ${contamination}
     ${device}
 
@@ -44,15 +63,18 @@ class MahalanobisDetector(BaseOODDetector):
         Class labels, in the order of ``means_``; None when fitted without y.
     means_ : ndarray of shape (n_classes, n_features)
         The class means (one mean when fitted without y).
+    center_ : ndarray of shape (n_features,)
+        The mean of the training rows (normalised with ``normalize=True``): the origin
+        that scoring centres the rows on.
     covariance_ : ndarray of shape (n_features, n_features)
-        The shared within-class covariance Sigma.
+        The shared within-class covariance Sigma. Computed on access from its
+        eigendecomposition, as are the next two (D^2 memory each: fit and scoring use
+        the eigendecomposition only).
     precision_ : ndarray of shape (n_features, n_features)
         Its pseudo-inverse ``Sigma^+``.
     whitening_ : ndarray of shape (n_features, n_features)
-        The symmetric square root of ``precision_``, ``Sigma^{+1/2}``: scoring computes
-        ``|W v - W mu_c|^2``.
-    whitened_means_ : ndarray of shape (n_classes, n_features)
-        ``means_ @ whitening_``.
+        The symmetric square root of ``precision_``, ``Sigma^{+1/2}``: the score is
+        ``-1/2 min_c |W (v - mu_c)|^2``.
     ${fitted_common}
 
     See Also
@@ -78,19 +100,28 @@ class MahalanobisDetector(BaseOODDetector):
     _parameter_constraints = {
         **BaseOODDetector._parameter_constraints,
         "covariance": COVARIANCE_CONSTRAINT,
+        "normalize": ["boolean"],
     }
     _needs_classes = False  # y=None: one class mean
-    _tensor_attributes = ("whitening_", "whitened_means_")
 
-    search_space = {"covariance": ["empirical", "ledoit_wolf"]}
-    """A GridSearchCV ``param_grid``: the covariance estimates worth comparing."""
+    search_space = {"covariance": ["empirical", "ledoit_wolf"], "normalize": [False, True]}
+    """A GridSearchCV ``param_grid``: the covariance estimates worth comparing, with
+    and without the feature normalisation of Mahalanobis++."""
 
-    def __init__(self, *, covariance="empirical", contamination=0.05, device="auto",
-                 dtype="float32", batch_size=None):
+    def __init__(self, *, covariance="empirical", normalize=False, contamination=0.05,
+                 device="auto", dtype="float32", batch_size=None):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
         )
         self.covariance = covariance
+        self.normalize = normalize
+
+    @property
+    def _tensor_attributes(self):
+        names = ("center_", "_scaled_basis", "_whitened_means")
+        # The directions outside the basis (a shrunk covariance of fewer rows than
+        # features) have one scale; the rows' components there need the basis itself.
+        return names + (("_basis",) if self._rest_scale > 0 else ())
 
     def _fit(self, X, y):
         if len(X) < 2:
@@ -98,12 +129,20 @@ class MahalanobisDetector(BaseOODDetector):
                 f"MahalanobisDetector needs at least 2 rows to estimate a covariance; got "
                 f"n_samples={len(X)}."
             )
-        self.classes_, self.means_, self.covariance_, shrinkage = shared_covariance(
-            X, y, self.covariance, return_shrinkage=True)
-        eigh = np.linalg.eigh(self.covariance_)  # the whitening's, and the downdate's
-        self.whitening_ = whitening(self.covariance_, eigh)
-        self.precision_ = self.whitening_ @ self.whitening_
-        self.whitened_means_ = self.means_ @ self.whitening_
+        if self.normalize:
+            X = _unit_rows(X)
+        self.center_ = X.mean(axis=0)
+        self.classes_, self.means_, self._spectrum, shrinkage = shared_spectrum(
+            X, y, self.covariance, center=self.center_)
+        scales, self._rest_scale = self._spectrum.whitening_scales()
+        # |W (v - mu_c)|^2 = |((v - c) - (mu_c - c)) B a|^2 + t^2 |the rest of v - c|^2,
+        # with Sigma's eigenvectors B (D, k), the whitening's scales a on them and t on
+        # the directions outside them, where the class means have no component.
+        self._basis = self._spectrum.basis
+        self._scaled_basis = self._basis * scales
+        self._whitened_means = (self.means_ - self.center_) @ self._scaled_basis
+        # The whitening's, and the downdate's.
+        eigh = (self._spectrum.eigenvalues, self._spectrum.basis)
         if shrinkage is None:
             # A user-given covariance estimator has no closed-form downdate: cross-fitted.
             return None
@@ -115,24 +154,30 @@ class MahalanobisDetector(BaseOODDetector):
         The named covariances are ``Sigma = (1 - s) C + s mu I`` with C the empirical
         covariance of the class-centred rows, ``mu = trace(C) / D`` and the shrinkage s
         (0 for 'empirical'). C and the class means are sums over rows: leaving out row x
-        of class c (n_c rows, ``u = x - mu_c``) moves the mean to ``mu_c - u / (n_c -
-        1)`` and the scatter ``S = N C`` to ``S - k u u^T``, ``k = n_c / (n_c - 1)``, so
-        that, with s and mu held fixed (as the cross-fit holds a fitted beta), the new
-        covariance is ``B - b u u^T``: ``B = (1 - s) S / (N - 1) + s mu I``, ``b = (1 - s)
-        k / (N - 1)``. Sherman-Morrison then gives the new squared distances from
-        products in the metric of ``B`` (``h = u^T B^+ u``, ``g_j = u^T B^+ (x - mu_j)``,
-        ``q_j = (x - mu_j)^T B^+ (x - mu_j)``)::
+        of class c (n_c rows, ``u = x - mu_c``) together with its copies, m rows in all
+        (m = 1 for a row that occurs once; copies of one observation leave together, as
+        a new row has no copy in the training set), moves the mean to ``mu_c - m u /
+        (n_c - m)`` and the scatter ``S = N C`` to ``S - k u u^T``, ``k = m a``, ``a =
+        n_c / (n_c - m)``, so that, with s and mu held fixed (as the cross-fit holds a
+        fitted beta), the new covariance is ``B - b u u^T``: ``B = (1 - s) S / (N - m) + s
+        mu I``, ``b = (1 - s) k / (N - m)``. Sherman-Morrison then gives the new squared
+        distances from products in the metric of ``B`` (``h = u^T B^+ u``, ``g_j = u^T
+        B^+ (x - mu_j)``, ``q_j = (x - mu_j)^T B^+ (x - mu_j)``)::
 
-            d_c' = k^2 h / (1 - b h)
+            d_c' = a^2 h / (1 - b h)
             d_j' = q_j + b g_j^2 / (1 - b h)
 
-        which is what refitting on the N - 1 other rows gives ('empirical': exactly),
-        at the cost of scoring the rows. Where a row alone spans a direction of the
-        covariance (``b h`` near 1, fewer rows than features), the downdate is
-        ill-posed and the threshold is cross-fitted instead.
+        which is what refitting on the N - m other rows gives ('empirical': exactly),
+        at the cost of scoring the rows (once per distinct m). Copies are rows equal in
+        the fit's dtype, with the same label (:func:`row_keys`). Where a row alone spans
+        a direction of the covariance (``b h`` near 1, fewer rows than features), the
+        downdate is ill-posed and the threshold is cross-fitted instead.
         """
         n_samples = len(X)
-        rows = threshold_rows(n_samples)
+        keys = row_keys(X, y, dtype=self.dtype)
+        rows = threshold_rows(n_samples, keys)
+        copies = np.unique(keys, return_inverse=True, return_counts=True)
+        copies = copies[2][copies[1].reshape(-1)][rows].astype(np.float64)
         if y is None:
             labels = np.zeros(n_samples, dtype=np.intp)
         else:
@@ -141,35 +186,77 @@ class MahalanobisDetector(BaseOODDetector):
         own, n_own = labels[rows], counts[labels[rows]].astype(np.float64)
         # B in the eigenbasis of Sigma (C shares it): its eigenvalues from Sigma's.
         eigenvalues, eigenvectors = np.linalg.eigh(self.covariance_) if eigh is None else eigh
-        mu = np.trace(self.covariance_) / len(eigenvalues)
-        b_eigenvalues = n_samples / (n_samples - 1) * (eigenvalues - shrinkage * mu) + (
-            shrinkage * mu)
-        # |(v - w) to_b|^2 = (v - w)^T B^+ (v - w), with whitening()'s cut-off.
-        to_b = eigenvectors * inverse_square_roots(b_eigenvalues)
-        Z, Z_means = X[rows] @ to_b, self.means_ @ to_b
-        # (Z - M_j).(Z - M_c) and |Z - M_j|^2 from products, without an (m, C, D) block.
-        products = Z @ Z_means.T
-        mean_products = Z_means @ Z_means.T
-        sq_norms = np.einsum("ij,ij->i", Z, Z)
-        index = np.arange(len(rows))
-        distances = sq_norms[:, None] - 2 * products + np.diag(mean_products)[None, :]
-        cross = (sq_norms[:, None] - products - products[index, own][:, None]
-                 + mean_products[own])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = n_own / (n_own - 1)  # inf for a class of one row: it leaves with it
-            b = (1 - shrinkage) * k / (n_samples - 1)
-            h = distances[index, own]
-            denominator = 1 - b * h
-            if np.any((n_own > 1) & (denominator < 1e-6)):
-                return self._held_out_scores(X, y)
-            single = n_own <= 1
-            b, k = np.where(single, 0.0, b), np.where(single, 0.0, k)
-            denominator = np.where(single, 1.0, denominator)
-            downdated = distances + (b / denominator)[:, None] * cross ** 2
-            downdated[index, own] = np.where(single, np.inf, k ** 2 * h / denominator)
-        return -0.5 * downdated.min(axis=1)
+        mu = self._spectrum.trace() / self.n_features_in_
+        scores = np.empty(len(rows))
+        for m in np.unique(copies):
+            group = copies == m
+            b_eigenvalues = n_samples / (n_samples - m) * (eigenvalues - shrinkage * mu) + (
+                shrinkage * mu)
+            # |(v - w) to_b|^2 = (v - w)^T B^+ (v - w), with whitening()'s cut-off.
+            to_b = eigenvectors * inverse_square_roots(b_eigenvalues, self.n_features_in_)
+            Z, Z_means = self._centred(X[rows[group]]) @ to_b, (
+                self.means_ - self.center_) @ to_b
+            # (Z - M_j).(Z - M_c) and |Z - M_j|^2 from products, without an (m, C, D) block.
+            products = Z @ Z_means.T
+            mean_products = Z_means @ Z_means.T
+            sq_norms = np.einsum("ij,ij->i", Z, Z)
+            index, own_class, n_class = np.arange(len(Z)), own[group], n_own[group]
+            distances = sq_norms[:, None] - 2 * products + np.diag(mean_products)[None, :]
+            cross = (sq_norms[:, None] - products - products[index, own_class][:, None]
+                     + mean_products[own_class])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # inf for a class of only these copies: it leaves with them
+                a = n_class / (n_class - m)
+                b = (1 - shrinkage) * m * a / (n_samples - m)
+                h = distances[index, own_class]
+                denominator = 1 - b * h
+                if np.any((n_class > m) & (denominator < 1e-6)):
+                    return self._held_out_scores(X, y)
+                single = n_class <= m
+                b, a = np.where(single, 0.0, b), np.where(single, 0.0, a)
+                denominator = np.where(single, 1.0, denominator)
+                downdated = distances + (b / denominator)[:, None] * cross ** 2
+                downdated[index, own_class] = np.where(single, np.inf, a ** 2 * h / denominator)
+            scores[group] = -0.5 * downdated.min(axis=1)
+        return scores
+
+    def _centred(self, X):
+        """Training rows (numpy) as scoring sees them: normalised, minus ``center_``."""
+        return (_unit_rows(X) if self.normalize else X) - self.center_
+
+    def _score_array(self, X):
+        if self.normalize:
+            return super()._score_array(X)
+        # Centred on the host side of the cast, in X's precision (see map_batches).
+        return map_batches(self._score_batch, X, read_only=True, center=self.center_,
+                           **self._batch_kwargs())
 
     def _score_batch(self, V, state):
-        Z = V @ state["whitening_"]
-        distances = torch.cdist(Z, state["whitened_means_"]).square_()
+        if self.normalize:
+            norms = torch.linalg.vector_norm(V, dim=1, keepdim=True)
+            V = V / norms.clamp_min(torch.finfo(V.dtype).tiny) - state["center_"]
+        Z = V @ state["_scaled_basis"]
+        distances = torch.cdist(Z, state["_whitened_means"]).square_()
+        if self._rest_scale > 0:
+            rest = V - (V @ state["_basis"]) @ state["_basis"].T
+            distances += self._rest_scale ** 2 * rest.square().sum(dim=1, keepdim=True)
         return -0.5 * distances.amin(dim=1)
+
+    @property
+    def covariance_(self):
+        return self._spectrum.dense()
+
+    @property
+    def precision_(self):
+        return self._spectrum.dense(-1.0)
+
+    @property
+    def whitening_(self):
+        return self._spectrum.dense(-0.5)
+
+
+def _unit_rows(X):
+    """The rows of X divided by their L2 norms; a zero row stays zero (as with
+    :class:`sklearn.preprocessing.Normalizer`)."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.divide(X, norms, out=np.zeros(X.shape), where=norms > 0)
