@@ -397,6 +397,22 @@ def test_invalid_parameters_are_rejected(rng, Detector, params):
         Detector(**params, device="cpu").fit(X, y)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("Detector", [*HEAD_DETECTORS, RMDSDetector])
+def test_cuda_scores_match_cpu(rng, Detector):
+    X, y, head = _relu_problem(rng, n=300)
+    kw = {} if Detector is RMDSDetector else {"head": head}
+    cpu = Detector(**kw, device="cpu").fit(X, y)
+    gpu = Detector(**kw, device="cuda").fit(X, y)
+    assert gpu.device_.startswith("cuda")
+    # float32 on two devices: the products round differently (RMDS's distances from
+    # whitened products the most); the scores agree to float32's precision.
+    scale = max(1.0, float(np.abs(cpu.score_samples(X)).max()))
+    np.testing.assert_allclose(gpu.score_samples(X), cpu.score_samples(X), rtol=1e-4,
+                               atol=1e-4 * scale)
+    assert gpu.offset_ == pytest.approx(cpu.offset_, rel=1e-3, abs=1e-3 * scale)
+
+
 # ---------------------------------------------------------------- model selection
 @pytest.mark.parametrize("Detector", [*HEAD_DETECTORS, RMDSDetector])
 def test_every_point_of_the_search_space_fits_and_scores(rng, Detector):
