@@ -225,11 +225,19 @@ def test_grid_search_routes_outliers_to_every_fold(rng):
             pipe, {"recording__beta": HopfieldBoostingDetector.search_space["beta"]},
             scoring=fpr95_scorer, cv=KFold(3, shuffle=True, random_state=0),
         ).fit(X_all, y_all, outliers=outliers)
-    # 4 betas x 3 folds, and the refit, each with all 37 outlier rows.
-    assert seen == [len(outliers)] * 13
+    # Every beta on 3 folds, and the refit, each with all 37 outlier rows.
+    n_fits = 3 * len(HopfieldBoostingDetector.search_space["beta"]) + 1
+    assert seen == [len(outliers)] * n_fits
     assert len(search.best_estimator_[-1].outlier_patterns_) == len(outliers)
     assert search.best_params_["recording__beta"] in HopfieldBoostingDetector.search_space[
         "beta"]
+    # As many outlier rows as X: scikit-learn splits them with X (documented).
+    seen.clear()
+    with sklearn.config_context(enable_metadata_routing=True):
+        GridSearchCV(pipe, {"recording__beta": [4.0]}, scoring=fpr95_scorer,
+                     cv=KFold(3, shuffle=True, random_state=0)).fit(
+            X_all, y_all, outliers=rng.normal(size=X_all.shape))
+    assert seen == [2 * len(X_all) // 3] * 3 + [len(X_all)]
 
 
 def test_beta_must_be_positive(rng):
