@@ -5,6 +5,7 @@ saves its figures there as PNG files. The gallery gives each example a fresh fol
 shows the PNGs the script wrote there.
 """
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -55,3 +56,22 @@ def written_figures(block, block_vars, gallery_conf):
         parts.append(figure_rst([destination], gallery_conf["src_dir"],
                                 fig_titles=png.stem.replace("_", " ")))
     return "".join(parts)
+
+
+def add_not_run_note(rst, script_name, why):
+    """``rst`` (an example's page as sphinx-gallery wrote it) with a note under its title
+    that the example was not run for this build, ``why``, and how to run it.
+
+    The title is the first line underlined with "=" after sphinx-gallery's
+    ``.. _sphx_glr_...:`` label; a page without one is returned unchanged.
+    """
+    note = ["", ".. note::", "",
+            f"   This example was not run when this page was built: {why}, so no output "
+            "is shown under its code. The full build shows what it prints and saves; run "
+            f"it yourself with ``python examples/{script_name} OUTPUT_DIR``.", ""]
+    lines = rst.split("\n")
+    label = next((i for i, line in enumerate(lines) if line.startswith(".. _sphx_glr_")), 0)
+    for i in range(label, len(lines) - 1):
+        if lines[i].strip() and re.fullmatch(r"=+", lines[i + 1].strip()):
+            return "\n".join(lines[:i + 2] + note + lines[i + 2:])
+    return rst

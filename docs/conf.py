@@ -22,6 +22,7 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS))  # the gallery helpers, named by string below
 
+import _gallery_helpers  # noqa: E402
 import sklearn_reclag  # noqa: E402
 
 project = "sklearn-reclag"
@@ -90,6 +91,7 @@ def _escape_trailing_underscores(app, what, name, obj, options, lines):
 def setup(app):
     # Before numpydoc (priority 500), which turns the sections into reST.
     app.connect("autodoc-process-docstring", _escape_trailing_underscores, priority=400)
+    app.connect("source-read", _not_run_note)
 
 # -- Benchmarks: the files the benchmark scripts wrote, copied in at build time ---------------
 myst_enable_extensions = ["dollarmath"]
@@ -180,7 +182,32 @@ sphinx_gallery_conf = {
     "doc_module": ("sklearn_reclag",),
     "inspect_global_variables": False,
     "show_signature": False,
+    # The examples that save no figure name a drawn thumbnail (docs/_thumbnails.py) in a
+    # "# sphinx_gallery_thumbnail_path = ..." comment, which the pages need not show.
+    "remove_config_comments": True,
 }
+
+
+def _not_run_note(app, docname, source):
+    """Say at the top of an example's page that the quick build did not run it.
+
+    In the quick build (and with ``-D plot_gallery=0``) the examples not run show their
+    code without any output; without a word the page reads as if the script printed
+    nothing.
+    """
+    if not docname.startswith("auto_examples/") or docname.endswith("/index"):
+        return
+    script = ROOT / "examples" / (docname.split("/", 1)[1] + ".py")
+    plot_gallery = str(app.config.sphinx_gallery_conf.get("plot_gallery", True))
+    ran_all = plot_gallery.lower() not in ("false", "0")
+    if not script.exists() or (ran_all and (not _QUICK or re.search(
+            _QUICK_EXAMPLES, "/" + script.name))):
+        return
+    why = ("the quick build of this site (``SKLEARN_RECLAG_GALLERY=quick``) runs only the "
+           "examples that take about a minute or less" if ran_all else
+           "this build of the site ran no example (``-D plot_gallery=0``)")
+    source[0] = _gallery_helpers.add_not_run_note(source[0], script.name, why)
+
 
 # -- HTML ------------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"

@@ -20,6 +20,8 @@ Run::
 It prints the candidates' table (``cv_results_``) and writes it to ``auto_detector.csv``.
 """
 
+# sphinx_gallery_thumbnail_path = "_static/thumbnails/auto_detector.png"
+
 import argparse
 from pathlib import Path
 

@@ -18,6 +18,8 @@ It writes the scores of 400,000 synthetic feature rows under ``OUTPUT_DIR/scores
 (one ``.npy`` file per block, :func:`dask.array.to_npy_stack`).
 """
 
+# sphinx_gallery_thumbnail_path = "_static/thumbnails/dask_grid_search.png"
+
 import argparse
 from pathlib import Path
 

@@ -21,6 +21,8 @@ Run::
 It prints both searches and the test table and writes ``grid_search_results.json``.
 """
 
+# sphinx_gallery_thumbnail_path = "_static/thumbnails/grid_search_pipeline.png"
+
 import argparse
 import json
 from pathlib import Path

@@ -21,6 +21,8 @@ It writes ``reclag.joblib`` and ``reclag.skops`` and checks that both load with 
 scores.
 """
 
+# sphinx_gallery_thumbnail_path = "_static/thumbnails/persistence.png"
+
 import argparse
 from pathlib import Path
 

@@ -9,6 +9,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 API = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
 
 # Helpers that modules import for their own use, not to offer them.
@@ -67,3 +69,46 @@ def test_every_public_object_has_a_page():
 def test_every_entry_exists():
     for module_name, name in _documented():
         assert hasattr(importlib.import_module(module_name), name), f"{module_name}.{name}"
+
+
+# --------------------------------------------------------------------- the gallery
+DOCS = API.parent
+EXAMPLES = DOCS.parent / "examples"
+_THUMBNAIL = re.compile(r'^# sphinx_gallery_thumbnail_path = "([^"]+)"$', re.MULTILINE)
+
+
+@pytest.mark.parametrize("script", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
+def test_every_example_has_a_thumbnail_of_its_own(script):
+    """An example that saves no PNG names a drawn thumbnail that exists (issue 23 item 9:
+    the gallery showed sphinx-gallery's placeholder for them); one that saves figures
+    gets its first figure and names none."""
+    text = script.read_text()
+    named = _THUMBNAIL.findall(text)
+    if ".png" in _THUMBNAIL.sub("", text):
+        assert not named
+    else:
+        assert len(named) == 1, "add # sphinx_gallery_thumbnail_path (docs/_thumbnails.py)"
+        assert (DOCS / named[0]).is_file(), f"{named[0]}: run python docs/_thumbnails.py"
+
+
+def test_pages_of_examples_not_run_say_so_under_their_title():
+    """The quick build leaves some examples unrun: their pages get a note under the
+    title that says why no output is shown and how to run them."""
+    pytest.importorskip("sphinx_gallery")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_gallery_helpers",
+                                                  DOCS / "_gallery_helpers.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    page = "\n".join([
+        ".. note::", "    :class: sphx-glr-download-link-note", "",
+        ".. _sphx_glr_auto_examples_demo.py:", "", "A demo", "======", "",
+        "Its introduction.", ""])
+    noted = helpers.add_not_run_note(page, "demo.py", "the quick build skips it").split("\n")
+    title = noted.index("A demo")
+    assert noted[title + 3] == ".. note::"
+    note = noted[title + 5]
+    assert "not run when this page was built: the quick build skips it" in note
+    assert "``python examples/demo.py OUTPUT_DIR``" in note
+    assert noted[title + 7:] == ["", "Its introduction.", ""]
