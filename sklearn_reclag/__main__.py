@@ -9,12 +9,15 @@ benchmark  the full table: several seeds, optional PyOD / GaussianMixture peers,
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -40,6 +43,14 @@ from .benchmark import (
 )
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a row's name for --methods
+    (reclag-default-untrained) stays whole. (_split_lines is argparse's hook for this.)"""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m sklearn_reclag",
@@ -57,6 +68,7 @@ def _parser():
     )
     benchmark = commands.add_parser(
         "benchmark", help="full quality table over seeds, on digits or your own features",
+        formatter_class=_HelpFormatter,
         description="The detection-quality table (FPR95, AUROC, AUPR-In; mean ± std over "
                     "seeds; near / far OOD and paired intervals). Hyperparameters are "
                     "chosen without the test sets: by default from the training rows "
@@ -81,40 +93,113 @@ def _parser():
              "classes of the training rows, no OOD rows needed) or 'validation' "
              "(GridSearchCV on the features file's X_val_ood)")
     benchmark.add_argument("--seeds", type=_positive_int, default=5,
-                           help="number of seeds, at least 1 (default 5)")
+                           help="number of seeds, at least 1 (default 5); the seeds are "
+                                "0, 1, ..., N - 1")
     benchmark.add_argument("--quick", action="store_true",
                            help="small grids and few epochs (seconds, for CI)")
     benchmark.add_argument("--peers", action="store_true",
                            help="add PyOD KNN/LOF/IForest/ECOD and GaussianMixture rows")
+    # None, not 'all': --methods alone means only the rows it names, with --preset the
+    # preset's rows and those.
     benchmark.add_argument(
-        "--preset", choices=PRESETS, default="all",
-        help="which rows: 'all' (default), 'paper' (the published methods with the "
-             "papers' parameters: MSP, Energy, ReAct, HE, SHE, RecLag), 'unlabelled' "
-             "(the rows that need neither labels nor a head)")
+        "--preset", choices=PRESETS, default=None,
+        help="which rows: 'all' (the default without --methods), 'paper' (the published "
+             "methods with the papers' parameters: MSP, Energy, ReAct, HE, SHE, RecLag), "
+             "'unlabelled' (the rows that need neither labels nor a head)")
     benchmark.add_argument(
         "--methods", nargs="+", default=None, metavar="NAME",
-        help="only these rows of the preset, by name (e.g. --methods HE RecLag KNN)")
+        help="rows by name: alone, only these rows; with --preset or --peers, these rows "
+             "added to theirs (e.g. --preset paper --methods knn mahalanobis). Case and "
+             "punctuation do not matter ('HE (default)', he-default and he_default are one "
+             "row). The rows: " + ", ".join(_row_keys())
+             + "; with PyOD installed also " + ", ".join(_PEER_KEYS))
     for sub in (demo, benchmark):
-        sub.add_argument("--output", type=Path, default=Path("output"),
-                         help="directory for the tables and plots (default ./output)")
+        sub.add_argument("--output", type=_output_path, default=Path("output"),
+                         help="folder for the tables and plots (default ./output), new or "
+                              "empty unless --overwrite")
+        sub.add_argument("--overwrite", action="store_true",
+                         help="write into an --output folder that already holds files, "
+                              "replacing those of the run's names (results.md, "
+                              "results.json, the .png plots); the others stay")
         sub.add_argument("--device", default="auto",
                          help="'auto' (default), 'cpu', 'cuda' or 'cuda:N'")
     return parser
 
 
+# The seeds are 0 .. N - 1 and seed numpy's generators, which take at most 2**32 - 1.
+_MAX_SEEDS = 2**32
+
+
 def _positive_int(text):
-    """argparse type: an integer >= 1."""
+    """argparse type of --seeds: an integer from 1 to ``_MAX_SEEDS``."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    if not 1 <= value <= _MAX_SEEDS:
+        # A huge count was a MemoryError or OverflowError traceback (list(range(N))).
+        shown = text if len(text) <= 20 else f"an integer of {len(text)} digits"
+        raise argparse.ArgumentTypeError(
+            f"must be from 1 to {_MAX_SEEDS} (the seeds 0 .. N - 1 seed numpy, which takes "
+            f"at most 2**32 - 1); got {shown}")
     return value
 
 
+def _output_path(text):
+    """argparse type of --output: a folder's path, never the empty string, which named the
+    working directory and overwrote a results.md there."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty: name a folder for the results (e.g. --output results)")
+    return Path(text)
+
+
+def _row_key(name):
+    """A row's name as --methods matches it: lower case, every run of spaces and
+    punctuation one '-' ('HE (default)' -> 'he-default'), so that no name needs quoting."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _row_keys():
+    """The keys of every row of the suite (any preset), in the table's order."""
+    return [_row_key(m.name) for m in default_methods(quick=True, device="cpu")]
+
+
+# The keys of the peer rows, for --help: peer_methods imports PyOD, seconds that --help
+# should not cost. tests/test_cli.py checks them against peer_methods.
+_PEER_KEYS = ("pyod-knn", "pyod-lof", "pyod-iforest", "pyod-ecod", "gaussianmixture")
+
+
+def _check_output(output, overwrite):
+    """Refuse --output before anything is read, fitted or created: a file, a folder whose
+    nearest existing parent is not a writable folder, or a folder that already holds files
+    (unless ``overwrite``), which the run's results.md and plots would overwrite."""
+    try:
+        if output.is_dir():
+            held = sorted(path.name for path in output.iterdir())
+            if held and not overwrite:
+                listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+                raise ValueError(
+                    f"--output {str(output)!r} already holds {len(held)} file(s) or "
+                    f"folder(s) ({listed}): name a new or empty folder, or pass --overwrite "
+                    "to write there, replacing the files of the run's names.")
+            existing = output
+        else:
+            existing = next(p for p in (output, *output.parents) if p.exists())
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write to --output {str(output)!r}: {exc.strerror or exc}.") from exc
+    if not existing.is_dir():
+        raise ValueError(f"cannot write to --output {str(output)!r}: {str(existing)!r} is a "
+                         "file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to --output {str(output)!r}: {str(existing)!r} is "
+                         "not writable.")
+
+
 def _prepare_output(output):
-    """Create the output folder and check that it takes files, before any fitting."""
+    """Create the output folder and check that it takes files: after every input is
+    checked (a refused input leaves no folder behind), before any fitting."""
     try:
         output.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=output):
@@ -156,19 +241,45 @@ def _keep_first(load_data, seed):
 
 
 def _methods(args, *, quick, peers, seed):
-    """The rows of the run: the preset's (and the peers'), or the named ones of them."""
-    methods = default_methods(quick=quick, device=args.device, random_state=seed,
-                              preset=getattr(args, "preset", "all"))
-    methods += peer_methods(random_state=seed, quick=quick) if peers else []
-    names = getattr(args, "methods", None)
-    if names:
-        unknown = sorted(set(names) - {m.name for m in methods})
-        if unknown:
-            raise ValueError(
-                f"--methods names rows the run does not have: {unknown}; the rows are "
-                f"{[m.name for m in methods]}.")
-        methods = [m for m in methods if m.name in names]
-    return methods
+    """The rows of the run, in the table's order: the preset's (every row when neither
+    --preset nor --methods is given), the peers' with --peers, and those --methods names
+    (matched by :func:`_row_key`)."""
+    preset, names = getattr(args, "preset", None), getattr(args, "methods", None) or []
+    suite = default_methods(quick=quick, device=args.device, random_state=seed)
+    chosen = set()
+    if preset or not names:
+        chosen.update(m.name for m in default_methods(
+            quick=quick, device=args.device, random_state=seed, preset=preset or "all"))
+    wanted = {_row_key(name): name for name in names}
+    peer_rows = []
+    # A peer row may be named without --peers; PyOD is imported only when one is.
+    if peers or set(wanted) - {_row_key(m.name) for m in suite}:
+        try:
+            peer_rows = peer_methods(random_state=seed, quick=quick)
+        except ImportError:
+            if peers:
+                raise
+    chosen.update(m.name for m in peer_rows if peers)
+    by_key = {_row_key(m.name): m for m in suite + peer_rows}
+    unknown = [name for key, name in wanted.items() if key not in by_key]
+    if unknown:
+        raise ValueError(
+            f"--methods: no row is named {', '.join(map(repr, unknown))}; the rows are "
+            f"{', '.join(by_key)} (case and punctuation do not matter)"
+            + ("" if peer_rows else "; the PyOD / GaussianMixture rows need PyOD: pip "
+               "install 'sklearn-reclag[peers]'") + ".")
+    chosen.update(by_key[key].name for key in wanted)
+    return [m for m in suite + peer_rows if m.name in chosen]
+
+
+class _RowFailed(Exception):
+    """A row could not be fitted or scored on a user's features (a one-line error)."""
+
+
+# What a fit raises on features that the file check passes but a method cannot take
+# (values beyond float32's safe range, a singular covariance): the detectors' own
+# ValueErrors, numpy's LinAlgError (a ValueError), overflow, torch's linear algebra.
+_DATA_ERRORS = (ValueError, ArithmeticError, torch.linalg.LinAlgError)
 
 
 def _run(args, load_data, *, seeds, quick, peers):
@@ -176,17 +287,28 @@ def _run(args, load_data, *, seeds, quick, peers):
         return _methods(args, quick=quick, peers=peers, seed=seed)
 
     n_fits = len(seeds) * len(methods_for_seed(seeds[0]))
+    current = [""]
     with tqdm(total=n_fits, unit="fit", disable=not sys.stderr.isatty()) as bar:
         def progress(text):
+            current[0] = text
             bar.set_description(text)
             bar.update(1)
 
-        runs = run_quality_benchmark(load_data, seeds, methods_for_seed, progress=progress,
-                                     selection=getattr(args, "selection", "proxy"))
+        try:
+            runs = run_quality_benchmark(load_data, seeds, methods_for_seed,
+                                         progress=progress,
+                                         selection=getattr(args, "selection", "proxy"))
+        except _DATA_ERRORS as exc:
+            if getattr(args, "features", None) is None:
+                raise  # the built-in benchmarks: a bug, its traceback wanted
+            message = " ".join(str(exc).split())  # one line
+            raise _RowFailed(
+                f"{current[0]} failed on {args.features}: {type(exc).__name__}: {message} "
+                "(leave the row out with --methods, or change the features)") from exc
     return runs
 
 
-def _report(runs, output, title, methods):
+def _report(runs, output, title, methods, selection="proxy"):
     summary = summarize(runs)
     n_seeds = len({run["seed"] for run in runs})
     tables = [
@@ -195,7 +317,7 @@ def _report(runs, output, title, methods):
         f"the CNN's training) and the seed of the stochastic methods; cells are the mean"
         f"{' ± std' if n_seeds > 1 else ''} over {n_seeds} seed{'s' * (n_seeds > 1)}, "
         "the best mean of each column in bold.\n",
-        format_caption(methods) + "\n",
+        format_caption(methods, selection) + "\n",
     ]
     for metric in METRICS:
         tables.append(format_markdown(summary, metric) + "\n")
@@ -232,12 +354,20 @@ def _near_far(runs, summary):
 
 
 def _acceptance_table(runs):
-    """ID test rows accepted by predict at each detector's fitted threshold."""
+    """ID test rows accepted by predict at each detector's fitted threshold; every row of
+    the run, those without a threshold (a classifier, a peer's scores) said so."""
     acceptance = summarize_acceptance(runs)
+    n_seeds = len({run["seed"] for run in runs})
     lines = ["ID test rows accepted by `predict` at the fitted threshold (contamination "
              "0.05: 95 % asked):\n", "| detector | accepted (%) |", "|---|---|"]
-    lines += [f"| {name} | {100 * mean:.1f} ± {100 * std:.1f} |"
-              for name, (mean, std) in acceptance.items()]
+    for name in dict.fromkeys(run["method"] for run in runs):
+        if name not in acceptance:
+            lines.append(f"| {name} | no threshold (its `predict` is not an OOD decision) |")
+            continue
+        mean, std = acceptance[name]
+        # One seed has no spread: '± 0.0' would claim one.
+        lines.append(f"| {name} | {100 * mean:.1f}"
+                     + (f" ± {100 * std:.1f} |" if n_seeds > 1 else " |"))
     return "\n".join(lines)
 
 
@@ -310,26 +440,28 @@ def _plots(runs, data, output, device):
     first_seed = runs[0]["seed"]
     scores = {run["method"]: run["results"]["scores"] for run in runs if run["seed"] == first_seed}
     any_method = next(iter(scores.values()))  # every method scored the same rows
-    figures = {}
+    paths = []
+
+    def save(name, figure):
+        # Saved and closed one by one: more than 20 open figures made matplotlib warn.
+        path = output / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() + ".png")
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(path)
+
     for ood in [name for name in any_method if name != "ID"]:
         y_true = np.r_[np.zeros(len(any_method["ID"]), dtype=int),
                        np.full(len(any_method[ood]), OOD_LABEL)]
         ax = plotting.plot_roc_curves(
             {method: np.r_[s["ID"], s[ood]] for method, s in scores.items()}, y_true)
         ax.set_title(f"ROC: ID test rows vs {ood} (seed {first_seed})")
-        figures[f"roc_{ood}"] = ax.figure
+        save(f"roc_{ood}", ax.figure)
     for method, s in scores.items():
         ax = plotting.plot_score_histograms(s["ID"], {k: v for k, v in s.items() if k != "ID"})
         ax.set_title(f"{method}: scores of ID and OOD rows")
-        figures[f"hist_{method}"] = ax.figure
+        save(f"hist_{method}", ax.figure)
     if data.X_train.shape[1] >= 2:  # a 2-D view of one feature does not exist
-        figures["energy_landscape"] = _energy_landscape_figure(plotting, data, device)
-    paths = []
-    for name, figure in figures.items():
-        path = output / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() + ".png")
-        figure.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(figure)
-        paths.append(path)
+        save("energy_landscape", _energy_landscape_figure(plotting, data, device))
     return paths
 
 
@@ -391,26 +523,33 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     quick = args.command == "demo" or args.quick
     peers = args.command == "benchmark" and args.peers
-    seeds = [0] if args.command == "demo" else list(range(args.seeds))
+    seeds = range(1 if args.command == "demo" else args.seeds)  # a range: N may be large
     try:
         # Check the device, the output folder, the rows asked for, and read a user's
-        # file before any fitting, so that each of them is a one-line error; errors
-        # during the run itself are bugs and keep their traceback.
+        # file before any fitting, so that each of them is a one-line error; the folder
+        # is created last, so that a refused input leaves none behind. Errors during the
+        # run itself are bugs and keep their traceback, but for a fit that a user's
+        # features make fail (_RowFailed).
         resolve_device(args.device)
-        _prepare_output(args.output)
+        _check_output(args.output, args.overwrite)
         methods = _methods(args, quick=quick, peers=peers, seed=seeds[0])
         load_data = _loader(args, quick=quick)
+        _prepare_output(args.output)
     except (FileNotFoundError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     load_data, first = _keep_first(load_data, seeds[0])
-    runs = _run(args, load_data, seeds=seeds, quick=quick, peers=peers)
+    try:
+        runs = _run(args, load_data, seeds=seeds, quick=quick, peers=peers)
+    except _RowFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "demo":
         title = "Demo: digits 0-4 vs four OOD sets (1 seed, quick)"
     else:
         source = args.features or f"{args.dataset} benchmark"
         title = f"{source}: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-    _report(runs, args.output, title, methods)
+    _report(runs, args.output, title, methods, getattr(args, "selection", "proxy"))
     for path in _plots(runs, first["data"], args.output, args.device):
         print(f"wrote {path}")
     return 0

@@ -60,11 +60,22 @@ class Method:
             return self.param_grid(self.estimator, X, y)
         return self.param_grid
 
-    def describe(self):
-        """The row's configuration: the estimator (non-default parameters) and its grid."""
-        grid = "data-dependent beta grid (multiples of beta='auto' per metric)" if callable(
-            self.param_grid) else (self.param_grid or "nothing searched")
-        return f"`{_short_repr(self.estimator)}`; searched: {grid}"
+    def describe(self, selection="proxy"):
+        """The row's configuration: the estimator (non-default parameters) and the values
+        its search tries, as :func:`fit_method` does: with ``selection='proxy'`` the row's
+        own setting first, then the grid's other values (a quick grid need not hold the
+        paper's beta, which is tried all the same; a grid of one other value is a choice
+        of two); with 'validation' the grid alone."""
+        if callable(self.param_grid):
+            grid = "data-dependent beta grid (multiples of beta='auto' per metric)"
+        elif isinstance(self.param_grid, (list, tuple)) or selection != "proxy":
+            grid = self.param_grid
+        else:
+            own = self.estimator.get_params()
+            tried = {name: [own[name]] + [v for v in values if v != own[name]]
+                     for name, values in self.param_grid.items()}
+            grid = {name: values for name, values in tried.items() if len(values) > 1}
+        return f"`{_short_repr(self.estimator)}`; searched: {grid or 'nothing searched'}"
 
 
 def _short_repr(estimator):
@@ -148,8 +159,10 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
                kind="baseline"),
     ]
     density_he = HopfieldEnergyDetector(energy="density", routing="max", device=device)
+    # EM iterations cost milliseconds, and 22-46 of them converge on the digits features:
+    # the quick runs' 10 stopped every fit short, with a ConvergenceWarning each.
     density_em = RecLagDetector(solver="em", energy="density", routing="max",
-                                max_epochs=epochs, device=device, random_state=rs)
+                                max_epochs=100, device=device, random_state=rs)
     extensions = [
         Method("HE (density)", density_he, bank_grid, uses_head=True),
         Method("RecLag (em, density)", density_em, bank_grid, uses_head=True),
@@ -555,15 +568,16 @@ def format_markdown(summary, metric, *, percent=True):
     return "\n".join(lines)
 
 
-def format_caption(methods):
+def format_caption(methods, selection="proxy"):
     """What each row of the tables is: its kind (a paper's method, a baseline, an
-    extension, a default, a peer) and its exact configuration, as markdown."""
+    extension, a default, a peer) and its exact configuration (:meth:`Method.describe`
+    under ``selection``), as markdown."""
     lines = ["Rows, by kind:", ""]
     for kind, meaning in KINDS.items():
         rows = [m for m in methods if m.kind == kind]
         if rows:
             lines.append(f"- *{kind}* ({meaning}):")
-            lines.extend(f"  - **{m.name}**: {m.describe()}" for m in rows)
+            lines.extend(f"  - **{m.name}**: {m.describe(selection)}" for m in rows)
     return "\n".join(lines)
 
 

@@ -126,3 +126,44 @@ def test_auto_rows_report_their_acceptance(data):
         data.X_train, data.y_train)
     results = evaluate(auto, data)
     assert results["acceptance"] == np.mean(auto.predict(data.X_test) == 1)
+
+
+def test_rows_are_described_with_the_values_their_search_tries():
+    """The quick HE row printed the paper's beta=0.01 and 'searched: [0.1, 1.0]', as if
+    0.01 were never fitted, and Energy's 'search' as one value; the search tries the
+    row's own setting first, then the grid's other values."""
+    from sklearn_reclag import EnergyDetector, HopfieldEnergyDetector
+
+    he = Method("HE", HopfieldEnergyDetector(beta=0.01, energy="lse"), {"beta": [0.1, 1.0]})
+    assert he.describe() == ("`HopfieldEnergyDetector(beta=0.01, energy='lse')`; "
+                             "searched: {'beta': [0.01, 0.1, 1.0]}")
+    energy = Method("Energy", EnergyDetector(), {"temperature": [0.5]})
+    assert energy.describe() == "`EnergyDetector()`; searched: {'temperature': [1.0, 0.5]}"
+    own = Method("Energy", EnergyDetector(), {"temperature": [1.0]})
+    assert own.describe() == "`EnergyDetector()`; searched: nothing searched"
+    # GridSearchCV on X_val_ood searches the grid alone.
+    assert he.describe("validation").endswith("searched: {'beta': [0.1, 1.0]}")
+
+
+def test_quick_em_row_converges_at_every_point_of_its_grid():
+    """The demo's quick RecLag (em, density) row ran 10 EM iterations: every fit stopped
+    short with a ConvergenceWarning (19 of them in the demo)."""
+    import warnings
+
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import ParameterGrid
+
+    from sklearn_reclag.benchmark import default_methods
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=3.0, size=(4, 5))
+    y = np.repeat(np.arange(4), 50)
+    X = centres[y] + rng.normal(size=(len(y), 5))
+    row = {m.name: m for m in default_methods(quick=True, device="cpu")}[
+        "RecLag (em, density)"]
+    for point in ParameterGrid(row.grid_for(X, y)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            detector = clone(row.estimator).set_params(**point).fit(X, y)
+        assert detector.converged_, point

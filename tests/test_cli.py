@@ -8,7 +8,15 @@ import pytest
 from sklearn.utils import Bunch
 
 from sklearn_reclag import HopfieldEnergyDetector, ReActDetector
-from sklearn_reclag.__main__ import _chosen_hyperparameters, main
+from sklearn_reclag.__main__ import (
+    _PEER_KEYS,
+    _acceptance_table,
+    _chosen_hyperparameters,
+    _methods,
+    _parser,
+    _row_key,
+    main,
+)
 from sklearn_reclag.benchmark import (
     Method,
     _PeerScore,
@@ -90,8 +98,31 @@ def test_missing_features_file_is_a_clear_error(tmp_path, capsys):
 def test_malformed_features_file_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "bad.npz"
     np.savez(path, X_train=np.zeros((4, 2)))
-    assert main(["benchmark", "--features", str(path), "--output", str(tmp_path)]) == 2
+    output = tmp_path / "out"
+    assert main(["benchmark", "--features", str(path), "--output", str(output)]) == 2
     assert "y_train" in capsys.readouterr().err
+    assert not output.exists()  # refused input, no folder left behind
+
+
+@pytest.mark.parametrize("name, content", [
+    ("text.npz", b"1,2,3\n4,5,6\n"), ("empty.npz", b""), ("array.npy", None),
+    ("truncated.npz", "truncated")])
+def test_a_file_that_is_no_npz_leaves_no_output_folder(name, content, tmp_path, capsys):
+    """The output folder was created before the file was read: every refused file left
+    an empty folder behind."""
+    path = tmp_path / name
+    if content is None:
+        np.save(path, np.zeros((3, 2)))
+    elif content == "truncated":
+        np.savez(path, X_train=np.zeros((40, 2)))
+        path.write_bytes(path.read_bytes()[:60])
+    else:
+        path.write_bytes(content)
+    output = tmp_path / "new" / "out"
+    assert main(["benchmark", "--features", str(path), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("command, option", [("demo", "--output"), ("benchmark", "--features")])
@@ -207,6 +238,7 @@ def test_bad_features_file_is_a_one_line_error_before_any_fit(name, change, mess
     assert status == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
+    assert not (tmp_path / "o").exists()  # validated first, created after
 
 
 @pytest.mark.parametrize("name, change, message", [
@@ -233,12 +265,31 @@ def _no_fitting(*args, **kwargs):
     raise AssertionError("the benchmark started before the input was checked")
 
 
-@pytest.mark.parametrize("seeds", ["0", "-2", "two"])
+@pytest.mark.parametrize("seeds", ["0", "-2", "two", str(2**32 + 1), "9" * 30])
 def test_seeds_must_be_a_positive_integer(seeds, capsys):
+    """A huge count was an OverflowError (or MemoryError) traceback."""
     with pytest.raises(SystemExit) as exit_info:
         main(["benchmark", "--seeds", seeds])
     assert exit_info.value.code == 2
-    assert "--seeds" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--seeds" in err and "Traceback" not in err
+
+
+def test_a_fit_that_the_features_make_fail_is_one_line(tmp_path, capsys):
+    """Features that pass the file check but that a method cannot fit (values near 1e30
+    overflow float32's products) gave a traceback and exit 1."""
+    data = _features(np.random.default_rng(0))
+    data = {key: value * 1e30 if key.startswith("X_") else value
+            for key, value in data.items()}
+    data["ood_test"] = {"far": 12e30 + np.zeros((15, 5))}
+    path = tmp_path / "huge.npz"
+    _write_npz(path, data)
+    status = main(["benchmark", "--features", str(path), "--methods", "knn", "--quick",
+                   "--seeds", "1", "--device", "cpu", "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: seed 0: KNN failed on ") and err.count("\n") == 1, err
+    assert "--methods" in err
 
 
 def test_unwritable_output_is_refused_before_any_fit(tmp_path, capsys, monkeypatch):
@@ -252,12 +303,120 @@ def test_unwritable_output_is_refused_before_any_fit(tmp_path, capsys, monkeypat
         assert err.startswith("error: cannot write to --output") and err.count("\n") == 1
 
 
+def test_empty_output_is_refused(capsys):
+    """--output '' was the working directory: it overwrote a results.md there."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--output", ""])
+    assert exit_info.value.code == 2
+    assert "--output: is empty" in capsys.readouterr().err
+
+
+def test_a_folder_holding_files_is_written_only_with_overwrite(tmp_path, monkeypatch,
+                                                               capsys):
+    monkeypatch.setattr("sklearn_reclag.__main__._run", _no_fitting)
+    (tmp_path / "results.md").write_text("my own results")
+    assert main(["demo", "--output", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds 1 file(s) or folder(s) (results.md)" in err and "--overwrite" in err
+    assert (tmp_path / "results.md").read_text() == "my own results"
+    with pytest.raises(AssertionError, match="before the input was checked"):
+        main(["demo", "--output", str(tmp_path), "--device", "cpu", "--overwrite"])
+    # An empty folder takes the results without --overwrite.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AssertionError, match="before the input was checked"):
+        main(["demo", "--output", str(tmp_path / "empty"), "--device", "cpu"])
+
+
 def test_missing_output_folders_are_created_first(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sklearn_reclag.__main__._run", _no_fitting)
     output = tmp_path / "new" / "deeper"
     with pytest.raises(AssertionError, match="before the input was checked"):
         main(["demo", "--output", str(output), "--device", "cpu"])
     assert output.is_dir()
+
+
+# ------------------------------------------------------------------ --methods
+def _rows(*argv):
+    args = _parser().parse_args(["benchmark", "--device", "cpu", *argv])
+    return [m.name for m in _methods(args, quick=True, peers=args.peers, seed=0)]
+
+
+def test_methods_are_named_without_case_or_quoting():
+    """--methods he knn was refused as case-sensitive; 'HE (default)' needed quotes."""
+    assert _rows("--methods", "he", "knn") == ["HE", "KNN"]
+    assert _rows("--methods", "he-default", "HE (default)", "He_Default",
+                 "reclag-em-density") == ["RecLag (em, density)", "HE (default)"]
+
+
+def test_methods_add_rows_to_a_preset():
+    """--preset paper --methods KNN Mahalanobis said the run had no such rows."""
+    paper = _rows("--preset", "paper")
+    assert paper == ["MSP", "Energy", "ReAct", "HE", "SHE", "RecLag"]
+    assert _rows("--preset", "paper", "--methods", "KNN", "mahalanobis") == paper + [
+        "KNN", "Mahalanobis"]
+    assert _rows("--preset", "paper", "--methods", "he") == paper
+    assert len(_rows()) > len(paper)  # neither option: every row
+
+
+def test_peer_rows_are_named_or_added():
+    pytest.importorskip("pyod")
+    assert _rows("--methods", "pyod-knn", "he") == ["HE", "PyOD KNN"]
+    with_peers = _rows("--peers", "--methods", "he")
+    assert with_peers[0] == "HE" and "GaussianMixture" in with_peers
+
+
+def test_unknown_method_name_lists_the_names(tmp_path, capsys):
+    status = main(["benchmark", "--methods", "he", "hopfield", "--output",
+                   str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert "no row is named 'hopfield'" in err and "he-default" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_lists_every_row_s_name(capsys):
+    from sklearn_reclag.benchmark import default_methods
+
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for method in default_methods(quick=True, device="cpu"):
+        assert _row_key(method.name) in text
+    assert "reclag-default-untrained" in text  # wrapped at spaces, not at the hyphens
+    pytest.importorskip("pyod")
+    from sklearn_reclag.benchmark import peer_methods
+
+    assert list(_PEER_KEYS) == [_row_key(m.name) for m in peer_methods()]
+
+
+# ------------------------------------------------------------------ the report
+def test_acceptance_table_lists_every_row_and_no_spread_for_one_seed():
+    """One seed printed '± 0.0' after every number; the Dense row was left out."""
+    runs = [dict(seed=0, method="HE", results={"acceptance": 0.95}),
+            dict(seed=0, method="Dense (energy)", results={})]
+    table = _acceptance_table(runs)
+    assert "| HE | 95.0 |" in table and "±" not in table
+    assert "| Dense (energy) | no threshold" in table
+    runs.append(dict(seed=1, method="HE", results={"acceptance": 0.93}))
+    assert "| HE | 94.0 ± 1.0 |" in _acceptance_table(runs)
+
+
+def test_plots_close_their_figures_as_they_go(tmp_path):
+    """More than 20 rows opened more than 20 figures at once: matplotlib warned."""
+    import warnings
+
+    from sklearn_reclag.__main__ import _plots
+
+    rng = np.random.default_rng(0)
+    X_train, y_train = _blob_data(rng, n=30, n_features=1)
+    data = Bunch(X_train=X_train, y_train=y_train, X_test=X_train[:10],
+                 ood_test={"far": 9 + rng.normal(size=(10, 1))})
+    runs = [dict(seed=0, method=f"m{i}", results={"scores": {
+        "ID": rng.normal(1, 1, 10), "far": rng.normal(0, 1, 10)}}) for i in range(22)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        paths = _plots(runs, data, tmp_path, "cpu")
+    assert len(paths) == 23
 
 
 # ------------------------------------------------------------- the search itself
