@@ -266,3 +266,28 @@ def test_cuda_kth_distance_matches_numpy_on_the_device():
     got = knn.kth_neighbour_distance(queries, train, 25, max_block=500 * 7)
     expected = -knn_reference(queries.cpu().numpy(), train.cpu().numpy(), 25, normalize=False)
     np.testing.assert_allclose(got.cpu().numpy(), expected, rtol=1e-10)
+
+
+def test_normalize_auto_keeps_standardised_rows_as_they_are():
+    # Standardised columns are centred on the origin: their directions from it say
+    # little, and L2 normalisation inverts the score (issue 23, item 2). 'auto' keeps
+    # them; ReLU-like rows, whose origin is informative, are normalised.
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_reclag.metrics import ood_auroc
+
+    X, y = load_breast_cancer(return_X_y=True)
+    benign, malignant = X[y == 1], X[y == 0]
+    scaler = StandardScaler().fit(benign[:250])
+    train, test, ood = (scaler.transform(A) for A in (benign[:250], benign[250:], malignant))
+    y_true = np.r_[np.zeros(len(test), dtype=int), np.full(len(ood), OOD_LABEL)]
+
+    def auroc(det):
+        return ood_auroc(y_true, np.r_[det.score_samples(test), det.score_samples(ood)])
+
+    auto = KNNDetector(5, device="cpu").fit(train)
+    assert not auto.normalize_
+    assert auroc(auto) > 0.9
+    assert auroc(KNNDetector(5, normalize=True, device="cpu").fit(train)) < 0.6
+    assert KNNDetector(5, device="cpu").fit(_relu_rows(np.random.default_rng(0), 50)).normalize_

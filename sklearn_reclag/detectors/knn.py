@@ -16,7 +16,7 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.preprocessing import normalize as l2_normalize
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import _memory_chunk, copy_tolerance, iter_slices, map_batches
 from .._docstrings import fill_doc
@@ -62,11 +62,15 @@ class KNNDetector(BaseOODDetector):
         ImageNet; on small data sets k between 1 and 10 usually does better. With fewer
         training rows than that, fit uses ``n_samples - 1`` (with a warning), as
         :class:`~sklearn.neighbors.LocalOutlierFactor` does: ``n_neighbors_``.
-    normalize : bool, default=True
+    normalize : 'auto' or bool, default='auto'
         L2-normalise the training rows and the queries (the paper's key step). A row of
         zeros has no direction: it is left as it is (as
         :class:`~sklearn.preprocessing.Normalizer` does), so its distance to every unit
-        row is 1.
+        row is 1. 'auto' normalises unless the training rows are centred on the origin
+        (:func:`origin_is_informative`): a network's features (ReLU activations, an
+        embedding) carry their class in their direction from the origin, standardised
+        tabular columns do not, and there L2 normalisation inverts the score (AUROC 0.37
+        on standardised breast cancer; ``benchmarks/results/defaults.md``).
     contamination : float in (0, 0.5], default=0.05
         Fraction of new in-distribution rows that ``predict`` rejects. ``offset_`` is that
         quantile of the training rows' leave-one-out scores (see Notes).
@@ -79,6 +83,8 @@ class KNNDetector(BaseOODDetector):
         rows searched for neighbours.
     n_neighbors_ : int
         The k used: ``min(n_neighbors, n_samples - 1)``.
+    normalize_ : bool
+        Whether the rows are L2-normalised (``normalize``, with 'auto' resolved).
     ${fitted_common}
 
     See Also
@@ -128,7 +134,7 @@ class KNNDetector(BaseOODDetector):
     _parameter_constraints = {
         **BaseOODDetector._parameter_constraints,
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
-        "normalize": ["boolean"],
+        "normalize": ["boolean", StrOptions({"auto"})],
     }
     _needs_classes = False
     _tensor_attributes = ("train_rows_",)
@@ -136,7 +142,7 @@ class KNNDetector(BaseOODDetector):
     # The grid a user should search (see Notes).
     search_space = {"n_neighbors": [1, 5, 10, 20, 50, 100, 200]}
 
-    def __init__(self, n_neighbors=50, *, normalize=True, contamination=0.05, device="auto",
+    def __init__(self, n_neighbors=50, *, normalize="auto", contamination=0.05, device="auto",
                  dtype="float32", batch_size=None):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
@@ -164,7 +170,9 @@ class KNNDetector(BaseOODDetector):
                 stacklevel=4,  # the caller of fit (through fit and _fit_context)
             )
         # A copy either way: the user's X may change after fit.
-        self.train_rows_ = l2_normalize(X) if self.normalize else np.array(X)
+        self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
+                           else bool(self.normalize))
+        self.train_rows_ = l2_normalize(X) if self.normalize_ else np.array(X)
         # Keys of the rows alone: a row's neighbours do not depend on its label.
         rows = threshold_rows(n_train, row_keys(X, dtype=self.dtype))
         return partial(self._leave_one_out_scores, X[rows])
@@ -184,7 +192,7 @@ class KNNDetector(BaseOODDetector):
         )
 
     def _kth_distance(self, V, state, kth, exclude_copies=False):
-        queries = _unit_rows(V) if self.normalize else V
+        queries = _unit_rows(V) if self.normalize_ else V
         return kth_neighbour_distance(queries, state["train_rows_"], kth, max_block=_BLOCK,
                                       exclude_copies=exclude_copies)
 
@@ -245,11 +253,27 @@ def nearest_neighbours(queries, train, k, *, max_block=_BLOCK, exclude_copies=Fa
         # |x|^2 - 2 z.x: the squared distance less |z|^2, in one fused product.
         torch.addmm(train_sq_norms[rows], queries, train[rows].T, alpha=-2, out=block)
         if exclude_copies:
-            # Copies: |z - x|^2 <= t (|z|^2 + |x|^2), near_copies' rule, from the block.
-            scale = query_sq_norms + train_sq_norms[rows]
-            block.masked_fill_(block + query_sq_norms <= tolerance * scale, math.inf)
+            _drop_copies(block, query_sq_norms, train_sq_norms[rows], tolerance)
         values, nearest = _merge_smallest(values, nearest, block, rows.start, k)
     return nearest
+
+
+def _drop_copies(block, query_sq_norms, train_sq_norms, tolerance):
+    """Set to +inf the entries of a search block (``|x|^2 - 2 z.x``) where the training
+    row is a copy of the query: ``|z - x|^2 <= t (|z|^2 + |x|^2)``, near_copies' rule,
+    read from the block as ``(|x|^2 - 2 z.x) - t |x|^2 <= (t - 1) |z|^2``.
+
+    One comparison with a bound per query (``t max |x|^2`` for ``t |x|^2``) finds the
+    few candidates, and the rule is tested on them alone: a pass over the block, about a
+    tenth of the search's time (1,000 rows searched in 20,000 of 256 features on one
+    CPU thread: 1.09-1.11 s against 0.98-0.99 s), where the rule on every entry cost 40 %.
+    """
+    bound = (tolerance - 1) * query_sq_norms + tolerance * train_sq_norms.max()
+    query, row = block.le(bound).nonzero(as_tuple=True)
+    if query.numel():
+        copies = (block[query, row] - tolerance * train_sq_norms[row]
+                  <= (tolerance - 1) * query_sq_norms[query, 0])
+        block[query[copies], row[copies]] = math.inf
 
 
 def _merge_smallest(values, nearest, block, first_row, k):
@@ -288,6 +312,22 @@ def neighbour_distances(queries, train, nearest, *, max_block=_BLOCK):
         differences = differences.view(-1, n_nearest, n_features).sub_(queries[rows, None])
         out[rows] = torch.linalg.vector_norm(differences, dim=2)
     return out
+
+
+# Where the origin is informative: the rows' mean is at least half their typical deviation
+# from it (|mean|^2 >= 0.25 E|x - mean|^2). Measured: standardised columns give 0.0 (wine,
+# breast cancer), a 1-D CNN's ReLU features 1.9, digits pixels 3.2-8.6.
+_ORIGIN_RATIO = 0.25
+
+
+def origin_is_informative(X):
+    """Whether a row's direction from the origin says something about it: False for rows
+    centred on the origin (standardised columns), where normalising them to unit length
+    would compare their directions around their own mean."""
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    spread = np.mean(np.einsum("ij,ij->i", X - mean, X - mean))
+    return bool(mean @ mean >= _ORIGIN_RATIO * spread)
 
 
 def _unit_rows(V):
