@@ -37,6 +37,7 @@ from sklearn_reclag import (
     HopfieldBoostingDetector,
     HopfieldEnergyDetector,
     KNNDetector,
+    LOFDetector,
     MahalanobisDetector,
     MSPDetector,
     NCIDetector,
@@ -97,6 +98,7 @@ CASES = {
     "RecLagDetector-em": lambda: RecLagDetector(solver="em", max_epochs=3, tol=None),
     "MahalanobisDetector": lambda: MahalanobisDetector(),
     "KNNDetector": lambda: KNNDetector(5),
+    "LOFDetector": lambda: LOFDetector(5),
     "ViMDetector": lambda: ViMDetector(),
     # The leaderboard's post-hoc detectors (ASH and SCALE warn at fit: the data has
     # negative values).
@@ -222,6 +224,7 @@ _CHECKED = [
     FDBDDetector(device="cpu"),
     NCIDetector(device="cpu"),
     RMDSDetector(device="cpu"),
+    LOFDetector(5, device="cpu"),
     NNGuideDetector(device="cpu", random_state=0),
     NNGuideDetector(5, bank_fraction=0.3, device="cpu", random_state=0),
     # The checks fit without outliers, which the bare estimator refuses: they all run on

@@ -4,6 +4,7 @@ from .baselines import EnergyDetector, MSPDetector, ReActDetector
 from .hopfield_boosting import HopfieldBoostingDetector
 from .hopfield_energy import HopfieldEnergyDetector
 from .knn import KNNDetector
+from .lof import LOFDetector
 from .leaderboard import (
     ASHDetector,
     FDBDDetector,
@@ -25,6 +26,7 @@ __all__ = [
     "HopfieldBoostingDetector",
     "HopfieldEnergyDetector",
     "KNNDetector",
+    "LOFDetector",
     "MahalanobisDetector",
     "MSPDetector",
     "NCIDetector",
