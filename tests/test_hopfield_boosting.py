@@ -100,6 +100,29 @@ def test_threshold_is_the_quantile_of_leave_one_out_scores(rng):
     assert det.offset_ < quantile_off_ties(det.score_samples(X), 0.05, "float64")
 
 
+def test_duplicated_rows_give_the_threshold_of_the_distinct_rows(rng):
+    """Every row twice, in another order: each row is scored without both copies (the
+    mean over the other rows is that of the distinct rows) and one row per pair sets the
+    threshold, which is then that of the distinct rows."""
+    X, outliers, X_test = _data(rng)
+    plain = HopfieldBoostingDetector(8.0, device="cpu", dtype="float64")
+    plain.fit(X, outliers=outliers)
+    twice = np.r_[X, X][rng.permutation(2 * len(X))]
+    doubled = HopfieldBoostingDetector(8.0, device="cpu", dtype="float64")
+    doubled.fit(twice, outliers=outliers)
+    assert doubled.offset_ == pytest.approx(plain.offset_, rel=1e-10)
+    np.testing.assert_allclose(doubled.score_samples(X_test), plain.score_samples(X_test),
+                               rtol=1e-10)
+
+
+def test_rows_in_another_order_give_the_same_threshold(rng):
+    X, outliers, _ = _data(rng, n=1500)  # more rows than the threshold reads
+    det = HopfieldBoostingDetector(device="cpu", dtype="float64").fit(X, outliers=outliers)
+    permuted = HopfieldBoostingDetector(device="cpu", dtype="float64").fit(
+        X[rng.permutation(len(X))], outliers=outliers)
+    assert permuted.offset_ == pytest.approx(det.offset_, rel=1e-12)
+
+
 def test_new_rows_are_accepted_at_one_minus_contamination(rng):
     X, outliers, _ = _data(rng, n=4000)
     det = HopfieldBoostingDetector(16.0, device="cpu").fit(X[:2000], outliers=outliers)
@@ -250,3 +273,14 @@ def test_one_row_is_refused(rng):
     X, outliers, _ = _data(rng)
     with pytest.raises(ValueError, match="n_samples = 1"):
         HopfieldBoostingDetector(device="cpu").fit(X[:1], outliers=outliers)
+
+
+def test_rows_of_one_direction_score_their_own_score(rng):
+    """One feature: every positive row normalises to 1, a copy of every other; with no
+    row to leave it out against, a training row scores as a new row in its direction,
+    and the threshold is finite."""
+    X = rng.uniform(1, 2, size=(30, 1))
+    det = HopfieldBoostingDetector(device="cpu", dtype="float64")
+    det.fit(X, outliers=-X[:5])
+    assert np.isfinite(det.offset_)
+    assert det.offset_ < det.score_samples(X[:1])[0]

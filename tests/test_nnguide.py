@@ -31,7 +31,8 @@ def nnguide_reference(X_test, X_bank, coef, intercept, k, leave_out=None):
     """OpenOOD's NNGuidePostprocessor in numpy: the guide bank is the normalised bank rows
     times their logsumexp confidence; the score is the query's logsumexp energy times the
     mean of its k largest inner products with the guide rows (faiss IndexFlatIP), with
-    the query normalised. ``leave_out[i]``: a bank row left out of query i's search."""
+    the query normalised. ``leave_out``: a boolean (n_test, n_bank) mask of the bank rows
+    left out of each query's search."""
     def normalizer(x):
         return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -39,9 +40,7 @@ def nnguide_reference(X_test, X_bank, coef, intercept, k, leave_out=None):
     bank_guide = normalizer(X_bank) * bank_confs[:, None]
     similarities = normalizer(X_test) @ bank_guide.T
     if leave_out is not None:
-        for i, j in enumerate(leave_out):
-            if j >= 0:
-                similarities[i, j] = -np.inf
+        similarities[leave_out] = -np.inf
     top = -np.sort(-similarities, axis=1)[:, :k]
     energy = logsumexp(X_test @ coef.T + intercept, axis=-1)
     return top.mean(axis=1) * energy
@@ -120,14 +119,44 @@ def test_threshold_reads_bank_rows_leave_one_out(rng, bank_fraction):
     head = (0.01 * coef, intercept)
     det = NNGuideDetector(5, bank_fraction=bank_fraction, head=head, device="cpu",
                           dtype="float64", random_state=0).fit(X, y)
-    own = np.full(len(X), -1)
-    own[det.bank_indices_] = np.arange(len(det.bank_indices_))
+    own = det.bank_indices_[None, :] == np.arange(len(X))[:, None]
     held_out = nnguide_reference(X, X[det.bank_indices_], *head, 5, leave_out=own)
     assert det.offset_ == pytest.approx(quantile_off_ties(held_out, 0.05, "float64"),
                                         rel=1e-10)
     own_scores = det.score_samples(X)
     assert (own_scores[det.bank_indices_] > held_out[det.bank_indices_]).all()
     assert det.offset_ < quantile_off_ties(own_scores, 0.05, "float64")
+
+
+def test_threshold_leaves_out_every_copy_of_a_row(rng):
+    """Every row twice: a row is scored without both of its guide rows, and one row per
+    pair sets the threshold."""
+    X, y, (coef, intercept) = _classes(rng)
+    head = (0.01 * coef, intercept)
+    order = rng.permutation(2 * len(X))
+    X2, y2 = np.r_[X, X][order], np.r_[y, y][order]
+    det = NNGuideDetector(5, bank_fraction=1.0, head=head, device="cpu",
+                          dtype="float64").fit(X2, y2)
+    copies = (X2[:, None, :] == X2[None, :, :]).all(axis=2)
+    held_out = nnguide_reference(X2, X2, *head, 5, leave_out=copies)
+    first = np.unique(X2, axis=0, return_index=True)[1]
+    assert det.offset_ == pytest.approx(
+        quantile_off_ties(held_out[first], 0.05, "float64"), rel=1e-10)
+
+
+def test_rows_in_another_order_give_the_same_model(rng):
+    """The bank and the threshold's rows are drawn by the rows' content."""
+    X, y, head = _classes(rng, n=600)
+    X_test = _classes(rng, n=30)[0]
+    det = NNGuideDetector(5, bank_fraction=0.1, head=head, device="cpu", dtype="float64",
+                          random_state=0).fit(X, y)
+    order = rng.permutation(len(X))
+    permuted = NNGuideDetector(5, bank_fraction=0.1, head=head, device="cpu",
+                               dtype="float64", random_state=0).fit(X[order], y[order])
+    np.testing.assert_array_equal(np.sort(order[permuted.bank_indices_]), det.bank_indices_)
+    np.testing.assert_allclose(permuted.score_samples(X_test), det.score_samples(X_test),
+                               rtol=1e-12)
+    assert permuted.offset_ == pytest.approx(det.offset_, rel=1e-12)
 
 
 def test_new_rows_are_accepted_at_one_minus_contamination(rng):
@@ -211,3 +240,15 @@ def test_search_space_runs_in_a_grid_search(rng):
     assert set(search.best_params_) == {"n_neighbors", "bank_fraction"}
     assert len(search.cv_results_["params"]) == math.prod(
         len(v) for v in NNGuideDetector.search_space.values())
+
+
+def test_rows_of_one_direction_score_their_own_score(rng):
+    """One feature: every bank row is a copy of every training row once normalised; with
+    no row to leave out against, a row scores as a new row like it."""
+    X = rng.uniform(1, 2, size=(30, 1))
+    y = np.arange(30) % 2
+    det = NNGuideDetector(5, bank_fraction=1.0, head=(np.array([[1.0], [-1.0]]),
+                                                      np.array([3.0, 3.0])),
+                          device="cpu", dtype="float64").fit(X, y)
+    assert np.isfinite(det.offset_)
+    assert np.mean(det.predict(X) == 1) >= 0.9

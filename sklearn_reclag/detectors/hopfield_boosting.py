@@ -16,9 +16,9 @@ import torch
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_array
 
-from .._backend import class_logsumexp, map_batches
+from .._backend import _memory_chunk, class_logsumexp, iter_slices, map_batches, near_copies
 from .._docstrings import fill_doc
-from ..base import BaseOODDetector, threshold_rows
+from ..base import BaseOODDetector, row_keys, threshold_rows
 from ._banks import _unit_rows as _unit_rows_numpy
 from .knn import _unit_rows
 
@@ -96,9 +96,11 @@ class HopfieldBoostingDetector(BaseOODDetector):
     outliers.
 
     **Threshold.** The first memory holds the training rows, so each training row is
-    scored leave-one-out (without its own copy, the mean taken over the N - 1 others),
-    as a new row would be; ``offset_`` is the ``contamination`` quantile of those
-    scores, for at most 1,000 rows. The outliers do not change between the two.
+    scored leave-one-out (without itself and any copy of it, the mean taken over the
+    other rows), as a new row would be; ``offset_`` is the ``contamination`` quantile
+    of those scores, for at most 1,000 distinct rows chosen by their content (the same
+    rows in another order give the same threshold). The outliers do not change between
+    the two.
 
     **Hyperparameter search.** ``HopfieldBoostingDetector.search_space``:
     ``{'beta': [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]}``. The official 4 suits the
@@ -214,25 +216,42 @@ class HopfieldBoostingDetector(BaseOODDetector):
         return outliers
 
     def _leave_one_out_scores(self, X):
-        # Each row of threshold_rows is scored without its own copy in the ID memory.
-        rows = threshold_rows(len(X))
-        return map_batches(self._score_batch, X[rows], read_only=True,
-                           row_args=[rows.astype(np.int64)], **self._batch_kwargs())
+        # One row per distinct row, chosen by content (the same rows in any order give
+        # the same offset_), each scored without every copy of it in the ID memory.
+        rows = threshold_rows(len(X), row_keys(X, dtype=self.dtype))
+        return map_batches(partial(self._score_batch, leave_out_copies=True), X[rows],
+                           read_only=True, **self._batch_kwargs())
 
-    def _score_batch(self, V, state, own_row=None):
+    def _score_batch(self, V, state, leave_out_copies=False):
         Z = _unit_rows(V)
-        inliers = self._log_mean_exp(Z, state["id_patterns_"], own_row)
+        inliers = self._log_mean_exp(Z, state["id_patterns_"], leave_out_copies)
         return inliers - self._log_mean_exp(Z, state["outlier_patterns_"])
 
-    def _log_mean_exp(self, Z, patterns, own_row=None):
-        """``lme_beta(patterns z)`` for each row z of Z, without ``own_row`` (the row's
-        own copy among the patterns) when given."""
+    def _log_mean_exp(self, Z, patterns, leave_out_copies=False):
+        """``lme_beta(patterns z)`` for each row z of Z; with ``leave_out_copies`` the
+        mean is over the patterns that are not copies of z (up to rounding,
+        :func:`~sklearn_reclag._backend.near_copies`): a training row's leave-one-out
+        score, without itself and any duplicate of it, as a new row would get."""
         n_patterns = patterns.shape[0]
         mask = torch.ones((1, n_patterns), dtype=torch.bool, device=patterns.device)
-        exclude = None
-        if own_row is not None:
-            exclude = (torch.zeros_like(own_row), own_row)
-            n_patterns -= 1
         lse = class_logsumexp(Z, patterns[None], mask, self.beta, max_block=_SCORE_BLOCK,
-                              exclude=exclude)[:, 0]
-        return (lse - math.log(n_patterns)) / self.beta
+                              exclude_copies=leave_out_copies)[:, 0]
+        if not leave_out_copies:
+            return (lse - math.log(n_patterns)) / self.beta
+        kept = n_patterns - _count_copies(Z, patterns)
+        loo = (lse - torch.log(kept.clamp_min(1).to(lse.dtype))) / self.beta
+        if bool((kept > 0).all()):
+            return loo
+        # Every training row is a copy of this one (one distinct direction, e.g. a
+        # single feature): nothing to leave it out against; its own score is the
+        # score of a new row in that direction.
+        return torch.where(kept > 0, loo, self._log_mean_exp(Z, patterns))
+
+
+def _count_copies(Z, patterns):
+    """How many of the patterns are copies of each row of Z, up to rounding (the test
+    of ``class_logsumexp(..., exclude_copies=True)``), a chunk of patterns at a time."""
+    count = torch.zeros(Z.shape[0], dtype=torch.int64, device=Z.device)
+    for rows in iter_slices(patterns.shape[0], _memory_chunk(_SCORE_BLOCK, Z.shape[0])):
+        count += near_copies(Z, patterns[rows]).sum(dim=1)
+    return count

@@ -18,9 +18,9 @@ from scipy.special import logsumexp
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
-from .._backend import _memory_chunk, iter_slices, map_batches
+from .._backend import _memory_chunk, iter_slices, map_batches, near_copies
 from .._docstrings import fill_doc
-from ..base import BaseOODDetector, threshold_rows
+from ..base import BaseOODDetector, row_keys, threshold_rows
 from ._banks import _unit_rows as _unit_rows_numpy
 from .knn import _merge_smallest, _unit_rows
 
@@ -91,9 +91,12 @@ class NNGuideDetector(BaseOODDetector):
     Notes
     -----
     **Threshold.** ``offset_`` is the ``contamination`` quantile of training rows'
-    scores as new rows would get them: a row outside the bank is such a row already,
-    and a bank row is scored against the bank without its own guide row (leave one
-    out). The head, when fit trains it, is held fixed, as for the logit detectors.
+    scores as new rows would get them: each row is scored against the bank without
+    its own guide row and those of its copies (leave one out; a row outside the bank
+    and without a copy in it is such a row already), for at most 1,000 distinct rows
+    chosen by their content. The bank too is drawn by content, so the same rows in
+    another order give the same model. The head, when fit trains it, is held fixed, as
+    for the logit detectors.
 
     **Energies.** The score assumes positive energies, as a network's logits give: a
     negative ``E`` flips the sign of a guide row and of the query's confidence, and
@@ -160,11 +163,17 @@ class NNGuideDetector(BaseOODDetector):
             )
         n_bank = min(n_train, max(math.ceil(self.bank_fraction * n_train),
                                   self.n_neighbors_ + 1))
+        keys = row_keys(X, dtype=self.dtype)
         if n_bank == n_train:
             self.bank_indices_ = np.arange(n_train)
         else:
-            rng = check_random_state(self.random_state)
-            self.bank_indices_ = np.sort(rng.choice(n_train, size=n_bank, replace=False))
+            # A random draw fixed by the rows' content and random_state, not by their
+            # positions: the rows in another order give the same bank (the keys are
+            # pseudo-random; a salt drawn from random_state reorders them).
+            salt = check_random_state(self.random_state).randint(
+                np.iinfo(np.int64).max, dtype=np.int64)
+            order = np.argsort(keys ^ np.uint64(salt), kind="stable")
+            self.bank_indices_ = np.sort(order[:n_bank])
         bank_rows = X[self.bank_indices_].astype(np.float64)
         energies = logsumexp(bank_rows @ self.head_coef_.T + self.head_intercept_, axis=1)
         if not (energies > 0).all():
@@ -178,33 +187,41 @@ class NNGuideDetector(BaseOODDetector):
                 stacklevel=4,  # the caller of fit (through fit and _fit_context)
             )
         self.bank_ = (_unit_rows_numpy(bank_rows) * energies[:, None]).astype(self.dtype)
-        return partial(self._held_out_training_scores, X)
+        # The threshold's rows: one per distinct row, chosen by content.
+        return partial(self._held_out_training_scores, X[threshold_rows(n_train, keys)])
 
     def _held_out_training_scores(self, X):
-        """Scores of the rows of :func:`threshold_rows` as new rows would get them: a
-        bank row without its own guide row, the other rows as they are."""
-        rows = threshold_rows(len(X))
-        own_slot = np.full(len(X), -1, dtype=np.int64)
-        own_slot[self.bank_indices_] = np.arange(len(self.bank_indices_))
-        return map_batches(self._score_batch, X[rows], read_only=True,
-                           row_args=[own_slot[rows]], **self._batch_kwargs())
+        """Scores of training rows as new rows would get them: without their own guide
+        row and those of their copies (a new row has no copy in the bank)."""
+        return map_batches(partial(self._score_batch, leave_out_copies=True), X,
+                           read_only=True, **self._batch_kwargs())
 
-    def _score_batch(self, V, state, own_slot=None):
+    def _score_batch(self, V, state, leave_out_copies=False):
         energy = torch.logsumexp(self._head_logits(V, state), dim=1)
-        return energy * self._mean_top_similarity(_unit_rows(V), state["bank_"], own_slot)
+        return energy * self._mean_top_similarity(_unit_rows(V), state["bank_"],
+                                                  leave_out_copies)
 
-    def _mean_top_similarity(self, Z, bank, own_slot=None):
+    def _mean_top_similarity(self, Z, bank, leave_out_copies=False):
         """Mean of the ``n_neighbors_`` largest ``z . g`` over the bank rows g, exact,
-        with the bank multiplied a chunk at a time; ``own_slot`` (-1: none) names a
-        bank row to leave out of each query's neighbours."""
+        with the bank multiplied a chunk at a time. ``leave_out_copies`` leaves out of
+        each query's neighbours the guide rows of its copies (up to rounding,
+        :func:`~sklearn_reclag._backend.near_copies` on the normalised rows), the
+        mean then over as many neighbours as are left."""
         n_queries, n_bank = Z.shape[0], bank.shape[0]
         values = nearest = None
         for rows in iter_slices(n_bank, _memory_chunk(_BLOCK, n_queries)):
             # Negated, so that the k largest similarities are the k smallest entries.
             block = -(Z @ bank[rows].T)
-            if own_slot is not None:
-                hit = ((own_slot >= rows.start) & (own_slot < rows.stop)).nonzero()[:, 0]
-                block[hit, own_slot[hit] - rows.start] = math.inf
+            if leave_out_copies:
+                block.masked_fill_(near_copies(Z, _unit_rows(bank[rows])), math.inf)
             values, nearest = _merge_smallest(values, nearest, block, rows.start,
                                               self.n_neighbors_)
-        return -values.mean(dim=1)
+        kept = torch.isfinite(values)
+        total = torch.where(kept, values, torch.zeros_like(values)).sum(dim=1)
+        n_kept = kept.sum(dim=1)
+        mean = -total / n_kept.clamp_min(1)
+        if bool((n_kept > 0).all()):
+            return mean
+        # Every bank row is a copy of this row (one distinct direction): nothing to
+        # leave it out against; its own score is the score of a new row like it.
+        return torch.where(n_kept > 0, mean, self._mean_top_similarity(Z, bank))
