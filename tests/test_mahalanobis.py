@@ -103,3 +103,108 @@ def test_constant_features_are_refused_clearly():
         MahalanobisDetector(device="cpu").fit(X, np.repeat([0, 1], 5))
 
 
+
+
+# --------------------------------------------------- Mahalanobis++ (issue 21)
+def test_normalize_is_mahalanobis_plus_plus(data):
+    """normalize=True (Mueller et al., ICML 2025): L2-normalise the rows, then the usual
+    Mahalanobis score of the normalised rows."""
+    X, y, X_test = data
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    det = MahalanobisDetector(normalize=True, device="cpu", dtype="float64").fit(X, y)
+    expected, means, sigma = _numpy_score(unit(X), y, unit(X_test))
+    np.testing.assert_allclose(det.score_samples(X_test), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(det.means_, means)
+    np.testing.assert_allclose(det.covariance_, sigma, atol=1e-12)
+    # A row's scale no longer matters; without normalize it does.
+    np.testing.assert_allclose(det.score_samples(3 * X_test), expected, rtol=1e-9, atol=1e-9)
+    plain = MahalanobisDetector(device="cpu", dtype="float64").fit(X, y)
+    assert not np.allclose(plain.score_samples(3 * X_test), plain.score_samples(X_test))
+    assert MahalanobisDetector.search_space["normalize"] == [False, True]
+
+
+# ------------------------------------ many features, few rows (issue 23, item 16)
+# One class, 'empirical', fewer rows than features: every row is at the same distance.
+@pytest.mark.filterwarnings("ignore:MahalanobisDetector. the 24 training scores")
+@pytest.mark.parametrize("covariance", ["empirical", "ledoit_wolf", "oas"])
+@pytest.mark.parametrize("labelled", [True, False])
+def test_low_rank_covariance_equals_the_full_one(covariance, labelled, monkeypatch):
+    """With fewer rows than features the covariance is computed in the span of the rows;
+    scores, covariance and threshold equal those of the (D, D) computation."""
+    from sklearn_reclag.detectors import _covariance, mahalanobis
+
+    rng = np.random.default_rng(3)
+    X = np.maximum(rng.normal(size=(24, 60)), 0) + rng.normal(size=60)
+    y = np.arange(24) % 3 if labelled else None
+    X_test = np.maximum(rng.normal(size=(15, 60)), 0)
+    kwargs = dict(covariance=covariance, device="cpu", dtype="float64")
+    low = MahalanobisDetector(**kwargs).fit(X, y)
+    assert low._spectrum.basis.shape[1] < X.shape[1]  # the low-rank path ran
+    monkeypatch.setattr(mahalanobis, "shared_spectrum", lambda *a, **k: (
+        _covariance.shared_spectrum(*a, **{**k, "low_rank": False})))
+    full = MahalanobisDetector(**kwargs).fit(X, y)
+    assert full._spectrum.basis.shape[1] == X.shape[1]
+    np.testing.assert_allclose(low.covariance_, full.covariance_, atol=1e-12)
+    np.testing.assert_allclose(low.precision_, full.precision_, rtol=1e-7,
+                               atol=1e-7 * np.abs(full.precision_).max())
+    np.testing.assert_allclose(low.score_samples(X_test), full.score_samples(X_test),
+                               rtol=1e-7)
+    np.testing.assert_allclose(low.offset_, full.offset_, rtol=1e-7)
+    # And both are the formula of Lee et al. with sklearn's estimate.
+    sigma = {"empirical": None, "ledoit_wolf": LedoitWolf, "oas": OAS}[covariance]
+    labels = np.zeros(len(X)) if y is None else y
+    if sigma is not None:
+        _, means, _ = _numpy_score(X, labels, X_test)
+        centred = X - means[np.searchsorted(np.unique(labels), labels)]
+        sigma = sigma(assume_centered=True).fit(centred).covariance_
+    expected, _, _ = _numpy_score(X, labels, X_test, sigma)
+    np.testing.assert_allclose(low.score_samples(X_test), expected, rtol=1e-6)
+
+
+def test_many_features_never_eigendecompose_a_features_square(monkeypatch):
+    """5,000 features, 40 rows: no (D, D) eigendecomposition (each took minutes), no
+    pseudo-inverse; the fit (with its cross-fitted threshold) takes seconds."""
+    import time
+
+    import scipy.linalg
+
+    sizes = []
+    eigh = np.linalg.eigh
+
+    def recording_eigh(a, *args, **kwargs):
+        sizes.append(np.shape(a)[-1])
+        return eigh(a, *args, **kwargs)
+
+    monkeypatch.setattr(np.linalg, "eigh", recording_eigh)
+    monkeypatch.setattr(scipy.linalg, "pinvh", lambda *a, **k: pytest.fail("pinvh called"))
+    rng = np.random.default_rng(0)
+    X = np.maximum(rng.normal(size=(40, 5000)), 0)
+    y = np.arange(40) % 4
+    start = time.perf_counter()
+    for covariance in ("empirical", "ledoit_wolf"):
+        det = MahalanobisDetector(covariance=covariance, device="cpu").fit(X, y)
+        assert np.isfinite(det.score_samples(X[:5])).all()
+    assert sizes and max(sizes) < 50
+    assert time.perf_counter() - start < 60  # > 10 minutes before
+
+
+# ------------------------------- a large common offset (issue 23, item 18)
+def test_large_feature_offset_changes_nothing_in_float32():
+    """Distances do not change under a shift: features with a mean of 1e4 or 1e6 score
+    as the same features without it, in float32 (they scored at chance before)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 16))
+    y = (X[:, 0] > 0).astype(int)
+    X_test = np.r_[rng.normal(size=(200, 16)), rng.normal(size=(200, 16)) * 1.8]
+    labels = np.r_[np.ones(200), np.zeros(200)]
+    reference = MahalanobisDetector(device="cpu").fit(X, y).score_samples(X_test)
+    auroc = roc_auc_score(labels, reference)
+    assert auroc > 0.8
+    for offset in (1e4, 1e6):
+        det = MahalanobisDetector(device="cpu").fit(X + offset, y)
+        scores = det.score_samples(X_test + offset)
+        np.testing.assert_allclose(scores, reference, rtol=1e-4, atol=1e-4)
+        assert abs(roc_auc_score(labels, scores) - auroc) < 0.002
+        np.testing.assert_allclose(det.center_, X.mean(axis=0) + offset)
