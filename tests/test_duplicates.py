@@ -13,6 +13,8 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
+from scipy.special import logsumexp
 from sklearn.base import clone
 from sklearn.covariance import EmpiricalCovariance
 
@@ -24,6 +26,7 @@ from sklearn_reclag import (
     RecLagDetector,
     ViMDetector,
 )
+from sklearn_reclag._backend import class_logsumexp, routed_logsumexp
 from sklearn_reclag.base import THRESHOLD_ROWS, held_out_folds, row_keys, threshold_rows
 
 
@@ -55,8 +58,13 @@ def _duplicated(X, y, fraction, seed=1):
 DETECTORS = {
     "KNN(n_neighbors=1)": KNNDetector(n_neighbors=1, device="cpu"),
     "KNN(n_neighbors=5)": KNNDetector(n_neighbors=5, device="cpu"),
-    "HE(beta='auto')": HopfieldEnergyDetector(beta="auto", device="cpu"),
-    "HE(routing='max')": HopfieldEnergyDetector(beta="auto", routing="max", device="cpu"),
+    # Stored rows in the raw and normalised metrics: leave-one-out scores.
+    "HE(beta='auto')": HopfieldEnergyDetector(beta="auto", metric="euclidean", device="cpu"),
+    "HE(routing='max')": HopfieldEnergyDetector(beta="auto", metric="cosine", routing="max",
+                                                device="cpu"),
+    # A learned whitening: cross-fitted.
+    "HE(metric='mahalanobis')": HopfieldEnergyDetector(beta="auto", metric="mahalanobis",
+                                                       device="cpu"),
     "Mahalanobis": MahalanobisDetector(device="cpu"),
     "SHE": HopfieldEnergyDetector(patterns="mean", device="cpu"),
     "ViM": ViMDetector(device="cpu"),
@@ -80,7 +88,7 @@ def test_new_rows_are_accepted_at_one_minus_contamination_with_duplicates(blobs,
 
 
 @pytest.mark.parametrize("detector", [
-    HopfieldEnergyDetector(beta="auto", device="cpu"),
+    HopfieldEnergyDetector(beta="auto", metric="euclidean", device="cpu"),
     HopfieldEnergyDetector(beta="auto", metric="cosine", device="cpu"),
     HopfieldEnergyDetector(beta="auto", metric="mahalanobis", device="cpu"),
 ], ids=lambda detector: detector.metric)
@@ -101,7 +109,7 @@ def test_copies_that_differ_by_rounding_count_as_copies(blobs):
     nudged = X32 * np.float32(1 + 1e-7) + np.float32(1e-7) * np.sign(X32)
     X_dup, y_dup = np.r_[X32, nudged], np.r_[y, y]
     for detector in (KNNDetector(n_neighbors=1, device="cpu"),
-                     HopfieldEnergyDetector(beta="auto", device="cpu")):
+                     HopfieldEnergyDetector(beta="auto", metric="euclidean", device="cpu")):
         fitted = clone(detector).fit(X_dup, y_dup)
         assert np.mean(fitted.predict(X_new) == 1) == pytest.approx(0.95, abs=0.04)
 
@@ -121,7 +129,7 @@ ORDER_FREE = {
     "Mahalanobis (given estimator)": MahalanobisDetector(covariance=EmpiricalCovariance(),
                                                          device="cpu", dtype="float64"),
     "KNN": KNNDetector(n_neighbors=5, device="cpu", dtype="float64"),
-    "HE": HopfieldEnergyDetector(device="cpu", dtype="float64"),
+    "HE": HopfieldEnergyDetector(metric="euclidean", device="cpu", dtype="float64"),
     "HE (mahalanobis)": HopfieldEnergyDetector(metric="mahalanobis", device="cpu",
                                                dtype="float64"),
     "SHE": HopfieldEnergyDetector(patterns="mean", device="cpu", dtype="float64"),
@@ -248,3 +256,33 @@ def test_mahalanobis_closed_form_leaves_out_every_copy(blobs):
                             y_dup[(X_dup != X[i]).any(axis=1)], X[i:i + 1])[0]
         for i in range(len(X))])
     assert detector.offset_ == pytest.approx(np.percentile(loo, 10), rel=1e-9)
+
+
+@pytest.mark.parametrize("n_banks", [3, 80])  # a loop over banks; one padded product
+def test_logsumexp_kernels_leave_out_the_copies_of_each_query(n_banks):
+    """exclude_copies drops every memory equal to the query up to rounding, in the
+    per-class and the routed kernels (both of the routed kernel's paths): the sums of
+    numpy over the other memories."""
+    rng = np.random.default_rng(0)
+    banks = rng.normal(size=(n_banks, 6, 5))
+    mask = np.ones((n_banks, 6), dtype=bool)
+    mask[0, 4:] = False
+    route = rng.integers(0, n_banks, 200)
+    # Each query is a memory of its bank (slot 0 or 1), and slot 2 holds a copy of slot 0
+    # nudged by rounding.
+    banks[:, 2] = banks[:, 0] * (1 + 1e-15)
+    queries = banks[route, route % 2]
+    beta = 0.7
+    logits = beta * np.einsum("bd,cmd->bcm", queries, banks)
+    copies = np.linalg.norm(queries[:, None, None] - banks[None], axis=3) < 1e-12
+    logits[copies | ~mask[None]] = -np.inf
+    expected = logsumexp(logits, axis=2)
+    as_t = torch.as_tensor
+    got = class_logsumexp(as_t(queries), as_t(banks), as_t(mask), beta, exclude_copies=True)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    routed = routed_logsumexp(as_t(queries), as_t(route), as_t(banks), as_t(mask), beta,
+                              exclude_copies=True)
+    np.testing.assert_allclose(routed.numpy(), expected[np.arange(200), route], rtol=1e-12)
+    # What was left out: each query's own slot, and slot 2 for the copies of slot 0.
+    own = copies[np.arange(200), route]
+    assert own[np.arange(200), route % 2].all() and own[route % 2 == 0, 2].all()
