@@ -534,6 +534,7 @@ def main(argv=None):
         _check_output(args.output, args.overwrite)
         methods = _methods(args, quick=quick, peers=peers, seed=seeds[0])
         load_data = _loader(args, quick=quick)
+        created = [p for p in (args.output, *args.output.parents) if not p.exists()]
         _prepare_output(args.output)
     except (FileNotFoundError, ImportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -542,6 +543,11 @@ def main(argv=None):
     try:
         runs = _run(args, load_data, seeds=seeds, quick=quick, peers=peers)
     except _RowFailed as exc:
+        for folder in created:  # innermost first; nothing is written before the report
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "demo":

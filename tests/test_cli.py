@@ -290,6 +290,7 @@ def test_a_fit_that_the_features_make_fail_is_one_line(tmp_path, capsys):
     assert status == 2
     assert err.startswith("error: seed 0: KNN failed on ") and err.count("\n") == 1, err
     assert "--methods" in err
+    assert not (tmp_path / "o").exists()  # the folder it created is removed, empty
 
 
 def test_unwritable_output_is_refused_before_any_fit(tmp_path, capsys, monkeypatch):
