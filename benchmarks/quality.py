@@ -57,8 +57,9 @@ def main(argv=None):
     seeds = args.seeds or (2 if args.quick else 5)
     name = "quality" + ("_mnist1d" if args.dataset == "mnist1d" else "")
     out = RESULTS / (name + "_quick" if args.quick else name)
+    # --overwrite: the results folder is this script's own, rewritten by each run.
     command = ["benchmark", "--dataset", args.dataset, "--seeds", str(seeds), "--peers",
-               "--device", args.device, "--output", str(out)] + (
+               "--device", args.device, "--output", str(out), "--overwrite"] + (
         ["--quick"] if args.quick else [])
     start = time.perf_counter()
     status = cli_main(command)
