@@ -249,7 +249,8 @@ def test_mahalanobis_closed_form_leaves_out_every_copy(blobs):
     X, y, _ = blobs
     X, y = X[:150], y[:150]
     X_dup, y_dup = np.r_[X, X[:60], X[:20]], np.r_[y, y[:60], y[:20]]
-    detector = MahalanobisDetector(contamination=0.1, device="cpu",
+    detector = MahalanobisDetector(covariance="empirical", normalize=False,
+                                   contamination=0.1, device="cpu",
                                    dtype="float64").fit(X_dup, y_dup)
     loo = np.array([
         _mahalanobis_scores(X_dup[(X_dup != X[i]).any(axis=1)],

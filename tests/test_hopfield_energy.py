@@ -5,13 +5,20 @@ classifies as c; HE = (1/beta) lse(beta X_c v), SHE = v . mean(X_c), c the route
 energy='full' subtracts |v|^2 / 2.
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 
-from sklearn_reclag import HopfieldEnergyDetector
+from sklearn_reclag import HopfieldEnergyDetector as _HopfieldEnergyDetector
 from sklearn_reclag.detectors import _banks
+
+# The formulas of this module are those of the raw features: its detectors use
+# metric='euclidean' unless a test says otherwise (the default, 'mahalanobis', scores in
+# the whitened space: test_metric.py).
+HopfieldEnergyDetector = partial(_HopfieldEnergyDetector, metric="euclidean")
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,19 @@ covariance of the class-centred training rows (ML estimate: scatter / N), ^+ the
 pseudo-inverse.
 """
 
+from functools import partial
+
 import numpy as np
 import pytest
 from scipy.linalg import pinvh
 from sklearn.covariance import OAS, LedoitWolf, ShrunkCovariance
 
-from sklearn_reclag import MahalanobisDetector
+from sklearn_reclag import MahalanobisDetector as _MahalanobisDetector
+
+# The reference formulas of this module are the paper's: the empirical covariance of the
+# raw rows, unless a test says otherwise (the defaults, Ledoit-Wolf on rows normalised
+# where the origin is informative, are tested at the end).
+MahalanobisDetector = partial(_MahalanobisDetector, covariance="empirical", normalize=False)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +127,7 @@ def test_normalize_is_mahalanobis_plus_plus(data):
     np.testing.assert_allclose(det.score_samples(3 * X_test), expected, rtol=1e-9, atol=1e-9)
     plain = MahalanobisDetector(device="cpu", dtype="float64").fit(X, y)
     assert not np.allclose(plain.score_samples(3 * X_test), plain.score_samples(X_test))
-    assert MahalanobisDetector.search_space["normalize"] == [False, True]
+    assert _MahalanobisDetector.search_space["normalize"] == [False, True]
 
 
 # ------------------------------------ many features, few rows (issue 23, item 16)
@@ -208,3 +215,15 @@ def test_large_feature_offset_changes_nothing_in_float32():
         np.testing.assert_allclose(scores, reference, rtol=1e-4, atol=1e-4)
         assert abs(roc_auc_score(labels, scores) - auroc) < 0.002
         np.testing.assert_allclose(det.center_, X.mean(axis=0) + offset)
+
+
+def test_defaults_are_ledoit_wolf_and_normalise_unless_the_rows_are_centred():
+    rng = np.random.default_rng(0)
+    relu = np.maximum(rng.normal(0.3, 1.0, size=(200, 8)), 0)
+    y = rng.integers(0, 2, size=200)
+    det = _MahalanobisDetector(device="cpu", dtype="float64").fit(relu, y)
+    assert det.normalize_ and det.covariance == "ledoit_wolf"
+    explicit = _MahalanobisDetector(normalize=True, device="cpu", dtype="float64").fit(relu, y)
+    np.testing.assert_array_equal(det.score_samples(relu), explicit.score_samples(relu))
+    centred = relu - relu.mean(axis=0)
+    assert not _MahalanobisDetector(device="cpu").fit(centred, y).normalize_

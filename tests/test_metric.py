@@ -80,7 +80,7 @@ def test_he_mahalanobis_mean_density_max_is_the_mahalanobis_detector(data):
     he = HopfieldEnergyDetector(patterns="mean", beta=0.3, energy="density", routing="max",
                                 metric="mahalanobis", covariance="empirical", head=head,
                                 device="cpu", dtype="float64").fit(separated, y)
-    maha = MahalanobisDetector(covariance="empirical", device="cpu",
+    maha = MahalanobisDetector(covariance="empirical", normalize=False, device="cpu",
                                dtype="float64").fit(separated, y)
     queries = np.vstack([X_test, separated[::7]])
     np.testing.assert_allclose(he.score_samples(queries), maha.score_samples(queries),

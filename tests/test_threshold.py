@@ -193,7 +193,8 @@ def test_mahalanobis_closed_form_handles_a_class_of_one_row():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(41, 3))
     y = np.r_[np.zeros(40, dtype=int), 1]
-    detector = MahalanobisDetector(device="cpu", dtype="float64").fit(X, y)
+    detector = MahalanobisDetector(covariance="empirical", normalize=False, device="cpu",
+                                   dtype="float64").fit(X, y)
     loo = detector._leave_one_out_scores(X, y, 0.0)
     assert np.isfinite(loo).all()
     assert loo[-1] == pytest.approx(_numpy_mahalanobis_scores(X[:-1], y[:-1], X[-1:])[0],

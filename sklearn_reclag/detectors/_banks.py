@@ -189,8 +189,20 @@ class _MemoryBankDetector(BaseOODDetector):
         row_args = [labels[rows], own_slot[rows]]
         if self.routing == "predicted" and predicted is not None:
             row_args.append(self._present_bank(X[rows], predicted[rows]))
-        return partial(map_batches, partial(self._score_batch, exclude_copies=True), X[rows],
-                       read_only=True, row_args=row_args, **self._batch_kwargs())
+        leave_one_out = partial(map_batches, partial(self._score_batch, exclude_copies=True),
+                                X[rows], read_only=True, row_args=row_args,
+                                **self._batch_kwargs())
+
+        def held_out_scores():
+            scores = np.array(leave_one_out(), dtype=np.float64)
+            alone = ~np.isfinite(scores)
+            if alone.any():
+                # A row whose bank holds nothing but its own copies has no other pattern
+                # to be scored against: it gets the score a new copy of it would get.
+                scores[alone] = self._score_array(X[rows][alone])
+            return scores
+
+        return held_out_scores
 
     def _present_bank(self, X, predicted):
         """The head's predictions ``predicted`` of the rows X, moved off empty banks as
