@@ -22,39 +22,54 @@ __all__ = ["AutoOODDetector", "default_candidates", "separation_margin"]
 _MIN_SAMPLES = 4
 
 
-def default_candidates(*, labelled=True, device="auto", random_state=None):
+def default_candidates(*, labelled=True, device="auto", random_state=None, classes=None):
     """The detectors :class:`AutoOODDetector` chooses among by default.
 
     One or more settings of each family, the settings that decide what a detector sees
-    (the metric, the neighbourhood, the covariance), with the data-driven defaults for
-    the rest (``beta='auto'``), in order of preference (AutoOODDetector keeps the first
-    candidate within one standard error of the best):
+    (the metric, the neighbourhood, the covariance, the normalisation), with the
+    data-driven defaults for the rest (``beta='auto'``, ``normalize='auto'``), in order of
+    preference (AutoOODDetector keeps the first candidate within one standard error of the
+    best):
 
     - the suite's defaults: HopfieldEnergyDetector() and RecLagDetector();
-    - Mahalanobis, Ledoit-Wolf and empirical covariance;
-    - Hopfield energy (density) with ``metric`` 'cosine' and 'mahalanobis';
-    - deep KNN, ``n_neighbors`` 1, 10 and 50, on L2-normalised and raw rows;
-    - with labels or a head: the logit scores Energy and MSP, and ViM.
+    - MahalanobisDetector() (Ledoit-Wolf; Mahalanobis++ where the origin is informative);
+    - Hopfield energy (density) with ``metric`` 'mahalanobis' and 'cosine';
+    - deep KNN, ``n_neighbors`` 1, 10 and 50, and the local outlier factor, 10 and 35;
+    - with labels or a head: the logit scores Energy and MSP, ViM, and the leaderboard's
+      post-hoc detectors (SCALE, ASH, GEN, fDBD, NCI, NNGuide; RMDS with labels).
+
+    Not a candidate: HopfieldBoostingDetector, which needs auxiliary outliers.
 
     Parameters
     ----------
     labelled : bool, default=True
         Whether class labels or a head are available (the logit scores need them).
+    classes : bool or None, default=None
+        Whether y holds two classes or more (RMDS needs them; a head alone does not do):
+        None means ``labelled``.
     device : str, default='auto'
     random_state : int or None, default=None
-        Seeds RecLag's fit.
+        Seeds RecLag's fit (and LOF's and NNGuide's draws).
 
     Returns
     -------
     candidates : list of estimators
     """
     from .detectors import (
+        ASHDetector,
         EnergyDetector,
+        FDBDDetector,
+        GENDetector,
         HopfieldEnergyDetector,
         KNNDetector,
+        LOFDetector,
         MahalanobisDetector,
         MSPDetector,
+        NCIDetector,
+        NNGuideDetector,
         RecLagDetector,
+        RMDSDetector,
+        SCALEDetector,
         ViMDetector,
     )
 
@@ -63,16 +78,20 @@ def default_candidates(*, labelled=True, device="auto", random_state=None):
     candidates = [
         HopfieldEnergyDetector(device=device),
         RecLagDetector(device=device, random_state=random_state),
-        MahalanobisDetector(covariance="ledoit_wolf", device=device),
-        MahalanobisDetector(covariance="empirical", device=device),
-        HopfieldEnergyDetector(metric="cosine", device=device),
+        MahalanobisDetector(device=device),
         HopfieldEnergyDetector(metric="mahalanobis", device=device),
+        HopfieldEnergyDetector(metric="cosine", device=device),
     ]
-    candidates += [KNNDetector(k, normalize=normalize, device=device)
-                   for normalize in (True, False) for k in (1, 10, 50)]
+    candidates += [KNNDetector(k, device=device) for k in (1, 10, 50)]
+    candidates += [LOFDetector(k, device=device, random_state=random_state) for k in (10, 35)]
     if labelled:
         candidates += [EnergyDetector(device=device), MSPDetector(device=device),
-                       ViMDetector(device=device)]
+                       ViMDetector(device=device), SCALEDetector(device=device),
+                       ASHDetector(device=device), GENDetector(device=device),
+                       FDBDDetector(device=device), NCIDetector(device=device),
+                       NNGuideDetector(device=device, random_state=random_state)]
+    if labelled if classes is None else classes:
+        candidates.append(RMDSDetector(device=device))
     return candidates
 
 
@@ -322,8 +341,9 @@ class AutoOODDetector(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin, 
     def _checked_candidates(self, labelled, y):
         """The candidates, refused before any fit when one cannot be fitted here."""
         if self.candidates is None:
-            return default_candidates(labelled=labelled, device=self.device,
-                                      random_state=self._seed())
+            return default_candidates(
+                labelled=labelled, device=self.device, random_state=self._seed(),
+                classes=y is not None and len(np.unique(y)) >= 2)
         if not self.candidates:
             raise ValueError("candidates is an empty list; pass None for the default set.")
         for i, candidate in enumerate(self.candidates):

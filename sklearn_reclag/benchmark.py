@@ -11,6 +11,8 @@ set. The test sets are only scored.
 from dataclasses import dataclass, field
 from numbers import Real
 
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.mixture import GaussianMixture
@@ -32,6 +34,8 @@ KINDS = {
     "baseline": "a feature-space baseline every OOD paper compares against",
     "extension": "this suite's extensions of the Hopfield methods (energy, metric, solver)",
     "default": "the estimator's default parameters, nothing searched",
+    "leaderboard": "a post-hoc detector of OpenOOD's leaderboard (logits or class "
+                   "statistics; the official defaults, searched as published)",
     "peer": "an outlier detector from outside the suite (PyOD, scikit-learn)",
     "auto": "AutoOODDetector: a detector and its hyperparameters chosen from the training "
             "rows alone (held-out classes, or clusters without labels)",
@@ -108,15 +112,22 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
     methods : list of Method
     """
     from . import (
+        ASHDetector,
         AutoOODDetector,
         DensePolynomialHopfield,
         EnergyDetector,
+        FDBDDetector,
+        GENDetector,
         HopfieldEnergyDetector,
         KNNDetector,
+        LOFDetector,
         MahalanobisDetector,
         MSPDetector,
+        NCIDetector,
         ReActDetector,
         RecLagDetector,
+        RMDSDetector,
+        SCALEDetector,
         ViMDetector,
     )
     from .model_selection import default_param_grid
@@ -157,6 +168,16 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
                MahalanobisDetector.search_space, kind="baseline"),
         Method("ViM", ViMDetector(device=device), ViMDetector.search_space, uses_head=True,
                kind="baseline"),
+        Method("LOF", LOFDetector(device=device, random_state=rs),
+               {"n_neighbors": [10, 35]} if quick else LOFDetector.search_space,
+               kind="baseline"),
+    ]
+    leaderboard = [
+        Method(name, cls(device=device), logit_grid(cls), uses_head=cls is not RMDSDetector,
+               kind="leaderboard")
+        for name, cls in (("SCALE", SCALEDetector), ("ASH", ASHDetector),
+                          ("GEN", GENDetector), ("fDBD", FDBDDetector), ("NCI", NCIDetector),
+                          ("RMDS", RMDSDetector))
     ]
     density_he = HopfieldEnergyDetector(energy="density", routing="max", device=device)
     # EM iterations cost milliseconds, and 22-46 of them converge on the digits features:
@@ -194,7 +215,7 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
         return paper
     if preset == "unlabelled":
         return [m for m in defaults + extensions + baselines + auto if m.name != "ViM"]
-    return paper + baselines + extensions + defaults + dense_row + auto
+    return paper + baselines + leaderboard + extensions + defaults + dense_row + auto
 
 
 PAPER_PARAMS = {
@@ -380,15 +401,23 @@ def fit_method(method, data, *, random_state=0, param_grid=None, selection="prox
     if not param_grid:
         return estimator.fit(data.X_train, data.y_train), {}
     if selection == "proxy":
-        points = list(ParameterGrid(param_grid))
+        # The row's own setting first, then the grid's other points: AutoOODDetector's
+        # choice among them (any estimator with score_samples: a peer or a classifier
+        # pipeline too), refitted here. As AutoOODDetector does, a point replaces the
+        # row's setting only where it is better by more than one standard error of the
+        # proxy's folds, and without two classes (no held-out classes; k-means clusters
+        # chose worse than the defaults) the row's setting is kept: a search never
+        # trades a default for a point the proxy cannot tell apart from it.
+        grids = param_grid if isinstance(param_grid, (list, tuple)) else [param_grid]
+        names = dict.fromkeys(name for grid in grids for name in grid)
+        own = {name: method.estimator.get_params()[name] for name in names}
+        points = [own] + [p for p in ParameterGrid(param_grid) if p != own]
         candidates = [clone(method.estimator).set_params(**p) for p in points]
-        # AutoOODDetector's choice among the grid's points (any estimator with
-        # score_samples: a peer or a classifier pipeline too), refitted here.
-        # The grid's points have no order of preference: the best mean FPR95. Without two
-        # classes the held-out clusters (the tables show how they choose).
-        auto = AutoOODDetector(candidates, head=head, rule="best", proxy="groups",
+        auto = AutoOODDetector(candidates, head=head, rule="one_standard_error",
                                random_state=random_state)
-        auto._select(np.asarray(data.X_train), data.y_train)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "AutoOODDetector: y has fewer than two")
+            auto._select(np.asarray(data.X_train), data.y_train)
         best = points[auto.best_index_]
         return clone(estimator).set_params(**best).fit(data.X_train, data.y_train), best
     if data.X_val_ood is None:

@@ -171,7 +171,7 @@ def test_chooses_the_local_detector_where_classes_are_rings():
     X = np.c_[radius * np.cos(angle), radius * np.sin(angle)]
     auto = AutoOODDetector(CANDIDATES, n_splits=4, random_state=0).fit(X, y)
     assert auto.best_params_["candidate"] == (
-        "KNNDetector(dtype='float64', n_neighbors=1, normalize=False)")
+        "KNNDetector(dtype='float64', normalize=False)")
 
 
 @pytest.mark.parametrize("y_kind", ["none", "one class"])
@@ -213,9 +213,14 @@ def test_the_given_head_loses_the_held_out_classes_in_the_folds(classes):
 def test_default_candidates_span_the_families():
     labelled = {type(c).__name__ for c in default_candidates(labelled=True)}
     unlabelled = {type(c).__name__ for c in default_candidates(labelled=False)}
-    assert {"HopfieldEnergyDetector", "RecLagDetector", "KNNDetector",
+    head_only = {type(c).__name__ for c in default_candidates(labelled=True, classes=False)}
+    assert {"HopfieldEnergyDetector", "RecLagDetector", "KNNDetector", "LOFDetector",
             "MahalanobisDetector"} <= unlabelled
-    assert labelled - unlabelled == {"EnergyDetector", "MSPDetector", "ViMDetector"}
+    assert labelled - unlabelled == {
+        "EnergyDetector", "MSPDetector", "ViMDetector", "SCALEDetector", "ASHDetector",
+        "GENDetector", "FDBDDetector", "NCIDetector", "NNGuideDetector", "RMDSDetector"}
+    assert labelled - head_only == {"RMDSDetector"}  # it needs the labels themselves
+    assert "HopfieldBoostingDetector" not in labelled  # it needs auxiliary outliers
 
 
 # ------------------------------------------------------------------ bad input
