@@ -5,6 +5,7 @@ McAlister's autoassociative network is: every neuron of every stored pattern is 
 from the others. The network itself is in :mod:`._engine`.
 """
 
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -66,10 +67,27 @@ class DenseAssociativeMemory(OneToOneFeatureMixin, TransformerMixin, BaseOODDete
     ``V <- momentum V - grad``, each memory moved by ``lr V_mu / max_j |V_mu,j|`` and
     clipped to [-1, 1]; ``lr`` is multiplied by ``lr_decay`` after every epoch.
 
-    **Novelty detection.** ``score_samples`` is ``-E(x)``, higher for rows like the
-    stored patterns; ``decision_function`` subtracts ``offset_``, the ``contamination``
-    quantile of the training scores, and ``predict`` gives +1 / -1, as the suite's
+    **Novelty detection.** ``score_samples`` is the negative energy of the row brought to
+    the norm of a bipolar state, ``-E(x / r(x))`` with ``r(x) = |x| / sqrt(N)`` the
+    root mean square of its entries (``normalize=True``); bipolar rows have ``r = 1`` and
+    score ``-E(x)`` exactly. It is higher for rows like the stored patterns;
+    ``decision_function`` subtracts ``offset_``, the ``contamination`` quantile of
+    held-out scores of the training rows, and ``predict`` gives +1 / -1, as the suite's
     detectors do.
+
+    Why the rescaling: Krotov & Hopfield's states are bipolar, all of norm ``sqrt(N)``,
+    and their energies compare patterns of equal norm. F grows with the overlap, so the
+    energy of continuous rows as given ranks them by their norm as much as by their
+    likeness to the memories: rows that a ``MinMaxScaler`` clips to +-1 (the novelties)
+    score higher than the training rows. Measured with the defaults (ID rows fitted on
+    70 %, scaled with ``MinMaxScaler((-1, 1), clip=True)`` fitted on them), AUROC
+    ``-E(x)`` -> ``-E(x / r(x))``: wine class 0 0.07 -> 0.66, class 1 0.56 -> 0.94;
+    breast cancer benign 0.48 -> 0.91, malignant 0.06 -> 0.92; digits 0-4 against 5-9,
+    pixels scaled to [-1, 1], 0.92 -> 0.95, bipolar 0.88 either way. Where it works: on
+    bipolar patterns, the network's own data. On continuous tabular features it is no
+    longer inverted but weaker than :class:`MahalanobisDetector` (AUROC 0.94, 0.98 on
+    wine class 0 and breast cancer benign): prefer that there. ``normalize=False``
+    scores ``-E(x)`` as given, and ``fit`` warns when the rows are not bipolar.
 
     Patterns must lie in [-1, 1] (bipolar +-1 patterns, or features scaled with
     ``MinMaxScaler(feature_range=(-1, 1), clip=True)``); other values are refused.
@@ -117,6 +135,12 @@ n_features), default='patterns'
     synchronous : bool, default=False
         Update every free neuron at once from the previous state in recall (faster on a
         GPU, but it may end in a 2-cycle, hence ``max_iter``).
+    normalize : bool, default=True
+        Score each row at the norm of a bipolar state, ``-E(x / r(x))`` with ``r(x) =
+        |x| / sqrt(N)`` (a zero row scores ``-E(0)``); bipolar rows are unchanged.
+        False scores ``-E(x)``, which grows with the norm of x and ranks continuous rows
+        inversely on tabular data (see Novelty detection); ``fit`` then warns unless the
+        patterns are bipolar. Learning and recall are the same either way.
     contamination : float in (0, 0.5], default=0.05
         Fraction of the training patterns whose ``decision_function`` is negative.
     device : {'auto', 'cpu', 'cuda', 'cuda:N'}, default='auto'
@@ -144,7 +168,9 @@ n_features), default='patterns'
     n_iter_ : int
         Number of epochs run.
     offset_ : float
-        The ``contamination`` quantile of the training scores;
+        The ``contamination`` quantile of held-out scores of the training rows (a
+        5-fold cross-fit, each fold's scores rescaled to this network's energy scale by
+        the ratio of the median scores of the rows each learned from);
         ``decision_function = score_samples - offset_``.
     device_ : str
         The resolved torch device.
@@ -228,6 +254,7 @@ n_features), default='patterns'
         "init": [StrOptions({"patterns", *INIT_MOMENTS}), "array-like"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "synchronous": ["boolean"],
+        "normalize": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -249,6 +276,7 @@ n_features), default='patterns'
         init="patterns",
         max_iter=100,
         synchronous=False,
+        normalize=True,
         contamination=0.05,
         device="auto",
         dtype="float32",
@@ -273,6 +301,7 @@ n_features), default='patterns'
         self.init = init
         self.max_iter = max_iter
         self.synchronous = synchronous
+        self.normalize = normalize
         self.random_state = random_state
         self.verbose = verbose
 
@@ -288,6 +317,16 @@ n_features), default='patterns'
     def _fit(self, X, y):
         """Learn the memories: every neuron of every pattern predicted from the others."""
         _check_unit_range(X)
+        if not self.normalize and not np.all(np.abs(X) == 1):
+            warnings.warn(
+                "DenseAssociativeMemory(normalize=False) scores continuous rows by -E(x), "
+                "which grows with the norm of x: rows far from the patterns but of larger "
+                "norm (e.g. clipped to +-1 by a scaler) score higher, and novelty is ranked "
+                "inversely (AUROC 0.07 on wine). Use normalize=True (the default) or "
+                "bipolar (+-1) patterns.",
+                UserWarning,
+                stacklevel=5,  # the caller of fit (through the base fit and _fit_context)
+            )
         dtype = resolve_dtype(self.dtype)
         energy = self._energy(X.shape[1])
         warn_if_overflow(energy, self.n_memories, dtype, self.dtype)
@@ -313,6 +352,52 @@ n_features), default='patterns'
             describe=energy.describe(),
         )
         self.n_iter_ = len(self.loss_curve_)
+        # The scale of this network's energies (see _align_fold): one scoring pass.
+        self._energy_scale = float(np.median(np.abs(self._score_array(X))))
+
+    # Set on the folds of the threshold's cross-fit only (see _align_fold).
+    _fold_score_factor = None
+
+    def _align_fold(self, fold):
+        # Learning does not fix the scale of the energy: two fits on 4/5 and all of the
+        # same rows end in memories whose energies differ by a factor (up to 36 on
+        # bipolar digits with the defaults, where n = 10 raises every difference in the
+        # overlaps to the 10th power), and a threshold read from the folds' scores then
+        # accepted 100 % of new rows of digits 0-4 and 99.7 % of digits 5-9. Each
+        # fold's scores are put on the final network's scale by the ratio of the median
+        # scores of the rows each network learned from (there: 96.3 % of the new rows
+        # accepted, 95 % asked). A rough correction: _fit_offset warns where it is large.
+        if fold._energy_scale > 0 and self._energy_scale > 0:
+            fold._fold_score_factor = self._energy_scale / fold._energy_scale
+            factors = getattr(self, "_fold_factors", None)  # set by _fit_offset only
+            if factors is not None:
+                factors.append(fold._fold_score_factor)
+
+    def _fit_offset(self, training_scores):
+        self._fold_factors = []
+        try:
+            offset = super()._fit_offset(training_scores)
+            factors = np.array(self._fold_factors)
+        finally:
+            del self._fold_factors
+        # Folds whose energies differ from the final network's by more than a factor of
+        # 3 ended in memories of another kind (learning did not settle, or memorised
+        # the rows differently), where the rescaling is only a rough correction. Measured on bipolar digits 0-4 (630 rows, the
+        # defaults, 3 splits): factors of 0.05-36, new rows accepted at 96-98.5 % for
+        # 95 % asked, at 85-92 % for 80 % asked (100 % and 99.6 % without the rescaling).
+        if factors.size and (factors.max() > 3 or factors.min() < 1 / 3):
+            warnings.warn(
+                f"DenseAssociativeMemory: the energies of the networks cross-fitted for "
+                f"the threshold are {factors.min():.2g}-{factors.max():.2g} times those "
+                f"of the fitted one: their memories differ from its (training loss "
+                f"{self.loss_curve_[0]:.4g} -> {self.loss_curve_[-1]:.4g}), so offset_ "
+                "is approximate and new rows may be accepted well above 1 - "
+                "contamination. Set the threshold from held-out rows with "
+                "calibration.HeldOutThreshold(FrozenEstimator(memory)).",
+                UserWarning,
+                stacklevel=5,  # the caller of fit
+            )
+        return offset
 
     def __sklearn_is_fitted__(self):
         # fit sets n_features_in_ and device_ before learning, which may still raise.
@@ -343,13 +428,25 @@ n_features), default='patterns'
         return X
 
     def _score_batch(self, V, state):
-        """``-E(v) = sum_mu F~(xi_mu . v)`` of every row v of the batch."""
+        """``-E(v / r(v)) = sum_mu F~(xi_mu . v / r(v))`` of every row v of the batch,
+        ``r(v)`` the root mean square of v (1 without ``normalize``)."""
         memories = state["memories_"]
-        return self._energy(memories.shape[1]).neg_energy(V @ memories.T)
+        overlaps = V @ memories.T
+        if self.normalize:
+            # The mean of squares, not |v| / sqrt(N): exactly 1 for a bipolar row, whose
+            # scores then equal -E(v) to the last bit. A zero row keeps overlaps 0.
+            rms = V.square().mean(dim=1, keepdim=True).sqrt_()
+            overlaps = overlaps / torch.where(rms > 0, rms, torch.ones_like(rms))
+        scores = self._energy(memories.shape[1]).neg_energy(overlaps)
+        if self._fold_score_factor is not None:
+            scores = scores * self._fold_score_factor
+        return scores
 
     def score_samples(self, X):
-        """Negative energy of each row, ``-E(x) = sum_mu F~(xi_mu . x)``.
+        """Negative energy of each row at the norm of a bipolar state.
 
+        ``-E(x / r(x)) = sum_mu F~(xi_mu . x / r(x))``, ``r(x)`` the root mean square
+        of x (``-E(x)`` for bipolar rows, and for every row with ``normalize=False``).
         Higher for rows like the stored patterns (more in-distribution).
 
         Parameters
