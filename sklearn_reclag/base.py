@@ -718,7 +718,25 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         return self._score_array(self._validate_rows(X))
 
     def fit_predict(self, X, y=None):
-        """Fit on ``(X, y)`` and return ``predict(X)``: +1 for ID rows, -1 for OOD rows.
+        """Fit on ``(X, y)``, then label each row of X as if the detector had not seen it.
+
+        scikit-learn's outlier detectors flag ``contamination`` of the rows they are
+        fitted on. This suite's threshold ``offset_`` is read from held-out scores, so
+        that it holds on new rows; the rows the detector learned from score higher, and
+        ``fit(X).predict(X)`` flags fewer of them (measured: 0 % with
+        HopfieldEnergyDetector, 2.5 % with MahalanobisDetector at
+        ``contamination=0.05``). ``fit_predict`` instead labels each in-distribution row
+        of X by its held-out score: a 5-fold cross-fit over all the rows (the folds of
+        the threshold's own cross-fit, each fitted as the threshold's are), every row
+        scored by the fold that did not learn from it, capped at its own score, and
+        compared with ``offset_``. So it flags about ``contamination`` of X (exactly the
+        rows below the threshold where ``offset_`` was read from this cross-fit: a
+        cross-fitted detector on at most 1,000 distinct rows), and ``fit_predict(X)``
+        differs from ``fit(X).predict(X)`` on the training rows, which is the point.
+        Rows labelled ``OOD_LABEL``, which fit ignores, get ``predict``'s label.
+
+        It costs a fit and the cross-fit (about 4 more fits). If a fold cannot be fitted
+        (a class too small to split), the rows get ``predict``'s label, with a warning.
 
         Parameters
         ----------
@@ -729,9 +747,47 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         Returns
         -------
         labels : ndarray of shape (n_samples,) of int
+            +1 for rows accepted as in-distribution, -1 for the others.
         """
         # OutlierMixin.fit_predict drops y, which the labelled detectors need.
-        return self.fit(X, y).predict(X)
+        labels = self.fit(X, y).predict(X)
+        fitted = slice(None) if y is None else ~is_ood_label(column_or_1d(y))
+        # The rows and labels fit learned from, exactly as fit validated them.
+        X_fit, y_fit = self._validate_fit_data(X, y)
+        held_out = self._cross_fitted_scores(X_fit, y_fit)
+        if held_out is not None:
+            labels[fitted] = np.where(held_out > self.offset_, 1, -1)
+        return labels
+
+    def _cross_fitted_scores(self, X, y):
+        """Held-out score of every row of ``(X, y)`` (validated, no OOD rows), from the
+        folds of :func:`held_out_folds` fitted as :meth:`_held_out_scores` fits them, each
+        capped at the row's own score; None, with a warning, if a fold cannot be fitted.
+        """
+        scores = np.empty(len(X))
+        try:
+            folds = held_out_folds(row_keys(X, y, dtype=self.dtype), y)
+            with warnings.catch_warnings():
+                # A fold repeats the final fit's warnings (a small class, say).
+                warnings.simplefilter("ignore")
+                for index in range(_N_THRESHOLD_FOLDS):
+                    train, held = folds != index, folds == index
+                    fold = clone(self).set_params(**self._fitted_hyperparameters(),
+                                                  **self._fitted_head())
+                    fold.device_, fold.n_features_in_ = self.device_, self.n_features_in_
+                    fold._fit(X[train], None if y is None else y[train])
+                    self._align_fold(fold)
+                    scores[held] = fold._score_array(X[held])
+        except ValueError as exc:
+            warnings.warn(
+                f"fit_predict labels the training rows by their own scores, which are "
+                f"optimistic (it flags fewer than contamination={self.contamination} of "
+                f"them): a {_N_THRESHOLD_FOLDS}-fold cross-fit of the rows failed ({exc})",
+                UserWarning,
+                stacklevel=3,  # the caller of fit_predict
+            )
+            return None
+        return np.minimum(scores, self._score_array(X))
 
     # ---------------------------------------------------------- sklearn glue
     def __sklearn_tags__(self):
