@@ -12,6 +12,7 @@ come from in-distribution rows that neither the network nor the detector has see
 threshold.
 """
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -19,6 +20,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, OutlierMixin, _fit_c
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_consistent_length,
     check_is_fitted,
@@ -137,6 +139,9 @@ class HeldOutThreshold(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin,
             y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
             X, y = drop_ood_rows(X, y)
+            # A None among the labels would reach numpy's sort in the stratified split as
+            # a TypeError; scikit-learn's classifiers refuse it with this ValueError.
+            check_classification_targets(y)
         if isinstance(self.estimator, FrozenEstimator):
             self.estimator_ = self.estimator
             X_held_out = X
@@ -149,11 +154,36 @@ class HeldOutThreshold(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin,
                 f"The detector's scores of {int(np.sum(~np.isfinite(scores)))} held-out rows "
                 "are not finite: no threshold can be read from them."
             )
+        self._warn_if_few_held_out_rows(len(scores))
         dtype = getattr(self.estimator_, "dtype", "float32")
         self.offset_ = quantile_off_ties(scores, self.contamination,
                                          dtype if dtype in ("float32", "float64") else
                                          "float32")
         return self
+
+    def _warn_if_few_held_out_rows(self, n_held_out):
+        """Warn when too few held-out rows make the acceptance rate of new rows noisy.
+
+        The threshold is the ``contamination`` quantile of m held-out scores, and the
+        fraction of new rows it accepts has a standard error of about ``sqrt(c (1 - c) /
+        m)``: beyond 4 points (the suite's promise, see ``base.THRESHOLD_ROWS``) from
+        fewer than 30 rows at c = 0.05. From one row, new rows were accepted at 22 %
+        (95 % asked).
+        """
+        c = self.contamination
+        error = np.sqrt(c * (1 - c) / n_held_out)
+        if error > 0.04:
+            needed = int(np.ceil(c * (1 - c) / 0.04**2 - 1e-9))  # 100, not 100.000...1
+            advice = ("pass more held-out rows" if isinstance(self.estimator, FrozenEstimator)
+                      else "raise held_out_size or pass more rows")
+            warnings.warn(
+                f"HeldOutThreshold reads the threshold from {n_held_out} held-out rows: the "
+                f"fraction of new rows that predict accepts has a standard error of "
+                f"{error:.1%} around 1 - contamination = {1 - c:.0%}. At least {needed} "
+                f"held-out rows keep it within 4 points: {advice}.",
+                UserWarning,
+                stacklevel=4,  # the caller of fit (through _fit_context)
+            )
 
     def _split(self, X, y):
         """The rows to fit on, the rows held out, and the labels of the former."""
@@ -189,6 +219,10 @@ class HeldOutThreshold(ThresholdedScoresMixin, OutlierMixin, MetaEstimatorMixin,
         scores : ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        # The feature names and count fit saw, checked as scikit-learn checks them
+        # (renamed or reordered columns raise, an array after a DataFrame warns); the
+        # detector gets an array, as in fit.
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return self.estimator_.score_samples(X)
 
     def __sklearn_tags__(self):

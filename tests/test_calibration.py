@@ -1,5 +1,7 @@
 """HeldOutThreshold: the threshold read from in-distribution rows the detector never saw."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.frozen import FrozenEstimator
@@ -110,3 +112,60 @@ def test_non_finite_held_out_scores_are_refused():
     detector = MahalanobisDetector(device="cpu").fit(X)
     with pytest.raises(ValueError, match="not finite|NaN|infinity"):
         HeldOutThreshold(FrozenEstimator(detector)).fit(np.r_[X, [[np.nan, 0.0]]])
+
+
+def _frame(X, columns):
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame(X, columns=columns)
+
+
+def test_feature_names_are_checked_as_scikit_learn_checks_them():
+    """Renamed or reordered columns raise; an array after a DataFrame fit warns (issue 23,
+    item 15: both were scored silently)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    model = HeldOutThreshold(MahalanobisDetector(device="cpu"), random_state=0)
+    model.fit(_frame(X, ["a", "b", "c"]))
+    np.testing.assert_array_equal(model.feature_names_in_, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="feature names"):
+        model.score_samples(_frame(X, ["a", "b", "d"]))
+    with pytest.raises(ValueError, match="feature names"):
+        model.predict(_frame(X[:, [1, 0, 2]], ["b", "a", "c"]))
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        model.score_samples(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same columns: no warning from any level
+        scores = model.score_samples(_frame(X, ["a", "b", "c"]))
+    np.testing.assert_array_equal(scores, model.estimator_.score_samples(X))
+
+
+def test_labels_holding_none_are_a_clear_error():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3))
+    y = np.array([0, 1] * 9 + [None, 1], dtype=object)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        HeldOutThreshold(MahalanobisDetector(device="cpu")).fit(X, y)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_threshold_from_too_few_held_out_rows_warns(frozen):
+    """held_out_size=0.005 of 200 rows holds out one row, and new rows were accepted at
+    22 % (95 % asked) without a word. 30 rows at contamination=0.05 keep the standard
+    error of the acceptance within 4 points; 0.2 needs 100."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    if frozen:
+        model = HeldOutThreshold(FrozenEstimator(MahalanobisDetector(device="cpu").fit(X)))
+        small, large = X[:5], X[:40]
+    else:
+        model = HeldOutThreshold(MahalanobisDetector(device="cpu"), held_out_size=0.005,
+                                 random_state=0)
+        small, large = X, None
+    with pytest.warns(UserWarning, match="standard error"):
+        model.fit(small)
+    if large is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.fit(large)
+    with pytest.warns(UserWarning, match="At least 100 held-out rows"):
+        model.set_params(contamination=0.2).fit(X[:40] if frozen else X)
