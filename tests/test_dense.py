@@ -288,6 +288,16 @@ def test_capacity_is_krotov_hopfield_eq6(N, n):
     assert capacity(N, n) == pytest.approx(expected, rel=1e-12)
 
 
+def test_capacity_for_huge_sizes_is_a_number_not_an_overflow_error():
+    """N^(n-1) overflowed a float (a bare OverflowError) where the ratio does not; it
+    is computed in logarithms: 0 where the ratio underflows, inf where it overflows."""
+    assert capacity(100, 10**5) == 0.0
+    assert capacity(10**300, 5) == np.inf
+    assert capacity(2000, 200) == pytest.approx(
+        np.exp(199 * np.log(2000) - np.log(2) - np.sum(np.log(np.arange(397, 0, -2)))
+               - np.log(np.log(2000))), rel=1e-9)
+
+
 # --------------------------------------------------------------------- determinism
 def test_same_random_state_gives_the_same_model_and_recall(rng):
     X, y = _blobs(rng)

@@ -29,6 +29,7 @@ to [-1, 1].
 """
 
 import math
+import sys
 import warnings
 from numbers import Integral, Real
 
@@ -86,6 +87,8 @@ def capacity(N, n):
     Returns
     -------
     K_max : float
+        Computed in logarithms: ``inf`` beyond the largest float, 0.0 below the
+        smallest (for n far above N the estimate falls to 0).
 
     Examples
     --------
@@ -95,8 +98,16 @@ def capacity(N, n):
     >>> capacity(100, 3) > 10 * capacity(100, 2)
     True
     """
-    double_factorial = math.prod(range(2 * n - 3, 0, -2))
-    return float(N) ** (n - 1) / (2.0 * double_factorial * math.log(N))
+    # In logarithms: N^(n-1) and (2n-3)!! overflow a float (and the exact integer
+    # product costs O(n^2)) long before their ratio does; (2n-3)!! = (2n-2)! /
+    # (2^(n-1) (n-1)!). A ratio beyond the float range is inf, below it 0.
+    log_double_factorial = (math.lgamma(2 * n - 1) - (n - 1) * math.log(2)
+                            - math.lgamma(n))
+    log_capacity = ((n - 1) * math.log(N) - math.log(2.0) - log_double_factorial
+                    - math.log(math.log(N)))
+    if log_capacity > math.log(sys.float_info.max):
+        return math.inf
+    return math.exp(log_capacity)
 
 
 def interaction(x, n, kind):
