@@ -7,10 +7,13 @@ numpy formulas, and against the two baselines the family contains: Mahalanobis
 density, beta -> infinity).
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.linalg import pinvh
 from scipy.special import logsumexp
+from sklearn.base import clone
 from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 
@@ -183,3 +186,19 @@ def test_auto_beta_without_two_distinct_patterns_warns_and_uses_one():
         det = HopfieldEnergyDetector(beta="auto", device="cpu").fit(np.ones((5, 3)))
     assert det.beta_ == 1.0
     assert np.isfinite(det.offset_)
+
+
+@pytest.mark.parametrize("estimator", [
+    HopfieldEnergyDetector(energy="lse", device="cpu"),
+    RecLagDetector(energy="lse", max_epochs=2, tol=None, device="cpu", random_state=0),
+])
+def test_lse_energy_on_rows_centred_on_the_origin_warns_with_the_fix(estimator):
+    # Standardised columns: outliers have the largest norms, which lse rewards (issue 23,
+    # item 2: AUROC 0.50 without a word).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5))
+    with pytest.warns(UserWarning, match="energy='density'"):
+        clone(estimator).fit(X - X.mean(axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clone(estimator).fit(np.abs(X) + 1.0)  # the origin is informative: no warning

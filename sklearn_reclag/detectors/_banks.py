@@ -41,6 +41,7 @@ from .._backend import (
 )
 from ..base import BaseOODDetector, row_keys, threshold_rows
 from ._covariance import COVARIANCE_CONSTRAINT, shared_spectrum
+from .knn import origin_is_informative
 
 # Entries of the largest (rows x classes x memory slots) block built while scoring:
 # 2**24 float32 values are 64 MiB, whatever the number of rows or stored patterns.
@@ -164,6 +165,18 @@ class _MemoryBankDetector(BaseOODDetector):
     def _fit(self, X, y):
         if y is not None:  # before the metric: its covariance needs two rows a class too
             _check_rows_per_class(y)
+        if self.energy == "lse" and self.metric != "cosine" and not origin_is_informative(X):
+            # lse grows with |v|: around the origin, the rows farthest from the data have
+            # the largest norms and would be scored the most in-distribution.
+            warnings.warn(
+                f"{type(self).__name__}(energy='lse') rewards the norm of a row, and these "
+                "rows are centred on the origin (standardised columns?), where outliers "
+                "have the largest norms: they would be scored as the most "
+                "in-distribution. Use energy='density' (the default), or "
+                "metric='cosine'.",
+                UserWarning,
+                stacklevel=4,  # the caller of fit (through fit and _fit_context)
+            )
         self._fit_metric(X, y)
         labels, stored, n_banks, predicted = self._stored_patterns(X, y)
         patterns = self._to_memory_space(X[stored])
