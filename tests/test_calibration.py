@@ -12,13 +12,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn_reclag import HopfieldEnergyDetector, KNNDetector, MahalanobisDetector
 from sklearn_reclag.calibration import HeldOutThreshold
 
-from _expected_checks import HELD_OUT_THRESHOLD_CHECKS
+from _expected_checks import HELD_OUT_THRESHOLD_META_CHECKS
 
 
 @parametrize_with_checks(
     [HeldOutThreshold(MahalanobisDetector(device="cpu"), random_state=0),
      HeldOutThreshold(KNNDetector(1, device="cpu"), random_state=0)],
-    expected_failed_checks=lambda est: HELD_OUT_THRESHOLD_CHECKS,
+    expected_failed_checks=lambda est: HELD_OUT_THRESHOLD_META_CHECKS,
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
