@@ -458,6 +458,18 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         """Put a fitted fold of :meth:`_held_out_scores` on the final model's scale,
         where fitting on fewer rows shifts the scores by a known amount."""
 
+    def _fitted_fold(self, X, y):
+        """A clone fitted on the training rows of one fold, with the hyperparameters and
+        the head the final fit derived from the data (see :meth:`_held_out_scores`), put
+        on the final model's scale (:meth:`_align_fold`)."""
+        fold = clone(self).set_params(**self._fitted_hyperparameters(),
+                                      **self._fitted_head())
+        # What fit's validation set on self, which the fold skips.
+        fold.device_, fold.n_features_in_ = self.device_, self.n_features_in_
+        fold._fit(X, y)
+        self._align_fold(fold)
+        return fold
+
     def _held_out_scores(self, X, y):
         """Held-out scores of training rows, as rows the detector never saw would get them.
 
@@ -495,12 +507,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
                 for index in range(n_splits):
                     train = np.flatnonzero(folds != index)
                     held_out = np.flatnonzero((folds == index) & distinct)
-                    fold = clone(self).set_params(**self._fitted_hyperparameters(),
-                                                  **self._fitted_head())
-                    # What fit's validation set on self, which the fold skips.
-                    fold.device_, fold.n_features_in_ = self.device_, self.n_features_in_
-                    fold._fit(X[train], None if y is None else y[train])
-                    self._align_fold(fold)
+                    fold = self._fitted_fold(X[train], None if y is None else y[train])
                     rows.append(held_out)
                     scores.append(fold._score_array(X[held_out]))
                     if sum(map(len, rows)) >= wanted:
@@ -772,11 +779,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
                 warnings.simplefilter("ignore")
                 for index in range(_N_THRESHOLD_FOLDS):
                     train, held = folds != index, folds == index
-                    fold = clone(self).set_params(**self._fitted_hyperparameters(),
-                                                  **self._fitted_head())
-                    fold.device_, fold.n_features_in_ = self.device_, self.n_features_in_
-                    fold._fit(X[train], None if y is None else y[train])
-                    self._align_fold(fold)
+                    fold = self._fitted_fold(X[train], None if y is None else y[train])
                     scores[held] = fold._score_array(X[held])
         except ValueError as exc:
             warnings.warn(
