@@ -8,10 +8,8 @@ chooses them on a validation OOD set (``X_val_ood``) instead, disjoint from ever
 set. The test sets are only scored.
 """
 
-from dataclasses import dataclass, field
-from numbers import Real
-
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
@@ -23,7 +21,7 @@ from sklearn.preprocessing import MinMaxScaler
 from ._labels import OOD_LABEL
 from .base import ThresholdedScoresMixin
 from .metrics import fpr95_scorer, fpr_at_tpr, ood_aupr, ood_auroc
-from .model_selection import make_ood_dataset
+from .model_selection import _at_grid_edge, make_ood_dataset, search_diagnostics
 
 METRICS = {"FPR95": fpr_at_tpr, "AUROC": ood_auroc, "AUPR-In": ood_aupr}
 """Metric name -> function(y_true, scores); FPR95 lower is better, the others higher."""
@@ -433,6 +431,7 @@ def fit_method(method, data, *, random_state=0, param_grid=None, selection="prox
     search = GridSearchCV(estimator, param_grid, scoring=fpr95_scorer, cv=cv,
                           refit=False, error_score="raise")
     search.fit(X, y)
+    search_diagnostics(search)  # a tie or a grid edge, said in a warning
     # Refit on the ID rows alone: in a Pipeline only the detector drops OOD_LABEL rows,
     # so GridSearchCV's refit would let a scaler in front of it see the validation OOD rows.
     best = clone(estimator).set_params(**search.best_params_)
@@ -515,17 +514,7 @@ def at_grid_edge(best_params, param_grid):
     >>> at_grid_edge({"beta": 5.0, "n": 3}, {"beta": [0.1, 0.5, 5.0], "n": [2, 3]})
     ['beta']
     """
-    if isinstance(param_grid, (list, tuple)):
-        holding = [grid for grid in param_grid
-                   if all(value in grid.get(name, ()) for name, value in best_params.items())]
-        param_grid = holding[0] if holding else {}
-    edges = []
-    for name, value in best_params.items():
-        grid = list(param_grid.get(name, []))
-        numeric = all(isinstance(v, Real) and not isinstance(v, bool) for v in grid)
-        if numeric and len(grid) >= 3 and value in (min(grid), max(grid)):
-            edges.append(name)
-    return edges
+    return _at_grid_edge(best_params, param_grid)
 
 
 # Entries of evaluate's results that are not OOD test sets.

@@ -42,7 +42,9 @@ the one ``refit`` selects on, e.g. ``scoring={"fpr95": fpr95_scorer, "bacc":
 ood_balanced_accuracy_scorer}, refit="bacc"``.
 """
 
+import warnings
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 from sklearn.base import clone
@@ -66,6 +68,7 @@ __all__ = [
     "OOD_LABEL",
     "default_param_grid",
     "held_out_group_split",
+    "search_diagnostics",
     "is_ood_label",
     "make_ood_dataset",
 ]
@@ -371,3 +374,81 @@ def held_out_group_split(X, y=None, *, n_splits=5, n_clusters=5, test_size=0.25,
     y_search = np.concatenate([y, np.full(n, ood_label)])
     cv = [(fold.train, np.concatenate([fold.test, n + fold.ood])) for fold in folds]
     return X_search, y_search, cv
+
+
+def search_diagnostics(search, *, warn=True):
+    """What a fitted search's choice rests on: ties with the best, and grid edges.
+
+    A GridSearchCV keeps the first of several candidates with the same mean test score
+    without a word; with an easy validation OOD set (every candidate at 0 % FPR95) that is
+    every candidate, and the "best" parameters are just the grid's first point. A best
+    value at the end of a numeric grid may lie beyond it.
+
+    Parameters
+    ----------
+    search : fitted GridSearchCV or RandomizedSearchCV
+        Single-metric, or multi-metric with ``refit`` naming the metric that chose.
+    warn : bool, default=True
+        Warn (UserWarning) when the best candidate is tied or at a grid edge.
+
+    Returns
+    -------
+    diagnostics : dict
+        ``tied``: the parameters of every other candidate whose mean test score equals the
+        best one's (to float rounding); ``at_edge``: the names of the chosen numeric
+        hyperparameters at the smallest or largest of 3 or more grid values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from sklearn_reclag import KNNDetector
+    >>> from sklearn_reclag.metrics import fpr95_scorer
+    >>> from sklearn_reclag.model_selection import make_ood_dataset, search_diagnostics
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = make_ood_dataset(rng.normal(size=(60, 3)), np.zeros(60, dtype=int),
+    ...                         rng.normal(size=(30, 3)) + 20, random_state=0)
+    >>> search = GridSearchCV(KNNDetector(device="cpu"), {"n_neighbors": [1, 2, 3]},
+    ...                       scoring=fpr95_scorer, cv=3).fit(X, y)
+    >>> search_diagnostics(search, warn=False)["tied"]
+    [{'n_neighbors': 2}, {'n_neighbors': 3}]
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(search, "cv_results_")
+    results = search.cv_results_
+    metric = search.refit if isinstance(search.refit, str) else "score"
+    scores = np.asarray(results[f"mean_test_{metric}"], dtype=float)
+    best = search.best_index_
+    tied = [dict(results["params"][i]) for i in np.flatnonzero(
+        np.isclose(scores, scores[best], rtol=1e-12, atol=1e-12)) if i != best]
+    grid = getattr(search, "param_grid", None)
+    at_edge = _at_grid_edge(results["params"][best], grid) if grid is not None else []
+    if warn and (tied or at_edge):
+        problems = []
+        if tied:
+            problems.append(
+                f"{len(tied)} other candidate(s) score the same ({scores[best]:.4g}) as the "
+                f"chosen {results['params'][best]}, which is only the first of them: the "
+                "validation data do not separate them (make the validation OOD set harder, "
+                "or choose among the tied by another criterion)")
+        if at_edge:
+            problems.append(f"{', '.join(at_edge)} chosen at the end of its grid: widen it")
+        warnings.warn("; ".join(problems) + ".", UserWarning, stacklevel=2)
+    return {"tied": tied, "at_edge": at_edge}
+
+
+def _at_grid_edge(best_params, param_grid):
+    """Names of the chosen hyperparameters at the smallest or largest value of their grid
+    (numeric grids of 3 values or more; for a list of grids, the one holding the values)."""
+    if isinstance(param_grid, (list, tuple)):
+        holding = [grid for grid in param_grid
+                   if all(value in grid.get(name, ()) for name, value in best_params.items())]
+        param_grid = holding[0] if holding else {}
+    edges = []
+    for name, value in best_params.items():
+        grid = list(param_grid.get(name, []))
+        numeric = all(isinstance(v, Real) and not isinstance(v, bool) for v in grid)
+        if numeric and len(grid) >= 3 and value in (min(grid), max(grid)):
+            edges.append(name)
+    return edges

@@ -1,5 +1,7 @@
 """OOD-aware model selection: the (X, y) helper, threshold scorers, GridSearchCV end to end."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
@@ -9,6 +11,7 @@ from sklearn_reclag import (
     OOD_LABEL,
     DensePolynomialHopfield,
     EnergyDetector,
+    KNNDetector,
     ReActDetector,
     RecLagDetector,
 )
@@ -23,7 +26,7 @@ from sklearn_reclag.metrics import (
     tpr_at_threshold,
     tpr_at_threshold_scorer,
 )
-from sklearn_reclag.model_selection import is_ood_label, make_ood_dataset
+from sklearn_reclag.model_selection import is_ood_label, make_ood_dataset, search_diagnostics
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +287,35 @@ def test_grid_search_with_folds_lacking_ood_rows_raises_with_error_score_raise(o
         GridSearchCV(EnergyDetector(device="cpu"), {"temperature": [1.0, 2.0]},
                      scoring=fpr95_scorer, cv=KFold(3), error_score="raise",
                      ).fit(X[order], y[order])
+
+
+# -------------------------------------------------------------- search_diagnostics
+def _knn_search(offset, grid):
+    rng = np.random.default_rng(0)
+    X, y = make_ood_dataset(rng.normal(size=(90, 3)), np.zeros(90, dtype=int),
+                            rng.normal(size=(45, 3)) + offset, random_state=0)
+    return GridSearchCV(KNNDetector(device="cpu"), {"n_neighbors": grid},
+                        scoring=fpr95_scorer, cv=3).fit(X, y)
+
+
+def test_search_diagnostics_warns_on_ties_with_every_tied_candidate():
+    # OOD rows far away: every k reaches 0 % FPR95 and GridSearchCV keeps the first.
+    search = _knn_search(30.0, [1, 5, 10])
+    with pytest.warns(UserWarning, match="2 other candidate.*score the same"):
+        found = search_diagnostics(search)
+    assert found["tied"] == [{"n_neighbors": 5}, {"n_neighbors": 10}]
+
+
+def test_search_diagnostics_names_a_choice_at_the_grid_edge_and_is_silent_otherwise():
+    search = _knn_search(1.5, [1, 5, 10, 20])  # overlapping OOD: the scores differ
+    found = search_diagnostics(search, warn=False)
+    assert found["tied"] == []
+    best = search.best_params_["n_neighbors"]
+    assert found["at_edge"] == (["n_neighbors"] if best in (1, 20) else [])
+    if not found["at_edge"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            search_diagnostics(search)
+    else:
+        with pytest.warns(UserWarning, match="end of its grid"):
+            search_diagnostics(search)
