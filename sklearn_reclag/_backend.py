@@ -90,12 +90,16 @@ def resolve_dtype(dtype):
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}.") from None
 
 
-def as_tensor(array, device, dtype, *, copy=True):
+def as_tensor(array, device, dtype, *, copy=True, read_only=False):
     """``array`` as a tensor on ``device``.
 
     By default a copy, so that no in-place torch operation can reach the user's data.
     ``copy=False`` shares the memory of a writeable CPU array that already has ``dtype``
     (and copies otherwise): only for callers that never write to the tensor.
+    ``read_only=True`` (with ``copy=False``) shares a read-only array too (an
+    ``np.memmap`` opened with ``mode='r'``, a bank on disk): torch then reads its pages
+    as the computation needs them, and its warning that the array is not writable is
+    silenced, since the caller never writes.
     """
     array = np.asarray(array)
     if has_negative_strides(array):
@@ -106,6 +110,10 @@ def as_tensor(array, device, dtype, *, copy=True):
                                dtype=dtype)
     if not copy and array.flags.writeable:
         return torch.as_tensor(array, device=device, dtype=dtype)
+    if not copy and read_only:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+            return torch.as_tensor(array, device=device, dtype=dtype)
     return torch.tensor(array, device=device, dtype=dtype)
 
 

@@ -59,6 +59,10 @@ class TorchEstimatorMixin:
 
     # Names of fitted numpy attributes that the batched computations need as tensors.
     _tensor_attributes: tuple = ()
+    # Those of them that the computations only read and that may be large (a bank of
+    # training rows): on the CPU they are shared with torch, not copied once per call,
+    # so scoring reads a bank on disk (an np.memmap) block by block.
+    _shared_attributes: tuple = ()
 
     def _batch_kwargs(self, names=None):
         device = torch.device(self.device_)
@@ -68,7 +72,9 @@ class TorchEstimatorMixin:
             batch_size=self._rows_per_chunk(device),
             device=device,
             dtype=dtype,
-            state={name: _state_tensor(getattr(self, name), device, dtype) for name in names},
+            state={name: _state_tensor(getattr(self, name), device, dtype,
+                                       shared=name in self._shared_attributes)
+                   for name in names},
             check_finite=device.type != "cpu",
             max_abs=safe_max_abs(dtype, self.n_features_in_),
         )
@@ -156,7 +162,7 @@ _ROW_KEY_SEED = 20231123
 _ROW_KEY_CHUNK = 4096
 
 
-def row_keys(X, y=None, *, dtype):
+def row_keys(X, y=None, *, dtype, codes=None):
     """A 64-bit key of each row's content and label: equal rows have equal keys.
 
     The row is cast to ``dtype`` (the detector's, so a float64 copy of float32 data has
@@ -175,6 +181,10 @@ def row_keys(X, y=None, *, dtype):
     X : ndarray of shape (n_samples, n_features)
     y : ndarray of shape (n_samples,), default=None
     dtype : {'float32', 'float64'} or numpy dtype
+    codes : ndarray of shape (n_samples,) of int, default=None
+        The labels' indices among all the classes, where ``y`` is one chunk of the
+        labels (``partial_fit``): the key of a row and its class then does not depend
+        on which classes the chunk holds. Default: the indices in ``np.unique(y)``.
 
     Returns
     -------
@@ -195,8 +205,10 @@ def row_keys(X, y=None, *, dtype):
         if n_words:
             # Integer arithmetic wraps modulo 2**64, as the hash wants.
             keys[rows] = block.view(word) @ multipliers
-    if y is not None:
-        codes = np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.uint64)
+    if y is not None or codes is not None:
+        if codes is None:
+            codes = np.unique(y, return_inverse=True)[1].reshape(-1)
+        codes = np.asarray(codes).astype(np.uint64)
         keys += (codes + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
     return _mix64(keys)
 
@@ -248,11 +260,12 @@ def held_out_folds(keys, y=None, n_splits=None):
     return folds
 
 
-def _state_tensor(value, device, dtype):
-    """A fitted attribute on the device: boolean masks stay boolean, numbers take dtype."""
+def _state_tensor(value, device, dtype, shared=False):
+    """A fitted attribute on the device: boolean masks stay boolean, numbers take dtype;
+    ``shared``: without a copy where it can be (see ``_shared_attributes``)."""
     if isinstance(value, np.ndarray) and value.dtype == bool:
         return as_tensor(value, device, torch.bool)
-    return as_tensor(value, device, dtype)
+    return as_tensor(value, device, dtype, copy=not shared, read_only=shared)
 
 
 def _package_version():
@@ -400,6 +413,9 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
             The fitted detector.
         """
         X, y = self._validate_fit_data(X, y)
+        # A fit starts afresh: the running state of partial_fit goes.
+        for name in ("_partial", "n_samples_seen_"):
+            self.__dict__.pop(name, None)
         self.device_ = str(resolve_device(self.device))
         training_scores = self._fit(X, y)
         self._check_finite_state()
@@ -429,6 +445,57 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
 
     def _requires_y(self):
         return self._needs_classes and self.head is None
+
+    def _validate_partial_fit_data(self, X, y, classes):
+        """Validate one chunk of ``partial_fit``, as scikit-learn's incremental
+        estimators do: the features fixed by the first call (``reset`` then only), the
+        classes too (``classes``, or those of the first chunk's y).
+
+        Returns the chunk's in-distribution rows, their labels, and the labels' indices
+        in ``classes_`` (zeros without y).
+        """
+        first = not hasattr(self, "_partial")
+        X, y = self._validate_fit_data(X, y) if first else self._validate_more_data(X, y)
+        if first:
+            if y is None:
+                if classes is not None:
+                    raise ValueError("classes was given without y; pass y with it.")
+                self.classes_ = None
+            else:
+                self.classes_ = np.unique(y if classes is None else column_or_1d(classes))
+        elif (y is None) != (self.classes_ is None):
+            raise ValueError(
+                f"{type(self).__name__}.partial_fit was first called "
+                f"{'without' if self.classes_ is None else 'with'} y; every call must be."
+            )
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"classes={np.unique(classes)!r} is not the same as on the first call of "
+                f"partial_fit, {self.classes_!r}."
+            )
+        if y is None:
+            return X, None, np.zeros(len(X), dtype=np.intp)
+        unknown = np.setdiff1d(y, self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"y holds labels {unknown[:5].tolist()} that are not in classes "
+                f"{self.classes_.tolist()}: pass every class with classes= on the first "
+                "call of partial_fit."
+            )
+        return X, y, np.searchsorted(self.classes_, y)
+
+    def _validate_more_data(self, X, y):
+        """``_validate_fit_data`` for a later chunk of ``partial_fit``: n_features_in_
+        and feature_names_in_ are checked, not reset."""
+        if y is None:
+            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        else:
+            X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
+                                 y_numeric=False)
+            X, y = drop_ood_rows(X, column_or_1d(y, warn=True))
+            check_classification_targets(y)
+        check_value_range(X, resolve_dtype(self.dtype))
+        return X, y
 
     def _fit_offset(self, training_scores):
         """Threshold of ``decision_function``: accept ``1 - contamination`` of the

@@ -249,3 +249,149 @@ def inverse_square_roots(eigenvalues, n_features=None):
     scale = np.zeros_like(eigenvalues)
     scale[keep] = 1.0 / np.sqrt(eigenvalues[keep])
     return scale
+
+
+# Rows per block of the streamed statistics: 4,096 rows of 512 float64 features are 16 MiB,
+# whatever the number of rows (a memmap bank is read block by block).
+_MOMENTS_BLOCK = 4096
+
+
+class ClassMoments:
+    """Running sums of the rows of each class, from which the class means and the
+    shared covariance of a named estimator follow exactly, one block of rows at a time.
+
+    Each class c keeps its rows' count ``n_c`` and sums about a reference point ``r_c``
+    (the mean of the class's first block, so that the sums stay small and the
+    subtraction below loses no digits): ``s_c = sum a``, and over all classes ``M =
+    sum_c sum_{i in c} a_i a_i^T``, with ``a = x - r_c``. The scatter of the
+    class-centred rows is then ``S = M - sum_c s_c s_c^T / n_c`` (Chan, Golub & LeVeque,
+    "Updating formulae and a pairwise algorithm for computing sample variances", 1979:
+    sums about a shifted origin), the empirical covariance ``C = S / N``, and OAS's
+    shrinkage reads C alone. Ledoit-Wolf's also reads ``sum_i |u_i|^4`` (``u = x - mu_c``;
+    sklearn's :func:`~sklearn.covariance.ledoit_wolf_shrinkage` as ``sum(X2.T @ X2)``);
+    with ``d_c = s_c / n_c = mu_c - r_c``, ``|u|^2 = |a|^2 - 2 a.d_c + |d_c|^2`` and so::
+
+        sum_{i in c} |u_i|^4 = P4_c - 4 d_c.P3_c + 4 d_c^T M_c d_c + 2 |d_c|^2 P2_c
+                               - 3 n_c |d_c|^4
+
+    (``P2 = sum |a|^2``, ``P3 = sum |a|^2 a``, ``P4 = sum |a|^4``), which needs each class's
+    own ``M_c`` (C (D, D) arrays): kept only for 'ledoit_wolf' (``fourth=True``).
+    Memory: O(D^2) (O(C D^2) for Ledoit-Wolf), whatever the number of rows.
+    """
+
+    def __init__(self, n_features, fourth=False):
+        self.n_features = n_features
+        self.fourth = fourth
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.references = np.zeros((0, n_features))
+        self.sums = np.zeros((0, n_features))
+        self.scatter = np.zeros((n_features, n_features))
+        if fourth:
+            self.class_scatter = np.zeros((0, n_features, n_features))
+            self.p2, self.p3, self.p4 = np.zeros(0), np.zeros((0, n_features)), np.zeros(0)
+
+    def grow(self, n_classes):
+        """Make room for classes up to index ``n_classes - 1`` (new ones empty)."""
+        extra = n_classes - len(self.counts)
+        if extra <= 0:
+            return
+        d = self.n_features
+        self.counts = np.concatenate([self.counts, np.zeros(extra, dtype=np.int64)])
+        self.references = np.vstack([self.references, np.zeros((extra, d))])
+        self.sums = np.vstack([self.sums, np.zeros((extra, d))])
+        if self.fourth:
+            self.class_scatter = np.concatenate([self.class_scatter, np.zeros((extra, d, d))])
+            self.p2 = np.concatenate([self.p2, np.zeros(extra)])
+            self.p3 = np.vstack([self.p3, np.zeros((extra, d))])
+            self.p4 = np.concatenate([self.p4, np.zeros(extra)])
+
+    def update(self, X, labels, transform=None):
+        """Add the rows ``X`` (any float dtype, a memmap too) of class index ``labels``,
+        block by block in float64; ``transform`` maps a float64 block first (e.g. the
+        L2 normalisation of Mahalanobis++)."""
+        self.grow(int(labels.max(initial=-1)) + 1)
+        for rows in _blocks(len(X)):
+            block = np.asarray(X[rows], dtype=np.float64)
+            if transform is not None:
+                block = transform(block)
+            index = labels[rows]
+            new = np.unique(index[self.counts[index] == 0])
+            # A class seen for the first time: its reference is its mean in this block.
+            for c in new:
+                self.references[c] = block[index == c].mean(axis=0)
+            block = block - self.references[index]  # a (block, D) temporary, not X
+            np.add.at(self.sums, index, block)
+            self.counts += np.bincount(index, minlength=len(self.counts))
+            self.scatter += block.T @ block
+            if self.fourth:
+                squared = np.einsum("ij,ij->i", block, block)
+                for c in np.unique(index):
+                    mine = block[index == c]
+                    self.class_scatter[c] += mine.T @ mine
+                np.add.at(self.p2, index, squared)
+                np.add.at(self.p3, index, squared[:, None] * block)
+                np.add.at(self.p4, index, squared ** 2)
+
+    @property
+    def n_samples(self):
+        return int(self.counts.sum())
+
+    def means(self):
+        present = self.counts > 0
+        out = self.references.copy()
+        out[present] += self.sums[present] / self.counts[present, None]
+        return out
+
+    def center(self):
+        """The mean of all the rows."""
+        return (self.references * self.counts[:, None] + self.sums).sum(axis=0) / (
+            self.n_samples)
+
+    def empirical_covariance(self):
+        """``C = S / N``, S the scatter of the class-centred rows."""
+        present = self.counts > 0
+        sums = self.sums[present]
+        scatter = self.scatter - (sums / self.counts[present, None]).T @ sums
+        return scatter / self.n_samples
+
+    def sum_fourth_powers(self):
+        """``sum_i |x_i - mu_{c_i}|^4`` (see the class's docstring)."""
+        total = 0.0
+        for c in np.flatnonzero(self.counts > 0):
+            d = self.sums[c] / self.counts[c]
+            dd = float(d @ d)
+            total += (self.p4[c] - 4 * float(d @ self.p3[c])
+                      + 4 * float(d @ self.class_scatter[c] @ d) + 2 * dd * self.p2[c]
+                      - 3 * self.counts[c] * dd ** 2)
+        return total
+
+    def covariance(self, covariance):
+        """The covariance of the named estimator and its shrinkage, as
+        :func:`shared_covariance` fits them on the class-centred rows."""
+        sigma = self.empirical_covariance()
+        n_samples, n_features = self.n_samples, self.n_features
+        mu = float(np.trace(sigma)) / n_features
+        if covariance == "empirical" or n_features == 1:
+            shrinkage = 0.0
+        else:
+            frobenius = float(np.sum(sigma ** 2))
+            if covariance == "ledoit_wolf":
+                beta = (self.sum_fourth_powers() / n_samples - frobenius) / (
+                    n_features * n_samples)
+                delta = (frobenius - 2.0 * mu * mu * n_features + n_features * mu ** 2) / (
+                    n_features)
+                beta = min(beta, delta)
+                shrinkage = 0.0 if beta == 0 else float(beta / delta)
+            else:  # 'oas'
+                alpha = frobenius / n_features ** 2
+                denominator = (n_samples + 1) * (alpha - mu ** 2 / n_features)
+                shrinkage = 1.0 if denominator == 0 else float(
+                    min((alpha + mu ** 2) / denominator, 1.0))
+        shrunk = (1.0 - shrinkage) * sigma
+        shrunk.flat[:: n_features + 1] += shrinkage * mu
+        return shrunk, shrinkage
+
+
+def _blocks(n_rows):
+    for start in range(0, n_rows, _MOMENTS_BLOCK):
+        yield slice(start, min(start + _MOMENTS_BLOCK, n_rows))

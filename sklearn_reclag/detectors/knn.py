@@ -12,15 +12,25 @@ import math
 import warnings
 from functools import partial
 from numbers import Integral
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+from sklearn.base import _fit_context
 from sklearn.preprocessing import normalize as l2_normalize
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._backend import _memory_chunk, copy_tolerance, iter_slices, map_batches
+from .._backend import (
+    _memory_chunk,
+    copy_tolerance,
+    iter_slices,
+    map_batches,
+    resolve_device,
+    resolve_dtype,
+)
 from .._docstrings import fill_doc
 from ..base import BaseOODDetector, row_keys, threshold_rows
+from .._incremental import ThresholdReservoir
 
 # Most entries of one block of (query rows x training rows) distances: 64 MiB in float32.
 _BLOCK = 2**24
@@ -55,6 +65,12 @@ class KNNDetector(BaseOODDetector):
     alone, not on the other rows scored with it (but for rows whose k-th and (k+1)-th
     neighbours tie to rounding, where either distance may come out).
 
+    ``algorithm`` chooses who finds the k nearest rows: the suite's torch search above,
+    faiss's exact flat search (the kernel of ``IndexFlatL2``, on the bank in place: no
+    copy of it), or faiss's approximate inverted-file index for banks of millions of
+    rows. Whichever searches, the k distances are then computed as ``||z - x||`` by the
+    same code, so the exact searches give the same scores.
+
     Parameters
     ----------
     n_neighbors : int >= 1, default=1
@@ -74,6 +90,30 @@ class KNNDetector(BaseOODDetector):
         embedding) carry their class in their direction from the origin, standardised
         tabular columns do not, and there L2 normalisation inverts the score (AUROC 0.37
         on standardised breast cancer; ``benchmarks/results/defaults.md``).
+    algorithm : {'auto', 'brute', 'faiss', 'faiss-ivf'}, default='auto'
+        The search for the k nearest training rows.
+
+        - 'brute': the suite's exact torch search, on any ``device`` and ``dtype``.
+        - 'faiss': faiss's exact flat search (``faiss.knn``, the kernel of
+          ``IndexFlatL2.search``) on the CPU, float32; ``pip install
+          "sklearn-reclag[faiss]"``. The same scores as 'brute' to float32 rounding, and
+          faster on the CPU (``benchmarks/results/knn_speed.md``).
+        - 'faiss-ivf': faiss's approximate ``IndexIVFFlat`` (Jegou, Douze & Schmid,
+          "Product quantization for nearest neighbor search", TPAMI 2011: k-means cells,
+          a query searches the ``nprobe`` nearest cells). For banks of millions of rows
+          where a user accepts missed neighbours: a k-th distance found is never below
+          the exact one, so scores can only go down. The index holds a second copy of
+          the bank. See ``faiss_params`` and Notes for the recall measured.
+        - 'auto': 'faiss' when faiss is importable, ``device`` resolves to the CPU and
+          ``dtype='float32'``; 'brute' otherwise.
+
+        'faiss' and 'faiss-ivf' with ``dtype='float64'`` or a GPU device warn and use
+        'brute' (faiss-cpu searches float32 rows in host memory): ``algorithm_``.
+    faiss_params : dict or None, default=None
+        For ``algorithm='faiss-ivf'``: ``{'nlist': cells, 'nprobe': cells searched}``.
+        By default ``nlist = 4 sqrt(n_train)`` (faiss's guideline, at most
+        ``n_train / 39`` so that k-means has 39 rows per cell) and ``nprobe = nlist / 8``
+        rounded up. A larger ``nprobe`` is slower and nearer the exact search.
     contamination : float in (0, 0.5], default=0.05
         Fraction of new in-distribution rows that ``predict`` rejects. ``offset_`` is that
         quantile of the training rows' leave-one-out scores (see Notes).
@@ -88,6 +128,11 @@ class KNNDetector(BaseOODDetector):
         The k used: ``min(n_neighbors, n_samples - 1)``.
     normalize_ : bool
         Whether the rows are L2-normalised (``normalize``, with 'auto' resolved).
+    algorithm_ : {'brute', 'faiss', 'faiss-ivf'}
+        The search used (``algorithm``, with 'auto' resolved).
+    faiss_index_ : faiss.IndexIVFFlat or None
+        The approximate index of ``algorithm_='faiss-ivf'`` (pickled as faiss's
+        serialised bytes), else None.
     ${fitted_common}
 
     See Also
@@ -138,20 +183,25 @@ class KNNDetector(BaseOODDetector):
         **BaseOODDetector._parameter_constraints,
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "normalize": ["boolean", StrOptions({"auto"})],
+        "algorithm": [StrOptions({"auto", "brute", "faiss", "faiss-ivf"})],
+        "faiss_params": [dict, None],
     }
     _needs_classes = False
     _tensor_attributes = ("train_rows_",)
+    _shared_attributes = ("train_rows_",)
 
     # The grid a user should search (see Notes).
     search_space = {"n_neighbors": [1, 5, 10, 20, 50, 100, 200]}
 
-    def __init__(self, n_neighbors=1, *, normalize="auto", contamination=0.05, device="auto",
-                 dtype="float32", batch_size=None):
+    def __init__(self, n_neighbors=1, *, normalize="auto", algorithm="auto", faiss_params=None,
+                 contamination=0.05, device="auto", dtype="float32", batch_size=None):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
         )
         self.n_neighbors = n_neighbors
         self.normalize = normalize
+        self.algorithm = algorithm
+        self.faiss_params = faiss_params
 
     def _fit(self, X, y):
         n_train = X.shape[0]
@@ -172,13 +222,84 @@ class KNNDetector(BaseOODDetector):
                 UserWarning,
                 stacklevel=4,  # the caller of fit (through fit and _fit_context)
             )
-        # A copy either way: the user's X may change after fit.
         self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
                            else bool(self.normalize))
-        self.train_rows_ = l2_normalize(X) if self.normalize_ else np.array(X)
+        # At most one copy of the bank (none for float32 rows left as they are): see
+        # bank_rows.
+        self.train_rows_ = bank_rows(X, self.normalize_, self.dtype)
+        self.algorithm_ = resolve_algorithm(self.algorithm, self.device_, self.dtype)
+        self.faiss_index_ = (
+            ivf_index(np.asarray(self.train_rows_, dtype=np.float32), self.faiss_params)
+            if self.algorithm_ == "faiss-ivf" else None
+        )
         # Keys of the rows alone: a row's neighbours do not depend on its label.
         rows = threshold_rows(n_train, row_keys(X, dtype=self.dtype))
         return partial(self._leave_one_out_scores, X[rows])
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Append a chunk of rows to the bank: a loop over chunks gives the model of one fit.
+
+        The bank grows (amortised: its buffer doubles when full, so n rows in any
+        number of calls cost O(n D) copying), ``n_neighbors_`` is ``min(n_neighbors,
+        n_samples_seen_ - 1)``, and ``offset_`` is recomputed at the end of every call:
+        the leave-one-out scores of the 1,000 threshold rows of :meth:`fit` (the rows
+        with the smallest content keys, kept across calls by a bounded reservoir,
+        :class:`~sklearn_reclag._incremental.ThresholdReservoir`) against the current
+        bank, a cost linear in the bank. After the last call, ``train_rows_``,
+        ``score_samples`` and ``offset_`` are those of :meth:`fit` on the concatenated
+        rows, to float rounding. ``normalize='auto'`` is resolved on the first chunk.
+        ``algorithm='faiss-ivf'`` is refused (its cells are trained on the whole bank).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), default=None
+            Ignored but for its OOD_LABEL rows, which are left out.
+
+        Returns
+        -------
+        self : object
+        """
+        if getattr(self, "algorithm", None) == "faiss-ivf":
+            raise ValueError(
+                "KNNDetector.partial_fit cannot extend algorithm='faiss-ivf': its cells "
+                "are trained on the whole bank. Use algorithm='faiss' or 'brute', or fit."
+            )
+        first = not hasattr(self, "_partial")
+        X, y = (self._validate_fit_data(X, y) if first else self._validate_more_data(X, y))
+        if first:
+            self.device_ = str(resolve_device(self.device))
+            self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
+                               else bool(self.normalize))
+            if hasattr(self, "algorithm"):
+                self.algorithm_ = resolve_algorithm(self.algorithm, self.device_, self.dtype)
+                self.faiss_index_ = None
+            self._partial = SimpleNamespace(
+                buffer=np.empty((0, X.shape[1]), dtype=self.dtype),
+                reservoir=ThresholdReservoir(X.shape[1]))
+        state = self._partial
+        n_old = self.n_samples_seen_ if not first else 0
+        n_new = n_old + len(X)
+        if n_new > len(state.buffer):
+            grown = np.empty((max(n_new, 2 * len(state.buffer)), X.shape[1]),
+                             dtype=self.dtype)
+            grown[:n_old] = state.buffer[:n_old]
+            state.buffer = grown
+        bank_rows(X, self.normalize_, self.dtype, out=state.buffer[n_old:n_new])
+        self.train_rows_ = state.buffer[:n_new]
+        self.n_samples_seen_ = n_new
+        state.reservoir.update(row_keys(X, dtype=self.dtype), X)
+        if n_new < 2:
+            raise ValueError(
+                f"KNNDetector needs at least 2 in-distribution training rows (n_samples = "
+                f"{n_new} so far): offset_ reads each training row's nearest neighbour "
+                "among the other rows."
+            )
+        self.n_neighbors_ = min(self.n_neighbors, n_new - 1)
+        self.offset_ = float(self._fit_offset(
+            partial(self._leave_one_out_scores, state.reservoir.rows)))
+        return self
 
     def _score_batch(self, V, state):
         return -self._kth_distance(V, state, self.n_neighbors_)
@@ -196,11 +317,29 @@ class KNNDetector(BaseOODDetector):
 
     def _kth_distance(self, V, state, kth, exclude_copies=False):
         queries = _unit_rows(V) if self.normalize_ else V
+        # The leave-one-out scores of offset_ (exclude_copies) stay with the exact search:
+        # faiss cannot leave out each query's copies, and they are read from at most
+        # 1,000 rows.
+        algorithm = "brute" if exclude_copies else getattr(self, "algorithm_", "brute")
         return kth_neighbour_distance(queries, state["train_rows_"], kth, max_block=_BLOCK,
-                                      exclude_copies=exclude_copies)
+                                      exclude_copies=exclude_copies, algorithm=algorithm,
+                                      index=getattr(self, "faiss_index_", None))
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # A faiss index is a C++ object: pickled as faiss's own serialised bytes.
+        if state.get("faiss_index_") is not None:
+            state["faiss_index_"] = _import_faiss().serialize_index(state["faiss_index_"])
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("faiss_index_"), np.ndarray):
+            state["faiss_index_"] = _import_faiss().deserialize_index(state["faiss_index_"])
+        super().__setstate__(state)
 
 
-def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK, exclude_copies=False):
+def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK, exclude_copies=False,
+                           algorithm="brute", index=None):
     """Euclidean distance from each query to its ``kth`` nearest training row (exact).
 
     Two steps. The search: the training rows are taken a chunk at a time, so that a
@@ -226,13 +365,22 @@ def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK, exclude_cop
         them): the leave-one-out distances of training rows, some of which occur more
         than once. A query with fewer than ``kth`` other rows gets the distance to a
         copy (about 0).
+    algorithm : {'brute', 'faiss', 'faiss-ivf'}, default='brute'
+        Who finds the ``kth`` nearest rows (:class:`KNNDetector`'s ``algorithm``); the
+        faiss searches need CPU float32 tensors and no ``exclude_copies``.
+    index : faiss index, default=None
+        The index of ``train`` that 'faiss-ivf' searches (:func:`ivf_index`).
 
     Returns
     -------
     tensor of shape (B,)
     """
-    nearest = nearest_neighbours(queries, train, kth, max_block=max_block,
-                                 exclude_copies=exclude_copies)
+    if algorithm == "brute" or exclude_copies:
+        nearest = nearest_neighbours(queries, train, kth, max_block=max_block,
+                                     exclude_copies=exclude_copies)
+    else:
+        nearest = faiss_nearest_neighbours(queries, train, kth, index=index,
+                                           max_block=max_block)
     return _largest_distance(queries, train, nearest, max_block)
 
 
@@ -259,6 +407,110 @@ def nearest_neighbours(queries, train, k, *, max_block=_BLOCK, exclude_copies=Fa
             _drop_copies(block, query_sq_norms, train_sq_norms[rows], tolerance)
         values, nearest = _merge_smallest(values, nearest, block, rows.start, k)
     return nearest
+
+
+def faiss_nearest_neighbours(queries, train, k, *, index=None, max_block=_BLOCK):
+    """Indices of the ``k`` nearest training rows of each query, found by faiss: its
+    exact flat search (``faiss.knn``: the kernel of ``IndexFlatL2.search``, reading
+    ``train`` in place) or, given an ``index``, that index's (approximate) search.
+
+    ``queries`` and ``train`` are CPU float32 tensors. An approximate index may find
+    fewer than ``k`` rows for a query (its cells hold too few): those queries are
+    searched exactly by :func:`nearest_neighbours`, so every index returned is a row.
+    """
+    faiss = _import_faiss()
+    xq = np.ascontiguousarray(queries.numpy())
+    if index is None:
+        _, nearest = faiss.knn(xq, np.ascontiguousarray(train.numpy()), k)
+    else:
+        _, nearest = index.search(xq, k)
+    nearest = torch.from_numpy(nearest)
+    short = (nearest < 0).any(dim=1).nonzero().flatten()
+    if short.numel():
+        nearest[short] = nearest_neighbours(queries[short], train, k, max_block=max_block)
+    return nearest
+
+
+# faiss's guideline for the cells of an inverted file: 4 sqrt(N) to 16 sqrt(N), with at
+# least 39 training rows per cell for its k-means (it warns below that).
+_IVF_CELLS_PER_SQRT_N = 4
+_IVF_MIN_ROWS_PER_CELL = 39
+# Default nprobe = nlist / 8: the searched fraction of the bank (see KNNDetector Notes
+# for the recall this gives).
+_IVF_PROBE_FRACTION = 8
+
+
+def ivf_index(train, faiss_params=None):
+    """faiss ``IndexIVFFlat`` (L2) over the float32 rows ``train``: k-means cells
+    (``nlist``), of which a query searches the ``nprobe`` nearest (see
+    :class:`KNNDetector`'s ``faiss_params``)."""
+    faiss = _import_faiss()
+    params = dict(faiss_params or {})
+    unknown = set(params) - {"nlist", "nprobe"}
+    if unknown:
+        raise ValueError(
+            f"faiss_params accepts the keys 'nlist' and 'nprobe'; got {sorted(unknown)}."
+        )
+    n_train, n_features = train.shape
+    nlist = params.get("nlist")
+    if nlist is None:
+        nlist = min(round(_IVF_CELLS_PER_SQRT_N * math.sqrt(n_train)),
+                    n_train // _IVF_MIN_ROWS_PER_CELL)
+        nlist = max(nlist, 1)
+    nprobe = params.get("nprobe", math.ceil(nlist / _IVF_PROBE_FRACTION))
+    for name, value, most in (("nlist", nlist, n_train), ("nprobe", nprobe, nlist)):
+        if not isinstance(value, Integral) or isinstance(value, bool) or not 1 <= value <= most:
+            raise ValueError(
+                f"faiss_params[{name!r}] must be an integer in [1, {most}]; got {value!r}."
+            )
+    index = faiss.index_factory(n_features, f"IVF{int(nlist)},Flat", faiss.METRIC_L2)
+    index.train(train)
+    index.add(train)
+    index.nprobe = int(nprobe)
+    return index
+
+
+def resolve_algorithm(algorithm, device, dtype):
+    """The search :class:`KNNDetector` uses: ``algorithm`` with 'auto' resolved, and
+    the faiss searches replaced by 'brute' (with a warning) where faiss-cpu cannot run
+    them (a GPU device, float64)."""
+    if algorithm == "brute":
+        return "brute"
+    on_cpu = torch.device(device).type == "cpu"
+    float32 = resolve_dtype(dtype) == torch.float32
+    if algorithm == "auto":
+        return "faiss" if on_cpu and float32 and _faiss_available() else "brute"
+    _import_faiss()  # an ImportError naming the extra
+    if not (on_cpu and float32):
+        warnings.warn(
+            f"algorithm={algorithm!r} searches float32 rows on the CPU with faiss-cpu, but "
+            f"device={device!r} and dtype={dtype!r}: the exact torch search "
+            "(algorithm='brute') is used instead. Pass device='cpu' and dtype='float32' "
+            "to use faiss, or algorithm='brute' to silence this warning.",
+            UserWarning,
+            stacklevel=5,  # the caller of fit
+        )
+        return "brute"
+    return algorithm
+
+
+def _faiss_available():
+    try:
+        _import_faiss()
+    except ImportError:
+        return False
+    return True
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError(
+            "KNNDetector's faiss searches need faiss; install it with "
+            '`pip install "sklearn-reclag[faiss]"`, or use algorithm=\'brute\'.'
+        ) from exc
+    return faiss
 
 
 def _drop_copies(block, query_sq_norms, train_sq_norms, tolerance):
@@ -321,21 +573,53 @@ def neighbour_distances(queries, train, nearest, *, max_block=_BLOCK):
 # from it (|mean|^2 >= 0.25 E|x - mean|^2). Measured: standardised columns give 0.0 (wine,
 # breast cancer), a 1-D CNN's ReLU features 1.9, digits pixels 3.2-8.6.
 _ORIGIN_RATIO = 0.25
+# Rows per block of the passes over the training rows on the host (statistics, copies):
+# 4,096 rows of 512 float64 features are 16 MiB, whatever the size of the bank.
+_STATISTICS_BLOCK = 4096
 
 
 def origin_is_informative(X):
     """Whether a row's direction from the origin says something about it: False for rows
     centred on the origin (standardised columns), where normalising them to unit length
     would compare their directions around their own mean."""
-    X = np.asarray(X, dtype=np.float64)
     if X.shape[1] < 2:  # a scalar's direction is its sign alone
         return False
-    mean = X.mean(axis=0)
-    spread = np.mean(np.einsum("ij,ij->i", X - mean, X - mean))
-    return bool(mean @ mean >= _ORIGIN_RATIO * spread)
+    # In float64 a block of rows at a time: no float64 copy of X (twice a float32 bank)
+    # and none of X - mean; a memmap is read once per pass, block by block.
+    mean = np.zeros(X.shape[1])
+    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
+        mean += np.asarray(X[rows], dtype=np.float64).sum(axis=0)
+    mean /= len(X)
+    spread = 0.0
+    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
+        block = np.asarray(X[rows], dtype=np.float64) - mean
+        spread += float(np.einsum("ij,ij->", block, block))
+    return bool(mean @ mean >= _ORIGIN_RATIO * spread / len(X))
 
 
 def _unit_rows(V):
     """Rows of V divided by their L2 norm; rows of zeros stay zeros (a new tensor)."""
     norms = torch.linalg.vector_norm(V, dim=1, keepdim=True)
     return V / torch.where(norms > 0, norms, torch.ones_like(norms))
+
+
+def bank_rows(X, normalize, dtype, out=None):
+    """The rows of a k-NN bank: X itself where it can be, else one copy in ``dtype``.
+
+    Without normalisation, rows that already have ``dtype`` and a C-contiguous layout
+    (a float32 array, an ``np.memmap`` of float32 rows) are kept as they are, not
+    copied: a reference, as :class:`~sklearn.neighbors.NearestNeighbors` keeps its
+    ``_fit_X``, so a bank on disk stays on disk and scoring reads it block by block
+    (the detector never writes to it; writing to X after fit changes the bank).
+    Otherwise the rows are converted (L2-normalised where ``normalize``) a block at a
+    time into one new array of ``dtype`` (``out`` where given: the next rows of a
+    growing bank): one copy, and no float64 temporary the size of X.
+    """
+    dtype = np.dtype(dtype)
+    if out is None and not normalize and X.dtype == dtype and X.flags.c_contiguous:
+        return X
+    out = np.empty(X.shape, dtype=dtype) if out is None else out
+    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
+        block = np.asarray(X[rows])
+        out[rows] = l2_normalize(block) if normalize else block
+    return out

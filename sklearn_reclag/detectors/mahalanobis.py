@@ -1,17 +1,24 @@
 """Mahalanobis distance to the nearest class mean (Lee et al., NeurIPS 2018)."""
 
+import warnings
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
 
-from .._backend import map_batches
+from sklearn.base import _fit_context
+
+from .._backend import map_batches, resolve_device
+from .._incremental import ThresholdReservoir
 from .._docstrings import fill_doc
 from ..base import BaseOODDetector, row_keys, threshold_rows
 from .knn import origin_is_informative
 from ._covariance import (
     COVARIANCE_CONSTRAINT,
+    ClassMoments,
+    Spectrum,
     inverse_square_roots,
     shared_spectrum,
 )
@@ -144,24 +151,129 @@ class MahalanobisDetector(BaseOODDetector):
             )
         self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
                            else bool(self.normalize))
-        if self.normalize_:
-            X = _unit_rows(X)
-        self.center_ = X.mean(axis=0)
-        self.classes_, self.means_, self._spectrum, shrinkage = shared_spectrum(
-            X, y, self.covariance, center=self.center_)
-        scales, self._rest_scale = self._spectrum.whitening_scales()
-        # |W (v - mu_c)|^2 = |((v - c) - (mu_c - c)) B a|^2 + t^2 |the rest of v - c|^2,
-        # with Sigma's eigenvectors B (D, k), the whitening's scales a on them and t on
-        # the directions outside them, where the class means have no component.
-        self._basis = self._spectrum.basis
-        self._scaled_basis = self._basis * scales
-        self._whitened_means = (self.means_ - self.center_) @ self._scaled_basis
+        n_classes = 1 if y is None else len(np.unique(y))
+        if isinstance(self.covariance, str) and len(X) + n_classes >= X.shape[1]:
+            # Streamed: running sums of blocks of rows (ClassMoments), no copy of X in
+            # float64, normalised or centred (three of them before: 6x a float32 bank).
+            self.classes_, labels = ((None, np.zeros(len(X), dtype=np.intp)) if y is None
+                                     else np.unique(y, return_inverse=True))
+            moments = ClassMoments(X.shape[1], fourth=self.covariance == "ledoit_wolf")
+            moments.update(X, labels.reshape(-1),
+                           transform=_unit_rows if self.normalize_ else None)
+            shrinkage = self._set_moments(moments)
+        else:
+            if self.normalize_:
+                X = _unit_rows(X)
+            self.center_ = X.mean(axis=0)
+            self.classes_, self.means_, self._spectrum, shrinkage = shared_spectrum(
+                X, y, self.covariance, center=self.center_)
+        self._set_whitening()
         # The whitening's, and the downdate's.
         eigh = (self._spectrum.eigenvalues, self._spectrum.basis)
         if shrinkage is None:
             # A user-given covariance estimator has no closed-form downdate: cross-fitted.
             return None
         return partial(self._leave_one_out_scores, X, y, shrinkage, eigh)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None, classes=None):
+        """Fit on one more chunk of rows: a loop over chunks gives the model of one fit.
+
+        The class means and the shared covariance are running sums
+        (:class:`~sklearn_reclag.detectors._covariance.ClassMoments`: O(D^2) memory,
+        O(C D^2) for 'ledoit_wolf', whatever the number of rows), and so are the named
+        estimators' shrinkages, so after any number of calls ``means_``, the covariance,
+        ``score_samples`` and ``offset_`` are those of :meth:`fit` on the
+        concatenated rows, to float rounding. ``offset_`` is recomputed at the end of
+        every call: the closed-form leave-one-out scores of :meth:`fit` of the 1,000
+        threshold rows (those with the smallest content keys, which a bounded
+        reservoir keeps exactly across calls) against the current model; a call costs
+        O(n_chunk D^2 + D^3) (the eigendecomposition), not a pass over the earlier rows.
+
+        ``normalize='auto'`` is resolved on the first chunk; a covariance given as an
+        estimator has no running form and is refused (use a name). The classes are fixed
+        on the first call: ``classes``, or the labels of its y; a class declared and not
+        yet seen has a NaN row in ``means_`` and is no candidate until it has rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), default=None
+            Class labels (OOD_LABEL rows are ignored); given on every call or never.
+        classes : array-like of shape (n_classes,), default=None
+            Every class label of all the calls, on the first call; default: the labels
+            of the first call's y.
+
+        Returns
+        -------
+        self : object
+        """
+        if not isinstance(self.covariance, str):
+            raise ValueError(
+                f"MahalanobisDetector.partial_fit needs a named covariance ('empirical', "
+                f"'ledoit_wolf' or 'oas'), whose estimate is a running sum; got "
+                f"{self.covariance!r}. Use fit, or a named covariance."
+            )
+        first = not hasattr(self, "_partial")
+        X, y, labels = self._validate_partial_fit_data(X, y, classes)
+        n_features = X.shape[1]
+        if first:
+            self.device_ = str(resolve_device(self.device))
+            self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
+                               else bool(self.normalize))
+            self._partial = SimpleNamespace(
+                moments=ClassMoments(n_features, fourth=self.covariance == "ledoit_wolf"),
+                reservoir=ThresholdReservoir(n_features))
+        moments, reservoir = self._partial.moments, self._partial.reservoir
+        moments.grow(1 if self.classes_ is None else len(self.classes_))
+        moments.update(X, labels, transform=_unit_rows if self.normalize_ else None)
+        reservoir.update(row_keys(X, dtype=self.dtype,
+                                  codes=None if y is None else labels), X, labels)
+        self.n_samples_seen_ = moments.n_samples
+        if self.n_samples_seen_ < 2:
+            raise ValueError(
+                f"MahalanobisDetector needs at least 2 rows to estimate a covariance; got "
+                f"n_samples={self.n_samples_seen_} so far."
+            )
+        shrinkage = self._set_moments(moments)
+        self.means_[moments.counts == 0] = np.nan
+        self._set_whitening()
+        self._check_finite_state()
+        scores = self._downdated_scores(reservoir.rows, reservoir.labels,
+                                        reservoir.copies.astype(np.float64), moments.counts,
+                                        shrinkage)
+        if scores is None:
+            warnings.warn(
+                "MahalanobisDetector.partial_fit: a threshold row alone spans a direction "
+                "of the covariance (fewer rows than features), where leaving it out is "
+                "ill-posed; offset_ is read from the rows' own scores, which are "
+                "optimistic. Fit on more rows.", UserWarning, stacklevel=3)
+            scores = self._score_array(reservoir.rows)
+        self.offset_ = float(self._fit_offset(lambda: scores))
+        if not np.isfinite(self.offset_):
+            raise self._overflow_error("threshold offset_")
+        return self
+
+    def _set_moments(self, moments):
+        """``center_``, ``means_`` and the spectrum from running sums; the shrinkage."""
+        self.center_ = moments.center()
+        self.means_ = moments.means()
+        sigma, shrinkage = moments.covariance(self.covariance)
+        eigenvalues, eigenvectors = np.linalg.eigh(sigma)
+        self._spectrum = Spectrum(eigenvectors, eigenvalues, 0.0)
+        return shrinkage
+
+    def _set_whitening(self):
+        scales, self._rest_scale = self._spectrum.whitening_scales()
+        # |W (v - mu_c)|^2 = |((v - c) - (mu_c - c)) B a|^2 + t^2 |the rest of v - c|^2,
+        # with Sigma's eigenvectors B (D, k), the whitening's scales a on them and t on
+        # the directions outside them, where the class means have no component.
+        self._basis = self._spectrum.basis
+        self._scaled_basis = self._basis * scales
+        # A class declared to partial_fit that has no rows yet (a NaN mean) is no
+        # candidate for the nearest mean.
+        present = ~np.isnan(self.means_).any(axis=1)
+        self._whitened_means = (self.means_[present] - self.center_) @ self._scaled_basis
 
     def _leave_one_out_scores(self, X, y, shrinkage, eigh=None):
         """Exact leave-one-out scores of the rows of :func:`threshold_rows`, in closed form.
@@ -198,18 +310,28 @@ class MahalanobisDetector(BaseOODDetector):
         else:
             labels = np.searchsorted(self.classes_, y)
         counts = np.bincount(labels, minlength=len(self.means_))
-        own, n_own = labels[rows], counts[labels[rows]].astype(np.float64)
+        scores = self._downdated_scores(X[rows], labels[rows], copies, counts, shrinkage,
+                                        eigh)
+        return self._held_out_scores(X, y) if scores is None else scores
+
+    def _downdated_scores(self, X, own, copies, counts, shrinkage, eigh=None):
+        """The leave-one-out scores of :meth:`_leave_one_out_scores` of the rows X (as
+        given, before normalisation) of class index ``own``, each with ``copies`` rows
+        in all, the classes holding ``counts`` rows; None where a downdate is ill-posed.
+        """
+        n_samples = int(counts.sum())
+        n_own = counts[own].astype(np.float64)
         # B in the eigenbasis of Sigma (C shares it): its eigenvalues from Sigma's.
         eigenvalues, eigenvectors = np.linalg.eigh(self.covariance_) if eigh is None else eigh
         mu = self._spectrum.trace() / self.n_features_in_
-        scores = np.empty(len(rows))
+        scores = np.empty(len(X))
         for m in np.unique(copies):
             group = copies == m
             b_eigenvalues = n_samples / (n_samples - m) * (eigenvalues - shrinkage * mu) + (
                 shrinkage * mu)
             # |(v - w) to_b|^2 = (v - w)^T B^+ (v - w), with whitening()'s cut-off.
             to_b = eigenvectors * inverse_square_roots(b_eigenvalues, self.n_features_in_)
-            Z, Z_means = self._centred(X[rows[group]]) @ to_b, (
+            Z, Z_means = self._centred(X[group]) @ to_b, (
                 self.means_ - self.center_) @ to_b
             # (Z - M_j).(Z - M_c) and |Z - M_j|^2 from products, without an (m, C, D) block.
             products = Z @ Z_means.T
@@ -226,13 +348,14 @@ class MahalanobisDetector(BaseOODDetector):
                 h = distances[index, own_class]
                 denominator = 1 - b * h
                 if np.any((n_class > m) & (denominator < 1e-6)):
-                    return self._held_out_scores(X, y)
+                    return None
                 single = n_class <= m
                 b, a = np.where(single, 0.0, b), np.where(single, 0.0, a)
                 denominator = np.where(single, 1.0, denominator)
                 downdated = distances + (b / denominator)[:, None] * cross ** 2
                 downdated[index, own_class] = np.where(single, np.inf, a ** 2 * h / denominator)
-            scores[group] = -0.5 * downdated.min(axis=1)
+            # nanmin: a class declared to partial_fit without rows yet has a NaN mean.
+            scores[group] = -0.5 * np.nanmin(downdated, axis=1)
         return scores
 
     def _centred(self, X):

@@ -355,6 +355,20 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     holds one extra copy of the stored patterns, laid out batch-major.
     benchmarks/RESULTS.md times it against the one-class-at-a-time formulation.
 
+    **No partial_fit.** HE, SHE, KNN and Mahalanobis have one (their fitted state is a
+    running sum or an appendable bank, so chunks give the model of one fit); RecLag has
+    none, on purpose. Its memories are learned: ``max_epochs`` passes of SAE or EM over
+    all the stored patterns of a class, so a fit on chunks one after another is another
+    model (the memories drift to the last chunk, as an online k-means does), and
+    nothing short of the rows themselves gives the fit on their concatenation. Its
+    threshold (``gamma='auto'``) is read from cross-fitted scores, which are refitted
+    memories too, and ``beta='auto'``, the head (``head=None``) and
+    ``metric='mahalanobis'``'s whitening are fitted from all the rows before training
+    starts. Fit on the rows (an ``np.memmap`` is read without a copy where it is float32
+    and C-ordered; training holds one batch-major copy of the stored patterns), or fit
+    on a subsample: a few memories per class need far fewer rows than a bank does.
+    ``det.partial_fit`` raises an AttributeError that says so.
+
     Examples
     --------
     >>> from sklearn.datasets import load_digits
@@ -426,6 +440,19 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         self.max_iter = max_iter
         self.random_state = random_state
         self.verbose = verbose
+
+    def __getattr__(self, name):
+        # Only reached where normal lookup failed: hasattr(det, "partial_fit") is False
+        # (as scikit-learn reads it), and a call says why (see Notes).
+        if name == "partial_fit":
+            raise AttributeError(
+                "RecLagDetector has no partial_fit: its memories are learned by passes over "
+                "all the rows of a class, so chunks fitted one after another give another "
+                "model. Fit on all the rows (a float32 np.memmap is not copied) or on a "
+                "subsample; HopfieldEnergyDetector, KNNDetector and MahalanobisDetector "
+                "have a partial_fit."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ fit
     def _fit_memories(self, X, labels, n_banks):

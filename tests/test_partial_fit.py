@@ -1,0 +1,171 @@
+"""partial_fit (issue 22, item 2) and fitting on banks without copies (item 1).
+
+The property of scikit-learn's incremental estimators: a loop of partial_fit over
+chunks gives the model of one fit on the concatenated rows, here scores and offset_.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from sklearn_reclag import (
+    HopfieldEnergyDetector,
+    KNNDetector,
+    MahalanobisDetector,
+    RecLagDetector,
+)
+from sklearn_reclag._incremental import ThresholdReservoir
+from sklearn_reclag.base import THRESHOLD_ROWS, row_keys, threshold_rows
+
+
+def _data(n=3000, d=16, n_classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(n_classes, size=n)
+    centres = rng.normal(size=(n_classes, d)) * 3
+    X = (np.abs(centres[y] + rng.normal(size=(n, d)))).astype(np.float32)
+    X[10] = X[20]  # a copy: leave-one-out leaves both out
+    y[10] = y[20]
+    queries = np.abs(rng.normal(size=(300, d)) * 3).astype(np.float32)
+    return X, y, queries
+
+
+def _chunks(n, n_chunks=10):
+    return np.array_split(np.arange(n), n_chunks)
+
+
+def _assert_same_model(fitted, incremental, queries):
+    # float32 scores computed in another order: float32 tolerance, not float64's.
+    np.testing.assert_allclose(incremental.score_samples(queries),
+                               fitted.score_samples(queries), rtol=1e-5, atol=1e-5)
+    assert incremental.offset_ == pytest.approx(fitted.offset_, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("covariance", ["empirical", "ledoit_wolf", "oas"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_mahalanobis_partial_fit_over_ten_chunks_equals_fit(covariance, normalize):
+    X, y, queries = _data()
+    fitted = MahalanobisDetector(covariance=covariance, normalize=normalize,
+                                 device="cpu").fit(X, y)
+    incremental = MahalanobisDetector(covariance=covariance, normalize=normalize,
+                                      device="cpu")
+    for rows in _chunks(len(X)):
+        incremental.partial_fit(X[rows], y[rows], classes=np.unique(y))
+    _assert_same_model(fitted, incremental, queries)
+    np.testing.assert_allclose(incremental.means_, fitted.means_, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(incremental.covariance_, fitted.covariance_, rtol=1e-9,
+                               atol=1e-12)
+    assert incremental.n_samples_seen_ == len(X)
+
+
+def test_mahalanobis_streamed_fit_matches_sklearn_estimators():
+    from sklearn.covariance import LedoitWolf
+
+    X, y, _ = _data(d=8)
+    det = MahalanobisDetector(covariance="ledoit_wolf", normalize=False, device="cpu")
+    det.fit(X, y)
+    X64 = X.astype(np.float64)
+    means = np.stack([X64[y == c].mean(axis=0) for c in np.unique(y)])
+    reference = LedoitWolf(assume_centered=True).fit(X64 - means[y]).covariance_
+    np.testing.assert_allclose(det.covariance_, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_partial_fit_classes_are_fixed_by_the_first_call():
+    X, y, _ = _data()
+    det = MahalanobisDetector(device="cpu").partial_fit(X[y < 3], y[y < 3])
+    with pytest.raises(ValueError, match="classes= on the first call"):
+        det.partial_fit(X[y == 3], y[y == 3])
+    with pytest.raises(ValueError, match="with y; every call"):
+        det.partial_fit(X)
+    declared = MahalanobisDetector(device="cpu")
+    declared.partial_fit(X[y < 3], y[y < 3], classes=[0, 1, 2, 3])
+    # A declared class without rows yet is no candidate for the nearest mean.
+    assert np.isnan(declared.means_[3]).all()
+    assert np.isfinite(declared.score_samples(X[:5])).all()
+    declared.partial_fit(X[y == 3], y[y == 3])
+    assert np.isfinite(declared.means_).all()
+
+
+def test_partial_fit_checks_the_features_of_later_chunks():
+    X, y, _ = _data()
+    det = KNNDetector(device="cpu").partial_fit(X[:100])
+    with pytest.raises(ValueError, match="features"):
+        det.partial_fit(X[100:200, :5])
+
+
+def test_mahalanobis_partial_fit_refuses_a_covariance_estimator():
+    from sklearn.covariance import MinCovDet
+
+    with pytest.raises(ValueError, match="named covariance"):
+        MahalanobisDetector(covariance=MinCovDet(), device="cpu").partial_fit(
+            np.ones((10, 2)))
+
+
+@pytest.mark.parametrize("n_neighbors", [1, 5])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_knn_partial_fit_over_ten_chunks_equals_fit(n_neighbors, normalize):
+    X, _, queries = _data()
+    fitted = KNNDetector(n_neighbors, normalize=normalize, device="cpu").fit(X)
+    incremental = KNNDetector(n_neighbors, normalize=normalize, device="cpu")
+    for rows in _chunks(len(X)):
+        incremental.partial_fit(X[rows])
+    _assert_same_model(fitted, incremental, queries)
+    np.testing.assert_array_equal(incremental.train_rows_, fitted.train_rows_)
+    # fit starts afresh: the running state goes.
+    incremental.fit(X[:50])
+    assert not hasattr(incremental, "n_samples_seen_")
+    assert len(incremental.train_rows_) == 50
+
+
+def test_knn_partial_fit_is_picklable():
+    X, _, queries = _data(n=300)
+    det = KNNDetector(3, device="cpu").partial_fit(X[:150]).partial_fit(X[150:])
+    loaded = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(loaded.score_samples(queries), det.score_samples(queries))
+    loaded.partial_fit(X[:10])
+    assert loaded.n_samples_seen_ == 310
+
+
+def test_threshold_reservoir_keeps_the_rows_of_threshold_rows():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(5000, 3))
+    X[4000:4100] = X[:100]  # copies, across chunks
+    keys = row_keys(X, dtype="float32")
+    reservoir = ThresholdReservoir(3)
+    for rows in _chunks(len(X), 7):
+        reservoir.update(keys[rows], X[rows])
+    expected = threshold_rows(len(X), keys)
+    assert len(expected) == THRESHOLD_ROWS
+    np.testing.assert_array_equal(reservoir.rows, X[expected])
+    counts = np.unique(keys, return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(reservoir.copies, counts[2][counts[1]][expected])
+
+
+def test_knn_fit_on_a_float32_memmap_keeps_the_bank_on_disk(tmp_path):
+    X, _, queries = _data()
+    path = tmp_path / "bank.npy"
+    np.save(path, X)
+    bank = np.load(path, mmap_mode="r")
+    det = KNNDetector(3, normalize=False, device="cpu").fit(bank)
+    # No copy: the bank is the memmap's memory.
+    assert np.shares_memory(det.train_rows_, bank)
+    reference = KNNDetector(3, normalize=False, device="cpu").fit(X)
+    np.testing.assert_array_equal(det.score_samples(queries), reference.score_samples(queries))
+    assert det.offset_ == reference.offset_
+
+
+def test_scoring_does_not_copy_the_knn_bank():
+    import torch
+
+    X, _, _ = _data(n=500)
+    det = KNNDetector(normalize=False, device="cpu").fit(X)
+    state = det._batch_kwargs()["state"]
+    assert state["train_rows_"].data_ptr() == det.train_rows_.ctypes.data
+    assert state["train_rows_"].dtype == torch.float32
+
+
+def test_reclag_has_no_partial_fit_and_says_why():
+    det = RecLagDetector()
+    assert not hasattr(det, "partial_fit")
+    with pytest.raises(AttributeError, match="learned"):
+        det.partial_fit
