@@ -290,7 +290,18 @@ class TorchFeatureExtractor(
                     f"{tuple(V.shape)} (dtype {V.dtype}): {exc}. Check n_features, "
                     "input_shape and dtype against what the network expects."
                 ) from exc
-            return captured["value"].flatten(start_dim=1)
+            features = captured["value"].flatten(start_dim=1)
+            if not torch.isfinite(features).all():
+                # Finite inputs can overflow the network's dtype (1e300 in float32) or its
+                # arithmetic: NaN features would pass on silently to any detector.
+                raise ValueError(
+                    f"{type(module).__name__} gives non-finite features (NaN or infinity) "
+                    f"for finite input rows, whose values reach "
+                    f"{float(V.abs().max()) if V.numel() else 0.0:.3g} in dtype "
+                    f"{str(V.dtype).replace('torch.', '')}: scale the inputs as the network "
+                    "was trained, or use dtype='float64'."
+                )
+            return features
 
         with _inference_state(module, device), _capture(
             layer_module, take_input=self.layer is None

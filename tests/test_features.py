@@ -316,3 +316,14 @@ def test_cuda_features_equal_cpu_features_and_module_returns_to_cpu(rng):
     cuda = TorchFeatureExtractor(net, device="cuda").fit_transform(X)
     np.testing.assert_allclose(cuda, cpu, rtol=1e-4, atol=1e-5)
     assert all(p.device.type == "cpu" for p in net.parameters())
+
+
+def test_finite_inputs_that_overflow_the_network_are_a_clear_error(rng):
+    # 1e300 is finite in float64 and infinite once cast to float32: the features would be
+    # NaN (issue 23, item 21).
+    extractor = TorchFeatureExtractor(_mlp(), device="cpu").fit(rng.normal(size=(5, 6)))
+    X = rng.normal(size=(4, 6))
+    X[2, 1] = 1e300
+    with pytest.raises(ValueError, match="non-finite features .* scale the inputs"):
+        extractor.transform(X)
+    assert np.isfinite(extractor.transform(X[:2])).all()
