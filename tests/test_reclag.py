@@ -310,3 +310,17 @@ def test_head_class_without_training_rows_is_routed_to_present_banks(data, solve
     # training rows themselves are accepted.
     assert np.mean(det.predict(X[keep]) == 1) >= 0.95 - 0.02
     assert np.isfinite(det.transform(X_test)).all()
+
+
+def test_feature_names_say_when_states_are_in_the_whitened_space():
+    # transform's states under metric='mahalanobis' are whitened coordinates, not the input
+    # features (issue 23, item 21).
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)), np.repeat([0, 1], 30)
+    kwargs = dict(max_epochs=2, tol=None, device="cpu", random_state=0)
+    raw = RecLagDetector(**kwargs).fit(X, y)
+    assert list(raw.get_feature_names_out()) == ["x0", "x1", "x2", "x3"]
+    whitened = RecLagDetector(metric="mahalanobis", **kwargs).fit(X, y)
+    assert list(whitened.get_feature_names_out()) == [
+        f"reclagdetector_whitened{i}" for i in range(4)]
+    assert whitened.transform(X).shape == (60, 4)

@@ -603,6 +603,26 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         kwargs["batch_size"] = min(kwargs["batch_size"], max(1, _SCORE_BLOCK // per_row))
         return map_batches(self._retrieve_batch, self._validate_rows(X), **kwargs)
 
+    def get_feature_names_out(self, input_features=None):
+        """Names of :meth:`transform`'s columns: the input features' names, but under
+        ``metric='mahalanobis'``, whose states live in the whitened space (its axes are
+        not the input features), ``reclagdetector_whitened0``, ``...1``, ...
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            As :meth:`sklearn.base.OneToOneFeatureMixin.get_feature_names_out`.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        names = super().get_feature_names_out(input_features)  # validates input_features
+        if self.metric != "mahalanobis":
+            return names
+        return np.asarray([f"{type(self).__name__.lower()}_whitened{i}"
+                           for i in range(len(names))], dtype=object)
+
     def _retrieve_batch(self, V, state):
         banks, mask = state["memories_"], state["memory_mask_"]
         bias = self._memory_bias(banks)  # (C, M) or None, computed once per batch
