@@ -141,7 +141,9 @@ def test_distance_blocks_stay_bounded(rng, monkeypatch, product_sizes):
 
 def test_default_block_is_bounded_for_the_default_chunks(rng, product_sizes):
     X_train = _relu_rows(rng, 5000, d=4)
-    det = KNNDetector(5, device="cpu").fit(X_train)
+    # The torch search's blocks (algorithm='auto' would search with faiss where it is
+    # installed: its blocks are faiss's own).
+    det = KNNDetector(5, algorithm="brute", device="cpu").fit(X_train)
     product_sizes.clear()
     det.score_samples(_relu_rows(rng, 9000, d=4))
     assert max(product_sizes) <= knn._BLOCK
@@ -291,3 +293,94 @@ def test_normalize_auto_keeps_standardised_rows_as_they_are():
     assert auroc(auto) > 0.9
     assert auroc(KNNDetector(5, normalize=True, device="cpu").fit(train)) < 0.6
     assert KNNDetector(5, device="cpu").fit(_relu_rows(np.random.default_rng(0), 50)).normalize_
+
+
+# ------------------------------------------------------------------ algorithm (faiss)
+def _faiss():
+    """faiss is an optional extra: its tests are skipped without it."""
+    return pytest.importorskip("faiss")
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("k", [1, 7])
+def test_faiss_exact_search_gives_the_brute_scores(normalize, k):
+    _faiss()
+    rng = np.random.default_rng(0)
+    X, Q = _relu_rows(rng, 3000, 24), _relu_rows(rng, 700, 24)
+    brute = KNNDetector(k, normalize=normalize, algorithm="brute", device="cpu").fit(X)
+    fast = KNNDetector(k, normalize=normalize, algorithm="faiss", device="cpu").fit(X)
+    assert (brute.algorithm_, fast.algorithm_) == ("brute", "faiss")
+    np.testing.assert_allclose(fast.score_samples(Q), brute.score_samples(Q), rtol=1e-6)
+    np.testing.assert_allclose(fast.score_samples(Q), knn_reference(Q, X, k, normalize),
+                               rtol=1e-5)
+    assert fast.offset_ == brute.offset_  # offset_ is read by the exact search
+
+
+def test_auto_uses_faiss_on_cpu_float32_and_brute_otherwise(monkeypatch):
+    _faiss()
+    X = _relu_rows(np.random.default_rng(0), 60)
+    assert KNNDetector(3, device="cpu").fit(X).algorithm_ == "faiss"
+    assert KNNDetector(3, device="cpu", dtype="float64").fit(X).algorithm_ == "brute"
+    assert KNNDetector(3, device="cpu").fit(X).faiss_index_ is None
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # import faiss fails
+    assert KNNDetector(3, device="cpu").fit(X).algorithm_ == "brute"
+
+
+def test_faiss_without_faiss_names_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)
+    X = _relu_rows(np.random.default_rng(0), 60)
+    with pytest.raises(ImportError, match=r"pip install \"sklearn-reclag\[faiss\]\""):
+        KNNDetector(3, algorithm="faiss", device="cpu").fit(X)
+
+
+@pytest.mark.parametrize("algorithm", ["faiss", "faiss-ivf"])
+def test_faiss_in_float64_warns_and_searches_exactly(algorithm):
+    _faiss()
+    rng = np.random.default_rng(1)
+    X, Q = _relu_rows(rng, 200), _relu_rows(rng, 50)
+    with pytest.warns(UserWarning, match="algorithm='brute'.*dtype='float32'"):
+        det = KNNDetector(3, algorithm=algorithm, device="cpu", dtype="float64").fit(X)
+    assert det.algorithm_ == "brute" and det.faiss_index_ is None
+    np.testing.assert_allclose(det.score_samples(Q), knn_reference(Q, X, 3), rtol=1e-10)
+
+
+def test_faiss_ivf_never_finds_nearer_rows_and_is_exact_with_every_cell_searched():
+    _faiss()
+    rng = np.random.default_rng(2)
+    X, Q = _relu_rows(rng, 4000, 16), _relu_rows(rng, 500, 16)
+    exact = KNNDetector(5, algorithm="brute", device="cpu").fit(X).score_samples(Q)
+    ivf = KNNDetector(5, algorithm="faiss-ivf", faiss_params={"nlist": 40, "nprobe": 2},
+                      device="cpu").fit(X)
+    assert ivf.faiss_index_.nlist == 40 and ivf.faiss_index_.nprobe == 2
+    approximate = ivf.score_samples(Q)
+    # Missed neighbours make the k-th distance found larger: scores only go down.
+    assert np.all(approximate <= exact + 1e-6)
+    every_cell = KNNDetector(5, algorithm="faiss-ivf", faiss_params={"nlist": 40, "nprobe": 40},
+                             device="cpu").fit(X)
+    np.testing.assert_allclose(every_cell.score_samples(Q), exact, rtol=1e-6)
+
+
+def test_faiss_ivf_pickles_with_its_index():
+    import pickle
+
+    _faiss()
+    rng = np.random.default_rng(3)
+    X, Q = _relu_rows(rng, 2000), _relu_rows(rng, 100)
+    det = KNNDetector(3, algorithm="faiss-ivf", device="cpu").fit(X)
+    loaded = pickle.loads(pickle.dumps(det))
+    assert loaded.faiss_index_.ntotal == 2000
+    assert loaded.faiss_index_.nprobe == det.faiss_index_.nprobe
+    np.testing.assert_array_equal(loaded.score_samples(Q), det.score_samples(Q))
+    assert det.faiss_index_ is not loaded.faiss_index_ and det.faiss_index_.ntotal == 2000
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"nlists": 4}, "accepts the keys 'nlist' and 'nprobe'"),
+    ({"nlist": 0}, r"faiss_params\['nlist'\] must be an integer in \[1, 200\]"),
+    ({"nlist": 4, "nprobe": 5}, r"faiss_params\['nprobe'\] must be an integer in \[1, 4\]"),
+])
+def test_bad_faiss_params_are_reported(params, message):
+    _faiss()
+    X = _relu_rows(np.random.default_rng(0), 200)
+    with pytest.raises(ValueError, match=message):
+        KNNDetector(3, algorithm="faiss-ivf", faiss_params=params, device="cpu").fit(X)
