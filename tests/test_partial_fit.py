@@ -169,3 +169,69 @@ def test_reclag_has_no_partial_fit_and_says_why():
     assert not hasattr(det, "partial_fit")
     with pytest.raises(AttributeError, match="learned"):
         det.partial_fit
+
+
+@pytest.mark.parametrize("params, labelled", [
+    ({}, False),
+    ({"metric": "cosine"}, False),
+    ({"head": "fitted"}, True),
+    ({"head": "fitted", "routing": "max", "beta": 0.5}, True),
+    ({"head": "fitted", "energy": "lse"}, False),
+])
+def test_hopfield_energy_partial_fit_over_ten_chunks_equals_fit(params, labelled):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, queries = _data()
+    if params.get("head") == "fitted":
+        params = {**params, "head": LogisticRegression(max_iter=500).fit(X, y)}
+    target = y if labelled else None
+    fitted = HopfieldEnergyDetector(device="cpu", **params).fit(X, target)
+    incremental = HopfieldEnergyDetector(device="cpu", **params)
+    for rows in _chunks(len(X)):
+        incremental.partial_fit(X[rows], None if target is None else target[rows])
+    _assert_same_model(fitted, incremental, queries)
+    assert incremental.beta_ == pytest.approx(fitted.beta_, rel=1e-5)
+    np.testing.assert_array_equal(incremental.memory_mask_, fitted.memory_mask_)
+    np.testing.assert_allclose(incremental.memories_, fitted.memories_, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"patterns": "mean"}, "patterns='mean'"),
+    ({"metric": "mahalanobis"}, "metric='mahalanobis'"),
+    ({"max_patterns": 10}, "max_patterns"),
+    ({}, "head=None with y of several classes"),
+])
+def test_hopfield_energy_partial_fit_refuses_what_needs_all_rows(params, match):
+    X, y, _ = _data(n=200)
+    with pytest.raises(NotImplementedError, match=match):
+        HopfieldEnergyDetector(device="cpu", **params).partial_fit(X, y)
+
+
+def test_hopfield_energy_fit_on_a_float32_memmap_keeps_the_bank_on_disk(tmp_path):
+    X, _, queries = _data(n=500)
+    path = tmp_path / "bank.npy"
+    np.save(path, X)
+    bank = np.load(path, mmap_mode="r")
+    det = HopfieldEnergyDetector(beta=1.0, device="cpu").fit(bank)
+    assert np.shares_memory(det.memories_, bank)
+    reference = HopfieldEnergyDetector(beta=1.0, device="cpu").fit(X)
+    np.testing.assert_array_equal(det.score_samples(queries), reference.score_samples(queries))
+
+
+def test_hopfield_energy_partial_fit_checks_features_and_takes_y():
+    import inspect
+
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, _ = _data(n=300)
+    assert list(inspect.signature(HopfieldEnergyDetector.partial_fit).parameters)[1:3] == [
+        "X", "y"]
+    head = LogisticRegression(max_iter=500).fit(X, y)
+    for det, target in [(HopfieldEnergyDetector(device="cpu"), None),
+                        (HopfieldEnergyDetector(head=head, device="cpu"), y)]:
+        det.partial_fit(X, target)
+        assert det.n_features_in_ == X.shape[1]
+        with pytest.raises(ValueError, match="features"):
+            det.partial_fit(X[:, :-1], target)
+        with pytest.raises(ValueError, match="features"):
+            det.score_samples(X[:, :-1])

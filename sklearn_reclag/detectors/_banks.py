@@ -87,8 +87,13 @@ def pad_banks(X, labels, n_banks, *, max_rows=None, order=None, return_slots=Fal
         order, sorted_labels, slot = order[keep], sorted_labels[keep], slot[keep]
         counts = np.minimum(counts, max_rows)
     n_slots = max(int(counts.max(initial=0)), 1)
-    banks = np.zeros((n_banks, n_slots, X.shape[1]), dtype=X.dtype)
-    banks[sorted_labels, slot] = X[order]
+    if n_banks == 1 and len(order) == len(X) and (order[1:] > order[:-1]).all():
+        # One bank of every row in order (y=None): X itself, no copy (a bank on disk
+        # stays there).
+        banks = X[None]
+    else:
+        banks = np.zeros((n_banks, n_slots, X.shape[1]), dtype=X.dtype)
+        banks[sorted_labels, slot] = X[order]
     mask = np.arange(n_slots) < counts[:, None]
     if not return_slots:
         return banks, mask
@@ -142,6 +147,9 @@ class _MemoryBankDetector(BaseOODDetector):
     beta. :func:`sklearn_reclag.model_selection.default_param_grid` turns 'auto' into
     multiples of the data's own scale in each metric."""
 
+    # The banks are only read by scoring: shared with torch on the CPU, not copied.
+    _shared_attributes = ("memories_",)
+
     @property
     def _tensor_attributes(self):
         names = ("memories_", "memory_mask_")
@@ -179,7 +187,8 @@ class _MemoryBankDetector(BaseOODDetector):
             )
         self._fit_metric(X, y)
         labels, stored, n_banks, predicted = self._stored_patterns(X, y)
-        patterns = self._to_memory_space(X[stored])
+        # Every row stored (no head): X itself, not a copy of it.
+        patterns = self._to_memory_space(X if stored.all() else X[stored])
         self.beta_ = (auto_beta(patterns, labels[stored], n_banks, device=self.device_)
                       if self.beta == "auto" else float(self.beta))
         slots = self._fit_memories(patterns, labels[stored], n_banks)
@@ -202,20 +211,20 @@ class _MemoryBankDetector(BaseOODDetector):
         row_args = [labels[rows], own_slot[rows]]
         if self.routing == "predicted" and predicted is not None:
             row_args.append(self._present_bank(X[rows], predicted[rows]))
-        leave_one_out = partial(map_batches, partial(self._score_batch, exclude_copies=True),
-                                X[rows], read_only=True, row_args=row_args,
-                                **self._batch_kwargs())
+        return partial(self._leave_one_out, X[rows], row_args)
 
-        def held_out_scores():
-            scores = np.array(leave_one_out(), dtype=np.float64)
-            alone = ~np.isfinite(scores)
-            if alone.any():
-                # A row whose bank holds nothing but its own copies has no other pattern
-                # to be scored against: it gets the score a new copy of it would get.
-                scores[alone] = self._score_array(X[rows][alone])
-            return scores
-
-        return held_out_scores
+    def _leave_one_out(self, X, row_args):
+        """Scores of the training rows X, each without its own stored copy and without
+        the other copies of it (``row_args``: bank, slot and routed bank of each)."""
+        scores = np.array(map_batches(partial(self._score_batch, exclude_copies=True), X,
+                                      read_only=True, row_args=row_args,
+                                      **self._batch_kwargs()), dtype=np.float64)
+        alone = ~np.isfinite(scores)
+        if alone.any():
+            # A row whose bank holds nothing but its own copies has no other pattern
+            # to be scored against: it gets the score a new copy of it would get.
+            scores[alone] = self._score_array(X[alone])
+        return scores
 
     def _present_bank(self, X, predicted):
         """The head's predictions ``predicted`` of the rows X, moved off empty banks as
@@ -264,8 +273,12 @@ class _MemoryBankDetector(BaseOODDetector):
         if self.metric == "euclidean":
             return X
         names = () if self.whitening_ is None else ("whitening_",)
-        return map_batches(self._memory_space, X, read_only=True,
-                           **self._batch_kwargs(names)).astype(X.dtype, copy=False)
+        kwargs = self._batch_kwargs(names)
+        # Written block by block into one array of X's dtype: no float64 copy of X.
+        out = np.empty(X.shape, dtype=X.dtype)
+        for rows in iter_slices(len(X), kwargs["batch_size"]):
+            out[rows] = map_batches(self._memory_space, X[rows], read_only=True, **kwargs)
+        return out
 
     def _memory_space(self, V, state):
         """A batch of rows (tensor) as the memories see them; never writes to ``V``.

@@ -17,7 +17,15 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._banks import _MemoryBankDetector, pad_banks
+from types import SimpleNamespace
+
+from sklearn.base import _fit_context
+
+from ._banks import _MemoryBankDetector, _unit_rows, auto_beta, index_of, pad_banks
+from .._backend import resolve_device
+from .._incremental import ThresholdReservoir
+from .._labels import is_ood_label
+from ..base import row_keys
 from .._docstrings import fill_doc
 
 @fill_doc
@@ -138,6 +146,154 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         self.max_patterns = max_patterns
         self.head = head
         self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Store a chunk of rows as more patterns (HE): a loop over chunks gives the
+        model of one fit on the concatenated rows.
+
+        Only the stored patterns of ``patterns='all'`` are appended: each bank grows
+        in place (its buffer doubles when full: O(n D) copying for n rows in any number
+        of calls), ``beta='auto'`` is recomputed from the current banks (it queries at
+        most 2,000 patterns: linear cost), and so is ``offset_``: the leave-one-out
+        scores of the 1,000 threshold rows of :meth:`fit` (the rows of smallest
+        content key, kept across calls by a bounded reservoir,
+        :class:`~sklearn_reclag._incremental.ThresholdReservoir`) against the current
+        banks. After the last call ``memories_``, ``beta_``, ``score_samples`` and
+        ``offset_`` are those of :meth:`fit` on the concatenated rows, to float
+        rounding.
+
+        What needs all the rows at once raises a NotImplementedError that says so:
+        a head fitted from the data (``head=None`` with y of two or more classes: pass
+        a fitted head, whose predictions then route each chunk's rows), the whitening
+        of ``metric='mahalanobis'`` (a covariance of all the rows, through which every
+        pattern is stored), ``max_patterns`` (a random subsample of all the rows), and
+        ``patterns='mean'`` (SHE: its threshold is cross-fitted over folds of all the
+        rows and its ``beta='auto'`` reads the rows' nearest-neighbour gaps; fit it on
+        the rows, or use :class:`MahalanobisDetector`'s ``partial_fit`` for class
+        means). With a head, a class it never classifies right in a chunk stores none
+        of that chunk's rows (``fit`` stores all the rows of a class the head never
+        gets right anywhere). ``energy='lse'``'s warning reads the first chunk only.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), default=None
+            Class labels (OOD_LABEL rows are ignored); given on every call or never.
+
+        Returns
+        -------
+        self : object
+        """
+        refused = {
+            "patterns='mean'": self.patterns == "mean",
+            "metric='mahalanobis'": self.metric == "mahalanobis",
+            "max_patterns": self.max_patterns is not None,
+            "a head to fit on X (pass a fitted head)": (
+                self.head is not None and self._head_fitted_on_X()),
+        }
+        reasons = [name for name, applies in refused.items() if applies]
+        first = not hasattr(self, "_partial")
+        if first and self.head is None and y is not None and len(np.unique(
+                np.asarray(y)[~is_ood_label(np.asarray(y))])) > 1:
+            reasons.append("head=None with y of several classes (pass a fitted head)")
+        if reasons:
+            raise NotImplementedError(
+                f"HopfieldEnergyDetector.partial_fit appends stored patterns, and cannot "
+                f"with {', '.join(reasons)}: that is fitted from all the rows at once. "
+                "Use fit (see partial_fit's docstring)."
+            )
+        X, y = self._validate_fit_data(X, y) if first else self._validate_more_data(X, y)
+        if first:
+            self.device_ = str(resolve_device(self.device))
+            self.whitening_ = None
+            if self.head is None:
+                self.classes_ = None if y is None else np.unique(y)
+                self.head_coef_ = self.head_intercept_ = None
+            else:
+                self._fit_head(X, y)
+            n_banks = 1 if self.head_coef_ is None else len(self.classes_)
+            self._partial = SimpleNamespace(
+                buffer=np.zeros((n_banks, 0, X.shape[1]), dtype=self.dtype),
+                counts=np.zeros(n_banks, dtype=np.int64), with_y=y is not None,
+                reservoir=ThresholdReservoir(X.shape[1]))
+        state = self._partial
+        if (y is not None) != state.with_y:
+            raise ValueError(
+                "HopfieldEnergyDetector.partial_fit was first called "
+                f"{'with' if state.with_y else 'without'} y; every call must be.")
+        predicted = None
+        if self.head_coef_ is None:
+            if y is not None and not np.isin(y, self.classes_).all():
+                raise ValueError(
+                    f"y holds labels other than {self.classes_.tolist()}, the one class of "
+                    "the first call: several classes need a fitted head.")
+            labels, stored = np.zeros(len(X), dtype=np.intp), np.ones(len(X), dtype=bool)
+        else:
+            predicted = self._predict_class_index(X)
+            if y is None:
+                labels, stored = predicted, np.ones(len(X), dtype=bool)
+            else:
+                if not np.isin(y, self.classes_).all():
+                    unknown = np.setdiff1d(y, self.classes_)
+                    raise ValueError(
+                        f"y holds labels {unknown[:5]} that the head does not predict.")
+                labels = index_of(y, self.classes_)
+                stored = predicted == labels
+        own_slot = self._append_patterns(X if stored.all() else X[stored], labels[stored])
+        slots = np.full(len(X), -1, dtype=np.int64)
+        slots[stored] = own_slot
+        codes = None if y is None else labels
+        extra = {"bank": labels, "slot": slots}
+        if predicted is not None:
+            extra["predicted"] = predicted
+        state.reservoir.update(row_keys(X, dtype=self.dtype, codes=codes), X, **extra)
+        self.n_samples_seen_ = state.reservoir.n_seen
+        self.patterns_are_rows_ = True
+        if self.beta == "auto":
+            bank_of = np.repeat(np.arange(len(state.counts)), state.counts)
+            self.beta_ = auto_beta(self.memories_[self.memory_mask_], bank_of,
+                                   len(state.counts), device=self.device_)
+        else:
+            self.beta_ = float(self.beta)
+        self._check_finite_state()
+        reservoir = state.reservoir
+        rows = reservoir.rows.astype(X.dtype)
+        row_args = [reservoir.extra["bank"], reservoir.extra["slot"]]
+        if self.routing == "predicted" and predicted is not None:
+            row_args.append(self._present_bank(rows, reservoir.extra["predicted"]))
+        scores = self._leave_one_out(rows, row_args)
+        self.offset_ = float(self._fit_offset(lambda: scores))
+        if not np.isfinite(self.offset_):
+            raise self._overflow_error("threshold offset_")
+        return self
+
+    def _append_patterns(self, X, labels):
+        """Append stored patterns (rows X of bank ``labels``) to the banks of
+        partial_fit; their slots. ``memories_`` is a view of the grown buffer."""
+        state = self._partial
+        patterns = self._to_memory_space(X).astype(self.dtype, copy=False)
+        if self.metric == "cosine":
+            patterns = _unit_rows(patterns)  # as fit leaves the memories
+        n_banks = len(state.counts)
+        chunk_counts = np.bincount(labels, minlength=n_banks)
+        order = np.argsort(labels, kind="stable")
+        rank = np.empty(len(labels), dtype=np.int64)
+        rank[order] = np.arange(len(labels)) - (np.cumsum(chunk_counts) - chunk_counts)[
+            labels[order]]
+        slots = state.counts[labels] + rank
+        needed = int((state.counts + chunk_counts).max(initial=0))
+        if needed > state.buffer.shape[1]:
+            grown = np.zeros((n_banks, max(needed, 2 * state.buffer.shape[1]),
+                              state.buffer.shape[2]), dtype=self.dtype)
+            grown[:, : state.buffer.shape[1]] = state.buffer
+            state.buffer = grown
+        state.buffer[labels, slots] = patterns
+        state.counts += chunk_counts
+        n_slots = max(int(state.counts.max(initial=0)), 1)
+        self.memories_ = state.buffer[:, :n_slots]
+        self.memory_mask_ = np.arange(n_slots) < state.counts[:, None]
+        return slots
 
     def _fit_memories(self, X, labels, n_banks):
         dtype = np.dtype(self.dtype)
