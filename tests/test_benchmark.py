@@ -32,13 +32,15 @@ def data():
 
 
 def test_proxy_selection_chooses_as_auto_ood_detector_does(data):
-    """No X_val_ood is needed: the grid's points are AutoOODDetector's candidates."""
+    """No X_val_ood is needed: the row's own setting, then the grid's other points, are
+    AutoOODDetector's candidates, chosen by its one-standard-error rule."""
     grid = {"n_neighbors": [1, 5, 40]}
-    method = Method("KNN", KNNDetector(device="cpu"), grid)
+    method = Method("KNN", KNNDetector(5, device="cpu"), grid)
     estimator, best = fit_method(method, data, random_state=0)
-    auto = AutoOODDetector([KNNDetector(k, device="cpu") for k in grid["n_neighbors"]],
-                           rule="best", random_state=0).fit(data.X_train, data.y_train)
-    assert best == {"n_neighbors": grid["n_neighbors"][auto.best_index_]}
+    order = [5, 1, 40]  # the row's own k first
+    auto = AutoOODDetector([KNNDetector(k, device="cpu") for k in order],
+                           random_state=0).fit(data.X_train, data.y_train)
+    assert best == {"n_neighbors": order[auto.best_index_]}
     assert estimator.n_neighbors == best["n_neighbors"]
     np.testing.assert_array_equal(estimator.score_samples(data.X_test),
                                   auto.score_samples(data.X_test))
@@ -167,3 +169,20 @@ def test_quick_em_row_converges_at_every_point_of_its_grid():
             warnings.simplefilter("error", ConvergenceWarning)
             detector = clone(row.estimator).set_params(**point).fit(X, y)
         assert detector.converged_, point
+
+
+def test_a_row_with_outliers_fits_with_them_and_searches_nothing(data):
+    from sklearn_reclag import HopfieldBoostingDetector
+    from sklearn_reclag.benchmark import _shuffled_features
+
+    method = Method("Hopfield Boosting", HopfieldBoostingDetector(device="cpu"),
+                    kind="outliers", outliers=_shuffled_features)
+    estimator, best = fit_method(method, data, random_state=0)
+    expected = HopfieldBoostingDetector(device="cpu").fit(
+        data.X_train, data.y_train, outliers=_shuffled_features(data.X_train, 0))
+    assert best == {}
+    np.testing.assert_array_equal(estimator.score_samples(data.X_test),
+                                  expected.score_samples(data.X_test))
+    method.param_grid = {"beta": [1.0, 4.0]}
+    with pytest.raises(ValueError, match="nothing can be searched"):
+        fit_method(method, data)
