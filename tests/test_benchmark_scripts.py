@@ -87,6 +87,8 @@ def test_knn_speed_quick_writes_results(tmp_path):
         assert "faiss-cpu is not installed" in text
     else:
         assert "faiss IndexFlatL2.search | 1 |" in text
+        assert "KNNDetector(algorithm='faiss').score_samples (cpu) | 1 |" in text
+        assert "| KNNDetector(algorithm='faiss') >= 1.0x faiss IndexFlatL2's speed" in text
     # Two speed/memory verdicts and the agreement, which must hold.
     assert text.count("**met**") + text.count("**MISSED**") >= 3
     assert "| k-th distances agree with scikit-learn (max difference) |" in text

@@ -9,8 +9,15 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-from sklearn_reclag import DensePolynomialHopfield, EnergyDetector, ReActDetector
-from sklearn_reclag.distributed import score_dask_array
+from sklearn_reclag import (
+    DensePolynomialHopfield,
+    EnergyDetector,
+    HopfieldEnergyDetector,
+    KNNDetector,
+    ReActDetector,
+    RecLagDetector,
+)
+from sklearn_reclag.distributed import ShardedDetector, score_dask_array
 from sklearn_reclag.metrics import fpr95_scorer, ood_balanced_accuracy_scorer
 from sklearn_reclag.model_selection import make_ood_dataset
 
@@ -126,3 +133,107 @@ def test_grid_search_runs_on_the_cluster_with_the_same_results(client, digits_sp
     for key in ("mean_test_fpr95", "mean_test_bacc"):
         np.testing.assert_allclose(on_cluster.cv_results_[key], local[key], rtol=1e-12)
     assert on_cluster.best_params_ == search.best_params_
+
+
+# ------------------------------------------------------------- banks sharded on workers
+@pytest.fixture(scope="module")
+def two_workers():
+    """Two in-process workers: the shards live on different workers."""
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def _bank_data(dtype=np.float64):
+    rng = np.random.default_rng(0)
+    X = np.maximum(rng.normal(size=(2000, 12)), 0).astype(dtype)
+    y = rng.integers(0, 4, 2000)
+    queries = (1.3 * np.maximum(rng.normal(size=(300, 12)), 0)).astype(dtype)
+    return X, y, queries
+
+
+SHARDED = {
+    "HE": lambda dt: (HopfieldEnergyDetector(device="cpu", dtype=dt), True),
+    "HE-lse-max": lambda dt: (HopfieldEnergyDetector(energy="lse", routing="max", device="cpu",
+                                                     dtype=dt), True),
+    "HE-pooled-mahalanobis": lambda dt: (HopfieldEnergyDetector(
+        routing="pooled", metric="mahalanobis", device="cpu", dtype=dt), True),
+    "HE-no-labels": lambda dt: (HopfieldEnergyDetector(device="cpu", dtype=dt), False),
+    "SHE": lambda dt: (HopfieldEnergyDetector(patterns="mean", device="cpu", dtype=dt), True),
+    "RecLag": lambda dt: (RecLagDetector(max_epochs=2, tol=None, random_state=0, device="cpu",
+                                         dtype=dt), True),
+    "KNN-1": lambda dt: (KNNDetector(1, device="cpu", dtype=dt), False),
+    "KNN-10-brute": lambda dt: (KNNDetector(10, algorithm="brute", device="cpu", dtype=dt),
+                                False),
+}
+
+
+@pytest.mark.parametrize("name", list(SHARDED))
+def test_sharded_scores_equal_single_host_scores_in_float32(two_workers, name):
+    """float32: the merge differs from the single host's running sums by rounding
+    alone. Density scores cross 0 (|v - xi|^2 terms cancel), so the tolerance is
+    relative to the largest score of the batch (the single host's own float32 error
+    against float64 is of the same size: 2e-6 to 1e-5 here)."""
+    X, y, queries = _bank_data(np.float32)
+    det, labelled = SHARDED[name]("float32")
+    det.fit(X, y if labelled else None)
+    sharded = ShardedDetector(det, two_workers)
+    assert len(set(sharded.workers_)) == 2  # one shard on each worker
+    expected = det.score_samples(queries)
+    scores = sharded.score_samples(queries)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_array_equal(sharded.predict(queries),
+                                  np.where(sharded.decision_function(queries) > 0, 1, -1))
+    np.testing.assert_allclose(sharded.decision_function(queries), scores - det.offset_)
+
+
+@pytest.mark.parametrize("name", ["HE", "HE-pooled-mahalanobis", "SHE", "RecLag", "KNN-10-brute"])
+def test_sharded_scores_equal_single_host_scores_in_float64(two_workers, name):
+    X, y, queries = _bank_data()
+    det, labelled = SHARDED[name]("float64")
+    det.fit(X, y if labelled else None)
+    scores = ShardedDetector(det, two_workers, n_shards=3).score_samples(queries)
+    np.testing.assert_allclose(scores, det.score_samples(queries), rtol=1e-10)
+
+
+def test_faiss_knn_shards_search_with_faiss(two_workers):
+    pytest.importorskip("faiss")
+    X, _, queries = _bank_data(np.float32)
+    det = KNNDetector(5, algorithm="faiss", device="cpu").fit(X)
+    np.testing.assert_allclose(ShardedDetector(det, two_workers).score_samples(queries),
+                               det.score_samples(queries), rtol=1e-6)
+
+
+def test_shards_partition_the_bank_and_leave_the_estimator_alone(two_workers):
+    X, y, queries = _bank_data()
+    det = HopfieldEnergyDetector(device="cpu").fit(X, y)
+    memories = det.memories_.copy()
+    sharded = ShardedDetector(det, two_workers, n_shards=3)
+    shards = two_workers.gather(sharded.shards_)
+    assert sum(s.memories_.shape[1] for s in shards) == det.memories_.shape[1]
+    np.testing.assert_array_equal(np.concatenate([s.memories_ for s in shards], axis=1),
+                                  memories)
+    assert det.memories_.shape == memories.shape
+    np.testing.assert_array_equal(det.memories_, memories)
+    # Each shard is kept where it was sent (who_has: the worker holding it).
+    holders = two_workers.who_has(sharded.shards_)
+    assert [list(holders[f.key]) for f in sharded.shards_] == [[w] for w in sharded.workers_]
+
+
+def test_sharding_bad_input_is_reported(two_workers):
+    X, y, queries = _bank_data()
+    det = HopfieldEnergyDetector(device="cpu").fit(X, y)
+    with pytest.raises(TypeError, match="HopfieldEnergyDetector, RecLagDetector or KNNDetector"):
+        ShardedDetector(EnergyDetector(device="cpu").fit(X, y), two_workers)
+    with pytest.raises(NotFittedError):
+        ShardedDetector(HopfieldEnergyDetector(), two_workers)
+    with pytest.raises(ValueError, match=r"n_shards must be an integer in \[1, "):
+        ShardedDetector(det, two_workers, n_shards=0)
+    with pytest.raises(ValueError, match="12 features"):
+        ShardedDetector(det, two_workers).score_samples(queries[:, :5])
+    faiss = pytest.importorskip("faiss")  # noqa: F841
+    ivf = KNNDetector(3, algorithm="faiss-ivf", device="cpu").fit(X.astype(np.float32))
+    with pytest.raises(ValueError, match="algorithm='faiss' or 'brute'"):
+        ShardedDetector(ivf, two_workers)
