@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from sklearn.base import _fit_context
 
 from ._banks import _MemoryBankDetector, _unit_rows, auto_beta, index_of, pad_banks
-from .._backend import resolve_device
+from .._backend import iter_slices, resolve_device
 from .._incremental import ThresholdReservoir
 from .._labels import is_ood_label
 from ..base import row_keys
@@ -300,7 +300,9 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         counts = np.bincount(labels, minlength=n_banks)
         if self.patterns == "mean":
             sums = np.zeros((n_banks, X.shape[1]))
-            np.add.at(sums, labels, X)
+            # In float64 a block at a time: no float64 copy of X.
+            for rows in iter_slices(len(X), 4096):
+                np.add.at(sums, labels[rows], np.asarray(X[rows], dtype=np.float64))
             means = sums / np.maximum(counts, 1)[:, None]
             self.memories_ = means[:, None, :].astype(dtype)
             self.memory_mask_ = (counts > 0)[:, None]
