@@ -27,6 +27,8 @@ SECTIONS = [
      "DensePolynomialHopfield: accuracy against n"),
     ("knn_speed.md", "benchmarks/knn_speed.py", "KNN speed on a CPU"),
     ("knn_speed_cuda.md", "benchmarks/knn_speed.py --device cuda", "KNN speed on CUDA"),
+    ("scale.md", "benchmarks/scale.py",
+     "Scale: fit, score and memory on an ImageNet-1K stand-in"),
     ("dense_n_dip.md", "benchmarks/dense_n_dip.py", "DensePolynomialHopfield: the dip of n"),
     ("dense_stability.md", "benchmarks/dense_stability.py",
      "DenseAssociativeMemory: hyperparameter stability"),

@@ -182,3 +182,33 @@ def test_results_page_is_current():
     with tempfile.TemporaryDirectory() as folder:
         written = collect_results.collect(output=Path(folder) / "RESULTS.md").read_text()
     assert written == expected, "run python benchmarks/collect_results.py"
+
+
+SCALE_SCRIPT = SCRIPT.parent / "scale.py"
+
+
+@pytest.mark.slow
+def test_scale_quick_writes_results(tmp_path):
+    """benchmarks/scale.py --quick: the stand-in is generated on disk, every detector is
+    fitted and scored in its own subprocess, and the table gives each one's times, peak
+    memory, the memory target's verdict and a sane AUROC, stamped with the version."""
+    import sklearn_reclag
+
+    output = tmp_path / "scale.md"
+    done = subprocess.run(
+        [sys.executable, str(SCALE_SCRIPT), "--quick", "--fractions", "1", "--output",
+         str(output), "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+    )
+    assert done.returncode == 0, f"scale.py failed:\n{done.stdout}\n{done.stderr}"
+    text = output.read_text()
+    assert "# Scale (quick form)" in text
+    assert f"sklearn-reclag {sklearn_reclag.__version__}" in text
+    assert list((tmp_path / "data").glob("X_4000_*.npy"))  # the memory-mapped rows
+    rows = [line for line in text.splitlines() if line.startswith("| 4,000 |")]
+    assert [line.split("|")[3].split()[0] for line in rows] == [
+        "HE", "KNN", "SHE", "Mahalanobis", "ViM", "RecLag"]
+    for line in rows:
+        cells = [cell.strip() for cell in line.split("|")]
+        assert cells[8] in ("**met**", "**MISSED**"), line  # no error, a verdict
+        assert float(cells[9]) > 0.8, line  # the detectors see the unseen classes
