@@ -138,3 +138,34 @@ def test_normalize_auto_normalises_unless_the_rows_are_centred(data):
     auto = LOFDetector(5, device="cpu").fit(centred)
     explicit = LOFDetector(5, normalize=False, device="cpu").fit(centred)
     np.testing.assert_array_equal(auto.score_samples(Q), explicit.score_samples(Q))
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_faiss_search_gives_the_brute_scores(data, normalize):
+    pytest.importorskip("faiss")
+    X, Q = data
+    brute = LOFDetector(5, normalize=normalize, algorithm="brute", device="cpu").fit(X)
+    fast = LOFDetector(5, normalize=normalize, algorithm="faiss", device="cpu").fit(X)
+    assert (brute.algorithm_, fast.algorithm_) == ("brute", "faiss")
+    # Both searches rank by the expanded |z|^2 - 2 z.x + |x|^2, whose float32 rounding
+    # (a few eps times |x|^2) can swap neighbours tied that closely (the tight cluster
+    # here): the k-th squared distances then differ by that rounding alone.
+    eps, sq_norms = np.finfo(np.float32).eps, np.max(np.sum(fast.train_rows_**2, axis=1))
+    np.testing.assert_allclose(fast.k_distances_**2, brute.k_distances_**2, rtol=0,
+                               atol=16 * eps * sq_norms)
+    same = np.isclose(fast.k_distances_, brute.k_distances_, rtol=1e-6)
+    assert same.mean() >= 0.98
+    np.testing.assert_allclose(fast.score_samples(Q), brute.score_samples(Q), rtol=1e-3)
+    # 'auto' takes faiss on the CPU in float32, the torch search in float64.
+    assert LOFDetector(5, device="cpu").fit(X).algorithm_ == "faiss"
+    assert LOFDetector(5, device="cpu", dtype="float64").fit(X).algorithm_ == "brute"
+
+
+def test_faiss_in_float64_warns_and_searches_with_torch(data):
+    pytest.importorskip("faiss")
+    X, Q = data
+    with pytest.warns(UserWarning, match="algorithm='brute'.*dtype='float32'"):
+        det = LOFDetector(5, normalize=False, algorithm="faiss", dtype="float64",
+                          device="cpu").fit(X)
+    assert det.algorithm_ == "brute"
+    np.testing.assert_allclose(det.score_samples(Q), lof_reference(Q, X, 5)[0], rtol=1e-9)

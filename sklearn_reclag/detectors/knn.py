@@ -530,7 +530,7 @@ def _import_faiss():
         import faiss
     except ImportError as exc:
         raise ImportError(
-            "KNNDetector's faiss searches need faiss; install it with "
+            "The faiss searches (algorithm='faiss', 'faiss-ivf') need faiss; install it with "
             '`pip install "sklearn-reclag[faiss]"`, or use algorithm=\'brute\'.'
         ) from exc
     return faiss

@@ -4,7 +4,7 @@ A row's score compares the density of the training rows around it with the densi
 around its neighbours: a row in a sparse region of a dense class is flagged, where the
 k-th-neighbour distance of :class:`~sklearn_reclag.KNNDetector`, one radius for every
 region, accepts it. The k-nearest-neighbour search is KNNDetector's exact, chunked one
-on the detector's device.
+on the detector's device, or faiss's exact flat search (``algorithm``).
 """
 
 import warnings
@@ -19,7 +19,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .._backend import as_tensor, iter_slices, resolve_dtype, to_numpy
 from .._docstrings import fill_doc
 from ..base import BaseOODDetector
-from .knn import _unit_rows, nearest_neighbours, neighbour_distances, origin_is_informative
+from .knn import (
+    _unit_rows,
+    faiss_nearest_neighbours,
+    nearest_neighbours,
+    neighbour_distances,
+    origin_is_informative,
+    resolve_algorithm,
+)
 
 # Added to a mean reachability distance before it is inverted, as scikit-learn's
 # LocalOutlierFactor does, so that duplicated rows (distance 0) give a large, finite density.
@@ -64,6 +71,12 @@ class LOFDetector(BaseOODDetector):
         with the data there. None keeps every row (quadratic in the rows).
     random_state : int, RandomState instance or None, default=None
         Draws the reference rows when there are more than ``max_samples``.
+    algorithm : {'auto', 'brute', 'faiss'}, default='auto'
+        The search for the k nearest rows, as :class:`KNNDetector`'s: 'brute' the
+        torch search, 'faiss' faiss's exact flat search (CPU, float32; ``pip install
+        "sklearn-reclag[faiss]"``), 'auto' faiss where it is installed and can run.
+        Either way the distances are then computed by the same code: the same scores
+        (up to neighbours tied to the float32 rounding of the search).
     contamination : float in (0, 0.5], default=0.05
         Fraction of new in-distribution rows that ``predict`` rejects (see Notes).
     ${device}
@@ -83,6 +96,8 @@ class LOFDetector(BaseOODDetector):
         The k used.
     normalize_ : bool
         Whether the rows are L2-normalised (``normalize``, with 'auto' resolved).
+    algorithm_ : {'brute', 'faiss'}
+        The search used (``algorithm``, with 'auto' resolved).
     ${fitted_common}
 
     See Also
@@ -121,6 +136,7 @@ class LOFDetector(BaseOODDetector):
         "normalize": ["boolean", StrOptions({"auto"})],
         "max_samples": [Interval(Integral, 2, None, closed="left"), None],
         "random_state": ["random_state"],
+        "algorithm": [StrOptions({"auto", "brute", "faiss"})],
     }
     _needs_classes = False
     _tensor_attributes = ("train_rows_", "center_", "k_distances_", "local_densities_")
@@ -129,8 +145,8 @@ class LOFDetector(BaseOODDetector):
     search_space = {"n_neighbors": [5, 10, 20, 35, 50]}
 
     def __init__(self, n_neighbors=10, *, normalize="auto", max_samples=20000,
-                 random_state=None, contamination=0.05, device="auto", dtype="float32",
-                 batch_size=None):
+                 random_state=None, algorithm="auto", contamination=0.05, device="auto",
+                 dtype="float32", batch_size=None):
         super().__init__(
             contamination=contamination, device=device, dtype=dtype, batch_size=batch_size
         )
@@ -138,6 +154,7 @@ class LOFDetector(BaseOODDetector):
         self.normalize = normalize
         self.max_samples = max_samples
         self.random_state = random_state
+        self.algorithm = algorithm
 
     def _fit(self, X, y):
         if self.max_samples is not None and len(X) > self.max_samples:
@@ -167,6 +184,7 @@ class LOFDetector(BaseOODDetector):
         else:
             self.center_ = X.mean(axis=0, dtype=np.float64)
             self.train_rows_ = (X - self.center_).astype(X.dtype)
+        self.algorithm_ = resolve_algorithm(self.algorithm, self.device_, self.dtype)
         nearest, distances = self._reference_neighbourhoods()
         self.k_distances_ = to_numpy(distances.amax(dim=1))
         reach = torch.maximum(distances, distances.new_tensor(self.k_distances_)[nearest])
@@ -194,7 +212,7 @@ class LOFDetector(BaseOODDetector):
         nearest_all, distances_all = [], []
         for rows in iter_slices(len(bank), self._rows_per_chunk(device)):
             queries = bank[rows]
-            nearest = nearest_neighbours(queries, bank, k + 1)
+            nearest = self._search(queries, bank, k + 1)
             distances = neighbour_distances(queries, bank, nearest)
             own = torch.arange(rows.start, rows.stop, device=device)[:, None]
             distances = distances.masked_fill(nearest == own, torch.inf)
@@ -203,13 +221,20 @@ class LOFDetector(BaseOODDetector):
             distances_all.append(distances.gather(1, kept))
         return torch.cat(nearest_all), torch.cat(distances_all)
 
+    def _search(self, queries, bank, k):
+        """Indices of the k nearest rows of ``bank``, by the search of ``algorithm_``
+        (a model saved before it existed searches with torch)."""
+        if getattr(self, "algorithm_", "brute") == "faiss":
+            return faiss_nearest_neighbours(queries, bank, k)
+        return nearest_neighbours(queries, bank, k)
+
     def _score_batch(self, V, state):
         if self.normalize_:
             queries = _unit_rows(V)
         else:
             queries = V - state["center_"]
         bank = state["train_rows_"]
-        nearest = nearest_neighbours(queries, bank, self.n_neighbors_)
+        nearest = self._search(queries, bank, self.n_neighbors_)
         distances = neighbour_distances(queries, bank, nearest)
         reach = torch.maximum(distances, state["k_distances_"][nearest])
         density = 1.0 / (reach.mean(dim=1) + _DENSITY_EPS)
