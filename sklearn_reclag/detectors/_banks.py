@@ -412,6 +412,9 @@ def _unit_rows(array):
     return np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
 
 
+# Patterns per block of auto_beta's pass over a bank: 16,384 rows of 512 float32 features
+# are 32 MiB, whatever the size of the bank.
+_AUTO_BETA_BLOCK = 16384
 # beta_ = factor / median squared nearest-neighbour distance (see auto_beta).
 _AUTO_BETA_FACTOR = 4.0
 
@@ -446,24 +449,46 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     starts = np.concatenate([[0], np.cumsum(counts)])
     # as_tensor: a view where it can be, a copy where torch cannot view the array (a
     # negative stride); read only below.
-    X = as_tensor(patterns, device, None, copy=False)
+    # as_tensor: a view where it can be (a read-only memmap too), a copy where torch
+    # cannot view the array (a negative stride); read only below.
+    X = as_tensor(patterns, device, None, copy=False, read_only=True)
     nearest = []
-    # One bank at a time (once per fit, not a hot path): a query meets only its own bank.
+    # One bank at a time (once per fit, not a hot path): a query meets only its own bank,
+    # a block of _AUTO_BETA_BLOCK patterns at a time, so that no copy of the bank (in
+    # float64, or centred) is made.
     for c in np.flatnonzero(counts > 1):
-        bank = X[torch.as_tensor(order[starts[c]:starts[c + 1]], device=device)]
+        members = order[starts[c]:starts[c + 1]]
+        contiguous = members[-1] - members[0] + 1 == len(members)
+
+        def block_of(rows, members=members, contiguous=contiguous):
+            if contiguous:  # a view of X (one bank of every row, say)
+                return X[members[0] + rows.start: members[0] + rows.stop]
+            return X[torch.as_tensor(members[rows], device=device)]
+
         # Distances do not change under a shift; the rounding of their expansion does.
-        bank = bank - bank.to(torch.float64).mean(dim=0).to(bank.dtype)
-        bank_sq_norms = torch.einsum("nd,nd->n", bank, bank)
+        total = torch.zeros(X.shape[1], dtype=torch.float64, device=device)
+        for rows in iter_slices(len(members), _AUTO_BETA_BLOCK):
+            total += block_of(rows).to(torch.float64).sum(dim=0)
+        mean = (total / len(members)).to(X.dtype)
         n_queries = max(2, int(np.ceil(max_queries * counts[c] / len(labels))))
         queries = np.unique(np.linspace(0, counts[c] - 1, n_queries).round().astype(int))
-        for rows in iter_slices(len(queries), 256):
-            index = torch.as_tensor(queries[rows], device=device)
-            squared = torch.addmm(bank_sq_norms, bank[index], bank.T, alpha=-2).add_(
-                bank_sq_norms[index, None]).clamp_min_(0)
-            # The pattern itself and its copies are no neighbours.
-            squared.masked_fill_(near_copies(bank[index], bank), math.inf)
-            squared[torch.arange(len(index), device=device), index] = math.inf
-            nearest.append(squared.amin(dim=1))
+        query_rows = X[torch.as_tensor(members[queries], device=device)] - mean
+        query_sq_norms = torch.einsum("nd,nd->n", query_rows, query_rows)
+        best = torch.full((len(queries),), math.inf, dtype=X.dtype, device=device)
+        for rows in iter_slices(len(members), _AUTO_BETA_BLOCK):
+            bank = block_of(rows) - mean
+            bank_sq_norms = torch.einsum("nd,nd->n", bank, bank)
+            for group in iter_slices(len(queries), 256):
+                query = query_rows[group]
+                squared = torch.addmm(bank_sq_norms, query, bank.T, alpha=-2).add_(
+                    query_sq_norms[group, None]).clamp_min_(0)
+                # The pattern itself and its copies are no neighbours.
+                squared.masked_fill_(near_copies(query, bank), math.inf)
+                own = torch.as_tensor(queries[group], device=device) - rows.start
+                inside = ((own >= 0) & (own < rows.stop - rows.start)).nonzero()[:, 0]
+                squared[inside, own[inside]] = math.inf
+                best[group] = torch.minimum(best[group], squared.amin(dim=1))
+        nearest.append(best)
     nearest = torch.cat(nearest).cpu().numpy() if nearest else np.empty(0)
     nearest = nearest[np.isfinite(nearest)]
     if nearest.size == 0:
