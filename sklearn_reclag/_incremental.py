@@ -61,10 +61,15 @@ class ThresholdReservoir:
         chosen, counts = chosen[arrangement], counts[arrangement]
         self.n_seen += len(keys)
 
-        def take(old, new):
-            return np.concatenate([old, new])[chosen]
+        # The kept rows come first (their first appearance is earlier): gather the
+        # chosen rows of each part, so only those of the chunk are copied and converted.
+        from_old, from_new = chosen[chosen < n_old], chosen[chosen >= n_old] - n_old
 
-        self.rows = take(self.rows, np.asarray(X, dtype=np.float64))
+        def take(old, new):
+            return np.concatenate([old[from_old], np.asarray(new)[from_new]])
+
+        self.rows = np.concatenate([self.rows[from_old],
+                                    np.asarray(X[from_new], dtype=np.float64)])
         self.labels = None if y is None else take(
             self.labels if self.labels is not None else np.empty(0, dtype=np.asarray(y).dtype),
             y)
