@@ -384,3 +384,10 @@ def test_bad_faiss_params_are_reported(params, message):
     X = _relu_rows(np.random.default_rng(0), 200)
     with pytest.raises(ValueError, match=message):
         KNNDetector(3, algorithm="faiss-ivf", faiss_params=params, device="cpu").fit(X)
+
+
+def test_faiss_params_without_the_ivf_index_warn_that_they_are_ignored():
+    X = _relu_rows(np.random.default_rng(0), 100)
+    with pytest.warns(UserWarning, match="faiss_params=.*is ignored.*algorithm='faiss-ivf'"):
+        det = KNNDetector(3, algorithm="brute", faiss_params={"nprobe": 4}, device="cpu").fit(X)
+    assert det.faiss_index_ is None

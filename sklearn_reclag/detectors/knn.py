@@ -254,6 +254,14 @@ class KNNDetector(BaseOODDetector):
         # bank_rows.
         self.train_rows_ = bank_rows(X, self.normalize_, self.dtype)
         self.algorithm_ = resolve_algorithm(self.algorithm, self.device_, self.dtype)
+        if self.faiss_params is not None and self.algorithm_ != "faiss-ivf":
+            warnings.warn(
+                f"faiss_params={self.faiss_params!r} is ignored: it sets the approximate "
+                f"index of algorithm='faiss-ivf', and the search is {self.algorithm_!r}. "
+                "Pass algorithm='faiss-ivf' to use it, or leave faiss_params=None.",
+                UserWarning,
+                stacklevel=4,  # the caller of fit (through fit and _fit_context)
+            )
         self.faiss_index_ = (
             ivf_index(np.asarray(self.train_rows_, dtype=np.float32), self.faiss_params)
             if self.algorithm_ == "faiss-ivf" else None
