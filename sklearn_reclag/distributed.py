@@ -388,6 +388,8 @@ def _cut_shard(estimator, kind, rows):
     import copy
 
     shard = copy.copy(estimator)
+    # partial_fit's state holds the whole bank (its growing buffer): not for a shard.
+    shard.__dict__.pop("_partial", None)
     if kind == "knn":
         shard.train_rows_ = np.ascontiguousarray(estimator.train_rows_[rows])
         shard.faiss_index_ = None

@@ -237,3 +237,20 @@ def test_sharding_bad_input_is_reported(two_workers):
     ivf = KNNDetector(3, algorithm="faiss-ivf", device="cpu").fit(X.astype(np.float32))
     with pytest.raises(ValueError, match="algorithm='faiss' or 'brute'"):
         ShardedDetector(ivf, two_workers)
+
+
+@pytest.mark.parametrize("make", [lambda: KNNDetector(3, device="cpu"),
+                                  lambda: HopfieldEnergyDetector(device="cpu")])
+def test_a_bank_built_by_partial_fit_is_sharded_without_its_buffer(two_workers, make):
+    """partial_fit keeps the whole bank in a growing buffer: a shard must not carry it
+    (each worker would receive the whole bank)."""
+    X, _, queries = _bank_data(np.float32)
+    det = make()
+    for chunk in np.array_split(X, 4):
+        det.partial_fit(chunk)
+    sharded = ShardedDetector(det, two_workers)
+    for shard in two_workers.gather(sharded.shards_):
+        assert not hasattr(shard, "_partial")
+    scale = np.abs(det.score_samples(queries)).max()
+    np.testing.assert_allclose(sharded.score_samples(queries), det.score_samples(queries),
+                               rtol=1e-5, atol=1e-5 * scale)
