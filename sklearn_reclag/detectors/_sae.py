@@ -98,6 +98,10 @@ def batch_row_counts(labels, n_banks, batch_size, n_steps):
     return np.clip(counts - starts, 0, batch_size)
 
 
+# Entries of the batches per block of class_spread's reductions: 2**22 float64 are 32 MiB.
+_SPREAD_BLOCK = 2**22
+
+
 def class_spread(batches, row_counts):
     """Root-mean-square deviation per feature of each class's rows from their mean.
 
@@ -116,10 +120,18 @@ def class_spread(batches, row_counts):
     ndarray of shape (C,) of float64
     """
     n_rows = torch.as_tensor(np.maximum(row_counts.sum(axis=0), 1), dtype=torch.float64)
-    sums = batches.sum(dim=(0, 2), dtype=torch.float64).cpu()
-    # Row norms first: no temporary of the size of the batches.
-    sq_sums = torch.linalg.vector_norm(batches, dim=-1, dtype=torch.float64).square_()
-    sq_sums = sq_sums.sum(dim=(0, 2)).cpu()
+    n_steps, n_banks, batch_size, n_features = batches.shape
+    sums = torch.zeros((n_banks, n_features), dtype=torch.float64)
+    sq_sums = torch.zeros(n_banks, dtype=torch.float64)
+    # A few steps at a time: a reduction with dtype=float64 casts its whole input first,
+    # a float64 copy of the batches (twice a float32 bank) in one piece.
+    steps = max(1, _SPREAD_BLOCK // max(n_banks * batch_size * n_features, 1))
+    for start in range(0, n_steps, steps):
+        block = batches[start:start + steps]
+        sums += block.sum(dim=(0, 2), dtype=torch.float64).cpu()
+        # Row norms first: no temporary of the size of the block.
+        sq_sums += torch.linalg.vector_norm(block, dim=-1, dtype=torch.float64).square_().sum(
+            dim=(0, 2)).cpu()
     # sum |x - m|^2 = sum |x|^2 - n |m|^2, in float64.
     scatter = (sq_sums - (sums * sums).sum(dim=1) / n_rows).clamp(min=0)
     return torch.sqrt(scatter / (n_rows * batches.shape[3])).numpy()
