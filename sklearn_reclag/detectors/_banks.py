@@ -361,7 +361,8 @@ class _MemoryBankDetector(BaseOODDetector):
         fold's pattern weight; None when there is none."""
         bias = None
         if self.energy == "density":
-            bias = -0.5 * self.beta_ * (banks * banks).sum(dim=-1)
+            # einsum: the squared norms without a bank-sized temporary of squares.
+            bias = -0.5 * self.beta_ * torch.einsum("cmd,cmd->cm", banks, banks)
         if self._pattern_log_weight is not None:
             weight = torch.as_tensor(self._pattern_log_weight, device=banks.device,
                                      dtype=banks.dtype)[:, None]
