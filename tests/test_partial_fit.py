@@ -286,3 +286,23 @@ print(grown * 1024 / batches.numel() / 4)
                             check=True)
     # Before: a float64 copy of the batches, 2x their size in float32; now blocks of 32 MiB.
     assert float(result.stdout.strip().splitlines()[-1]) < 0.5
+
+
+@pytest.mark.parametrize("make", [
+    lambda: HopfieldEnergyDetector(beta=1.0, device="cpu"),
+    lambda: KNNDetector(normalize=False, device="cpu"),
+])
+def test_scoring_allocates_no_copy_of_the_bank(make):
+    from torch.profiler import ProfilerActivity, profile
+
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(size=(20_000, 512))).astype(np.float32)  # 39 MiB
+    queries = X[:100].copy()
+    det = make().fit(X)
+    det.score_samples(queries)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        det.score_samples(queries)
+    largest = max(event.cpu_memory_usage for event in prof.events())
+    # Before: a copy of the bank per call (as a tensor; HE also a bank of squares). Now
+    # the largest block is the (queries x bank rows) logits or distances: 100 / 512 of it.
+    assert largest < 0.5 * X.nbytes
