@@ -803,10 +803,13 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         of X by its held-out score: a 5-fold cross-fit over all the rows (the folds of
         the threshold's own cross-fit, each fitted as the threshold's are), every row
         scored by the fold that did not learn from it, capped at its own score, and
-        compared with ``offset_``. So it flags about ``contamination`` of X (exactly the
-        rows below the threshold where ``offset_`` was read from this cross-fit: a
-        cross-fitted detector on at most 1,000 distinct rows), and ``fit_predict(X)``
-        differs from ``fit(X).predict(X)`` on the training rows, which is the point.
+        the ``contamination`` of them with the lowest held-out scores flagged (the
+        quantile is read from these scores as ``offset_`` is from the threshold's, as
+        :class:`~sklearn.neighbors.LocalOutlierFactor` reads its training rows' own
+        factors). So it flags ``contamination`` of X (up to tied scores), whichever
+        held-out scores set ``offset_`` (leave-one-out ones score a row against 4/5 of
+        the rows here, all but one there), and ``fit_predict(X)`` differs from
+        ``fit(X).predict(X)`` on the training rows, which is the point.
         Rows labelled ``OOD_LABEL``, which fit ignores, get ``predict``'s label.
 
         It costs a fit and the cross-fit (about 4 more fits). If a fold cannot be fitted
@@ -830,7 +833,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         X_fit, y_fit = self._validate_fit_data(X, y)
         held_out = self._cross_fitted_scores(X_fit, y_fit)
         if held_out is not None:
-            labels[fitted] = np.where(held_out > self.offset_, 1, -1)
+            labels[fitted] = np.where(held_out > self._contamination_offset(held_out), 1, -1)
         return labels
 
     def _cross_fitted_scores(self, X, y):

@@ -114,7 +114,8 @@ def test_constant_features_have_no_mahalanobis_distance(blobs):
     _, y = blobs
     with pytest.raises(ValueError, match="within-class covariance of the training rows is "
                                          "zero"):
-        RecLagDetector(solver="em", device="cpu").fit(np.ones((len(y), 4)), y)
+        RecLagDetector(solver="em", metric="mahalanobis", device="cpu").fit(
+            np.ones((len(y), 4)), y)
 
 
 def test_tiny_beta_ties_every_float32_score_and_predict_accepts_them(blobs):
@@ -164,7 +165,8 @@ class _FixedScores(EnergyDetector):
     ],
 )
 def test_offset_is_off_every_training_score(scores, contamination, n_rejected, offset):
-    X = np.c_[scores, np.zeros_like(scores)]
+    # Tied scores on distinct rows (copies of a row would count once, thresholds.rst).
+    X = np.c_[scores, np.arange(len(scores))]
     y = np.arange(len(scores)) % 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -193,7 +195,7 @@ def test_offset_between_adjacent_scores_is_the_lower_one():
     low = np.nextafter(1.0, 2.0)  # odd last bit: the midpoint rounds up, onto high
     high = np.nextafter(low, 2.0)
     scores = np.r_[np.full(3, low), np.full(60, high)]
-    X = np.c_[scores, np.zeros_like(scores)]
+    X = np.c_[scores, np.arange(len(scores))]  # distinct rows, tied scores
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         det = _FixedScores(contamination=0.05, device="cpu", dtype="float64").fit(
