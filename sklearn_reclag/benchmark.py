@@ -129,6 +129,7 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
         MahalanobisDetector,
         MSPDetector,
         NCIDetector,
+        NNGuideDetector,
         ReActDetector,
         RecLagDetector,
         RMDSDetector,
@@ -183,7 +184,8 @@ def default_methods(*, quick=False, device="auto", random_state=0, preset="all")
         for name, cls in (("SCALE", SCALEDetector), ("ASH", ASHDetector),
                           ("GEN", GENDetector), ("fDBD", FDBDDetector), ("NCI", NCIDetector),
                           ("RMDS", RMDSDetector))
-    ]
+    ] + [Method("NNGuide", NNGuideDetector(device=device, random_state=rs),
+                logit_grid(NNGuideDetector), uses_head=True, kind="leaderboard")]
     density_he = HopfieldEnergyDetector(energy="density", routing="max", device=device)
     # EM iterations cost milliseconds, and 22-46 of them converge on the digits features:
     # the quick runs' 10 stopped every fit short, with a ConvergenceWarning each.
