@@ -204,29 +204,20 @@ _CHECKED = [
     EnergyDetector(device="cpu"),
     ReActDetector(device="cpu"),
     HopfieldEnergyDetector(device="cpu"),
-    HopfieldEnergyDetector(patterns="mean", routing="max", energy="full", device="cpu"),
     RecLagDetector(objective="paper", energy="lse", metric="euclidean", device="cpu",
                    max_epochs=2, learning_batch_size=5, random_state=0),
-    RecLagDetector(objective="paper", energy="lse", metric="euclidean", device="cpu",
-                   max_epochs=2, learning_batch_size=5, random_state=0, dtype="float64"),
-    RecLagDetector(init_norm="auto", device="cpu", max_epochs=2, random_state=0),
-    RecLagDetector(solver="em", energy="full", metric="euclidean", routing="pooled",
-                   device="cpu", dtype="float64", random_state=0),
     MahalanobisDetector(device="cpu"),
     # n_neighbors=5: the checks fit on as few as 10 rows.
     KNNDetector(5, device="cpu"),
-    KNNDetector(5, normalize=False, device="cpu"),
     ViMDetector(device="cpu"),
     SCALEDetector(device="cpu"),
     ASHDetector(device="cpu"),
-    ASHDetector(variant="b", device="cpu"),
     GENDetector(device="cpu"),
     FDBDDetector(device="cpu"),
     NCIDetector(device="cpu"),
     RMDSDetector(device="cpu"),
     LOFDetector(5, device="cpu"),
     NNGuideDetector(device="cpu", random_state=0),
-    NNGuideDetector(5, bank_fraction=0.3, device="cpu", random_state=0),
     # The checks fit without outliers, which the bare estimator refuses: they all run on
     # the adapter that passes noise rows (_expected_checks.py).
     HopfieldBoostingDetector(device="cpu"),
@@ -234,9 +225,6 @@ _CHECKED = [
     DensePolynomialHopfield(n_memories=12, max_epochs=5, learning_batch_size=64,
                             device="cpu", random_state=0),
     DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu", random_state=0),
-    make_pipeline(MinMaxScaler(feature_range=(-1, 1), clip=True),
-                  DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu",
-                                         random_state=0)),
     TorchFeatureExtractor(AnyWidth(), device="cpu"),
     # Candidates that fit on the checks' smallest data sets (KNN's k <= n - 1 with a
     # warning, Mahalanobis from 2 rows).
@@ -244,6 +232,24 @@ _CHECKED = [
                      MahalanobisDetector(device="cpu", dtype="float64")],
                     n_splits=2, n_groups=2, random_state=0),
 ]
+
+# More configurations of the same classes (options that change what fit learns), checked
+# in the slow run: the default run checks one configuration of every public class.
+_CHECKED_MORE = [
+    HopfieldEnergyDetector(patterns="mean", routing="max", energy="full", device="cpu"),
+    RecLagDetector(objective="paper", energy="lse", metric="euclidean", device="cpu",
+                   max_epochs=2, learning_batch_size=5, random_state=0, dtype="float64"),
+    RecLagDetector(init_norm="auto", device="cpu", max_epochs=2, random_state=0),
+    RecLagDetector(solver="em", energy="full", metric="euclidean", routing="pooled",
+                   device="cpu", dtype="float64", random_state=0),
+    KNNDetector(5, normalize=False, device="cpu"),
+    ASHDetector(variant="b", device="cpu"),
+    NNGuideDetector(5, bank_fraction=0.3, device="cpu", random_state=0),
+    make_pipeline(MinMaxScaler(feature_range=(-1, 1), clip=True),
+                  DenseAssociativeMemory(n_memories=8, max_epochs=3, device="cpu",
+                                         random_state=0)),
+]
+
 
 
 def _ignore_check_warnings(test):
@@ -266,10 +272,17 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
+@pytest.mark.slow
+@_ignore_check_warnings
+@parametrize_with_checks(_CHECKED_MORE, expected_failed_checks=expected_failed_checks)
+def test_sklearn_estimator_checks_more_configurations(estimator, check):
+    check(estimator)
+
+
 # The float32 estimators' batch-invariance checks, which cannot hold at float64 tolerance
 # (see _expected_checks.FLOAT32_BATCH_CHECKS), run on their float64 twins.
 _FLOAT64_TWINS = [
-    float64_twin(e) for e in _CHECKED
+    float64_twin(e) for e in _CHECKED + _CHECKED_MORE
     if computes_in_float32(e) and not set(FLOAT32_BATCH_CHECKS) & set(own_expected_failed_checks(e))
 ]
 
@@ -400,8 +413,10 @@ def _fit_case(name, X, y, dtype):
     return estimator.fit(X, y)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("how", ["X[::-1]", "X[:, ::-1]", "np.flip(X)"])
+# One view and dtype per estimator in the default run, the others in the slow run.
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("how", ["X[::-1]", pytest.param("X[:, ::-1]", marks=pytest.mark.slow),
+                                 pytest.param("np.flip(X)", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", CASES)
 def test_negatively_strided_views_give_what_their_copies_give(name, how, dtype, data):
     """fit, the scores and transform accept any array numpy accepts: a view with negative

@@ -115,6 +115,7 @@ def test_missing_dask_names_the_extra_to_install(fitted, monkeypatch):
         score_dask_array(fitted[0], None)
 
 
+@pytest.mark.slow
 def test_grid_search_runs_on_the_cluster_with_the_same_results(client, digits_split):
     X_id, y_id, X_ood = digits_split
     X, y = make_ood_dataset(X_id[:200], y_id[:200], X_ood[:100], random_state=0)

@@ -365,6 +365,7 @@ def _pipeline():
     ])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scoring", ["accuracy", fpr95_scorer])
 def test_grid_search_over_n_and_temperature(scoring):
     """OOD rows (label -1) are ignored by fit; accuracy is computed on the ID rows for the
