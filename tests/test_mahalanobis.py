@@ -227,3 +227,21 @@ def test_defaults_are_ledoit_wolf_and_normalise_unless_the_rows_are_centred():
     np.testing.assert_array_equal(det.score_samples(relu), explicit.score_samples(relu))
     centred = relu - relu.mean(axis=0)
     assert not _MahalanobisDetector(device="cpu").fit(centred, y).normalize_
+
+
+def test_fit_keeps_no_scatter_matrix_per_class_for_ledoit_wolf():
+    # 1,000 classes of 2,048 features would need 31 GiB of per-class (D, D) scatters: fit
+    # passes the class means first, and Ledoit-Wolf's sums need none (issue 22).
+    from sklearn_reclag.detectors._covariance import ClassMoments, class_means
+
+    rng = np.random.default_rng(0)
+    X, labels = rng.normal(size=(300, 6)) + 5, rng.integers(0, 30, size=300)
+    streamed = ClassMoments(6, fourth=True)
+    streamed.update(X, labels)
+    known = ClassMoments(6, fourth=True, means=class_means(X, labels, 30))
+    known.update(X, labels)
+    assert known.class_scatter.shape == (0, 6, 6)
+    for name in ("ledoit_wolf", "oas", "empirical"):
+        for a, b in zip(known.covariance(name), streamed.covariance(name)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(known.means(), streamed.means(), rtol=1e-12)

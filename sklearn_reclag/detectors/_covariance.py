@@ -275,20 +275,28 @@ class ClassMoments:
                                - 3 n_c |d_c|^4
 
     (``P2 = sum |a|^2``, ``P3 = sum |a|^2 a``, ``P4 = sum |a|^4``), which needs each class's
-    own ``M_c`` (C (D, D) arrays): kept only for 'ledoit_wolf' (``fourth=True``).
-    Memory: O(D^2) (O(C D^2) for Ledoit-Wolf), whatever the number of rows.
+    own ``M_c`` (C (D, D) arrays): kept only for 'ledoit_wolf' (``fourth=True``), and
+    only when the class means are not known beforehand (``partial_fit``): a ``fit`` that
+    passes them as ``means`` has ``d_c = 0`` (up to rounding) and needs no ``M_c``.
+    Memory: O(D^2), or O(C D^2) for a streamed Ledoit-Wolf (1,000 classes of 2,048
+    features: 31 GiB, so ``fit`` reads the rows twice instead), whatever the rows.
     """
 
-    def __init__(self, n_features, fourth=False):
+    def __init__(self, n_features, fourth=False, means=None):
         self.n_features = n_features
         self.fourth = fourth
         self.counts = np.zeros(0, dtype=np.int64)
         self.references = np.zeros((0, n_features))
         self.sums = np.zeros((0, n_features))
         self.scatter = np.zeros((n_features, n_features))
+        # Exact class means as the references: the sums about them stay at rounding.
+        self.known_means = means is not None
         if fourth:
             self.class_scatter = np.zeros((0, n_features, n_features))
             self.p2, self.p3, self.p4 = np.zeros(0), np.zeros((0, n_features)), np.zeros(0)
+        if self.known_means:
+            self.grow(len(means))
+            self.references[:] = means
 
     def grow(self, n_classes):
         """Make room for classes up to index ``n_classes - 1`` (new ones empty)."""
@@ -300,7 +308,9 @@ class ClassMoments:
         self.references = np.vstack([self.references, np.zeros((extra, d))])
         self.sums = np.vstack([self.sums, np.zeros((extra, d))])
         if self.fourth:
-            self.class_scatter = np.concatenate([self.class_scatter, np.zeros((extra, d, d))])
+            if not self.known_means:
+                self.class_scatter = np.concatenate([self.class_scatter,
+                                                     np.zeros((extra, d, d))])
             self.p2 = np.concatenate([self.p2, np.zeros(extra)])
             self.p3 = np.vstack([self.p3, np.zeros((extra, d))])
             self.p4 = np.concatenate([self.p4, np.zeros(extra)])
@@ -315,7 +325,7 @@ class ClassMoments:
             if transform is not None:
                 block = transform(block)
             index = labels[rows]
-            new = np.unique(index[self.counts[index] == 0])
+            new = [] if self.known_means else np.unique(index[self.counts[index] == 0])
             # A class seen for the first time: its reference is its mean in this block.
             for c in new:
                 self.references[c] = block[index == c].mean(axis=0)
@@ -325,7 +335,7 @@ class ClassMoments:
             self.scatter += block.T @ block
             if self.fourth:
                 squared = np.einsum("ij,ij->i", block, block)
-                for c in np.unique(index):
+                for c in ([] if self.known_means else np.unique(index)):
                     mine = block[index == c]
                     self.class_scatter[c] += mine.T @ mine
                 np.add.at(self.p2, index, squared)
@@ -360,9 +370,10 @@ class ClassMoments:
         for c in np.flatnonzero(self.counts > 0):
             d = self.sums[c] / self.counts[c]
             dd = float(d @ d)
-            total += (self.p4[c] - 4 * float(d @ self.p3[c])
-                      + 4 * float(d @ self.class_scatter[c] @ d) + 2 * dd * self.p2[c]
-                      - 3 * self.counts[c] * dd ** 2)
+            # With the exact means as references d is rounding, and d^T M_c d its square.
+            quadratic = 0.0 if self.known_means else float(d @ self.class_scatter[c] @ d)
+            total += (self.p4[c] - 4 * float(d @ self.p3[c]) + 4 * quadratic
+                      + 2 * dd * self.p2[c] - 3 * self.counts[c] * dd ** 2)
         return total
 
     def covariance(self, covariance):
@@ -390,6 +401,18 @@ class ClassMoments:
         shrunk = (1.0 - shrinkage) * sigma
         shrunk.flat[:: n_features + 1] += shrinkage * mu
         return shrunk, shrinkage
+
+
+def class_means(X, labels, n_classes, transform=None):
+    """The mean of each class's rows (float64), read a block of rows at a time."""
+    sums, counts = np.zeros((n_classes, X.shape[1])), np.zeros(n_classes)
+    for rows in _blocks(len(X)):
+        block = np.asarray(X[rows], dtype=np.float64)
+        if transform is not None:
+            block = transform(block)
+        np.add.at(sums, labels[rows], block)
+        counts += np.bincount(labels[rows], minlength=n_classes)
+    return sums / np.maximum(counts, 1)[:, None]
 
 
 def _blocks(n_rows):

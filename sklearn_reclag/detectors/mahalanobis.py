@@ -18,6 +18,7 @@ from .knn import origin_is_informative
 from ._covariance import (
     COVARIANCE_CONSTRAINT,
     ClassMoments,
+    class_means,
     Spectrum,
     inverse_square_roots,
     shared_spectrum,
@@ -157,9 +158,14 @@ class MahalanobisDetector(BaseOODDetector):
             # float64, normalised or centred (three of them before: 6x a float32 bank).
             self.classes_, labels = ((None, np.zeros(len(X), dtype=np.intp)) if y is None
                                      else np.unique(y, return_inverse=True))
-            moments = ClassMoments(X.shape[1], fourth=self.covariance == "ledoit_wolf")
-            moments.update(X, labels.reshape(-1),
-                           transform=_unit_rows if self.normalize_ else None)
+            labels = labels.reshape(-1)
+            transform = _unit_rows if self.normalize_ else None
+            # The class means first (a second read of X), so that Ledoit-Wolf's sums need
+            # no (D, D) scatter per class (ClassMoments).
+            means = class_means(X, labels, int(labels.max()) + 1, transform)
+            moments = ClassMoments(X.shape[1], fourth=self.covariance == "ledoit_wolf",
+                                   means=means)
+            moments.update(X, labels, transform=transform)
             shrinkage = self._set_moments(moments)
         else:
             if self.normalize_:
