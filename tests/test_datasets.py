@@ -118,6 +118,7 @@ def test_cnn_classifies_the_id_test_split_accurately(data):
     np.testing.assert_array_equal((data.X_test @ coef.T + intercept).argmax(axis=1), predicted)
 
 
+@pytest.mark.slow
 def test_full_form_cnn_is_accurate_too():
     data = load_digits_ood_features(random_state=1, device="cpu")
     assert data.test_accuracy >= 0.9
