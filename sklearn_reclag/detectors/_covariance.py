@@ -27,14 +27,6 @@ COVARIANCE_CONSTRAINT = [StrOptions(set(_ESTIMATORS)), HasMethods(["fit"])]
 """Parameter constraint of ``covariance``: a name or a scikit-learn covariance estimator."""
 
 
-def class_means(X, labels, n_classes):
-    """Mean of the rows of each class (``labels`` in ``range(n_classes)``), (C, D)."""
-    counts = np.bincount(labels, minlength=n_classes)
-    sums = np.zeros((n_classes, X.shape[1]))
-    np.add.at(sums, labels, X)
-    return sums / np.maximum(counts, 1)[:, None]
-
-
 def shared_covariance(X, y, covariance, *, return_shrinkage=False):
     """Class means and the shared covariance of the class-centred rows.
 
@@ -404,7 +396,8 @@ class ClassMoments:
 
 
 def class_means(X, labels, n_classes, transform=None):
-    """The mean of each class's rows (float64), read a block of rows at a time."""
+    """The mean of each class's rows (``labels`` in ``range(n_classes)``), (C, D) in
+    float64, read a block of rows at a time (``transform`` maps each float64 block)."""
     sums, counts = np.zeros((n_classes, X.shape[1])), np.zeros(n_classes)
     for rows in _blocks(len(X)):
         block = np.asarray(X[rows], dtype=np.float64)

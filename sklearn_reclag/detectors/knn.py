@@ -231,25 +231,10 @@ class KNNDetector(BaseOODDetector):
 
     def _fit(self, X, y):
         n_train = X.shape[0]
-        if n_train < 2:
-            raise ValueError(
-                f"KNNDetector needs at least 2 in-distribution training rows (n_samples = "
-                f"{n_train}): offset_ reads each training row's nearest neighbour among the "
-                "other rows."
-            )
-        # As LocalOutlierFactor does: too few rows for k neighbours leaves k = n - 1, the
-        # most that the leave-one-out scores of offset_ can read.
-        self.n_neighbors_ = min(self.n_neighbors, n_train - 1)
-        if self.n_neighbors_ < self.n_neighbors:
-            warnings.warn(
-                f"n_neighbors ({self.n_neighbors}) is not smaller than the number of "
-                f"in-distribution training rows ({n_train}). n_neighbors will be set to "
-                f"(n_samples - 1) = {self.n_neighbors_} for estimation.",
-                UserWarning,
-                stacklevel=4,  # the caller of fit (through fit and _fit_context)
-            )
-        self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
-                           else bool(self.normalize))
+        self.n_neighbors_ = usable_neighbours(
+            self, n_train, "offset_ reads each training row's nearest neighbour among the "
+            "other rows")
+        self.normalize_ = resolved_normalize(self.normalize, X)
         # At most one copy of the bank (none for float32 rows left as they are): see
         # bank_rows.
         self.train_rows_ = bank_rows(X, self.normalize_, self.dtype)
@@ -304,8 +289,7 @@ class KNNDetector(BaseOODDetector):
         X, y = (self._validate_fit_data(X, y) if first else self._validate_more_data(X, y))
         if first:
             self.device_ = str(resolve_device(self.device))
-            self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
-                               else bool(self.normalize))
+            self.normalize_ = resolved_normalize(self.normalize, X)
             if hasattr(self, "algorithm"):
                 self.algorithm_ = resolve_algorithm(self.algorithm, self.device_, self.dtype)
                 self.faiss_index_ = None
@@ -610,6 +594,33 @@ _ORIGIN_RATIO = 0.25
 # Rows per block of the passes over the training rows on the host (statistics, copies):
 # 4,096 rows of 512 float64 features are 16 MiB, whatever the size of the bank.
 _STATISTICS_BLOCK = 4096
+
+
+def usable_neighbours(detector, n_train, why):
+    """The k a neighbour detector can use on ``n_train`` rows: ``n_neighbors``, or
+    ``n_train - 1`` with a warning, as LocalOutlierFactor does (the leave-one-out scores
+    of offset_ read k neighbours among the other rows); fewer than 2 rows are an error
+    that says ``why`` the detector needs them."""
+    if n_train < 2:
+        raise ValueError(
+            f"{type(detector).__name__} needs at least 2 in-distribution training rows "
+            f"(n_samples = {n_train}): {why}."
+        )
+    k = min(detector.n_neighbors, n_train - 1)
+    if k < detector.n_neighbors:
+        warnings.warn(
+            f"n_neighbors ({detector.n_neighbors}) is not smaller than the number of "
+            f"in-distribution training rows ({n_train}). n_neighbors will be set to "
+            f"(n_samples - 1) = {k} for estimation.",
+            UserWarning,
+            stacklevel=5,  # the caller of fit (through fit, _fit_context and _fit)
+        )
+    return k
+
+
+def resolved_normalize(normalize, X):
+    """``normalize`` with 'auto' resolved on the training rows X."""
+    return origin_is_informative(X) if normalize == "auto" else bool(normalize)
 
 
 def origin_is_informative(X):

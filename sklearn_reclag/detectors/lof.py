@@ -24,8 +24,9 @@ from .knn import (
     faiss_nearest_neighbours,
     nearest_neighbours,
     neighbour_distances,
-    origin_is_informative,
     resolve_algorithm,
+    resolved_normalize,
+    usable_neighbours,
 )
 
 # Added to a mean reachability distance before it is inverted, as scikit-learn's
@@ -162,22 +163,9 @@ class LOFDetector(BaseOODDetector):
                 len(X), self.max_samples, replace=False)
             X = X[np.sort(rows)]
         n_train = len(X)
-        if n_train < 2:
-            raise ValueError(
-                f"LOFDetector needs at least 2 in-distribution training rows (n_samples = "
-                f"{n_train}): a row's density is read from its neighbours among the others."
-            )
-        self.n_neighbors_ = min(self.n_neighbors, n_train - 1)
-        if self.n_neighbors_ < self.n_neighbors:
-            warnings.warn(
-                f"n_neighbors ({self.n_neighbors}) is not smaller than the number of "
-                f"in-distribution training rows ({n_train}). n_neighbors will be set to "
-                f"(n_samples - 1) = {self.n_neighbors_} for estimation.",
-                UserWarning,
-                stacklevel=4,  # the caller of fit (through fit and _fit_context)
-            )
-        self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
-                           else bool(self.normalize))
+        self.n_neighbors_ = usable_neighbours(
+            self, n_train, "a row's density is read from its neighbours among the others")
+        self.normalize_ = resolved_normalize(self.normalize, X)
         if self.normalize_:
             self.center_ = np.zeros(X.shape[1])
             self.train_rows_ = l2_normalize(X)

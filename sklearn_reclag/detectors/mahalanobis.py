@@ -14,7 +14,7 @@ from .._backend import map_batches, resolve_device
 from .._incremental import ThresholdReservoir
 from .._docstrings import fill_doc
 from ..base import BaseOODDetector, row_keys, threshold_rows
-from .knn import origin_is_informative
+from .knn import resolved_normalize
 from ._covariance import (
     COVARIANCE_CONSTRAINT,
     ClassMoments,
@@ -150,8 +150,7 @@ class MahalanobisDetector(BaseOODDetector):
                 f"MahalanobisDetector needs at least 2 rows to estimate a covariance; got "
                 f"n_samples={len(X)}."
             )
-        self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
-                           else bool(self.normalize))
+        self.normalize_ = resolved_normalize(self.normalize, X)
         n_classes = 1 if y is None else len(np.unique(y))
         if isinstance(self.covariance, str) and len(X) + n_classes >= X.shape[1]:
             # Streamed: running sums of blocks of rows (ClassMoments), no copy of X in
@@ -225,8 +224,7 @@ class MahalanobisDetector(BaseOODDetector):
         n_features = X.shape[1]
         if first:
             self.device_ = str(resolve_device(self.device))
-            self.normalize_ = (origin_is_informative(X) if self.normalize == "auto"
-                               else bool(self.normalize))
+            self.normalize_ = resolved_normalize(self.normalize, X)
             self._partial = SimpleNamespace(
                 moments=ClassMoments(n_features, fourth=self.covariance == "ledoit_wolf"),
                 reservoir=ThresholdReservoir(n_features))

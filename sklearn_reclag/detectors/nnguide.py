@@ -22,7 +22,7 @@ from .._backend import _memory_chunk, iter_slices, map_batches, near_copies
 from .._docstrings import fill_doc
 from ..base import BaseOODDetector, row_keys, threshold_rows
 from ._banks import _unit_rows as _unit_rows_numpy
-from .knn import _merge_smallest, _unit_rows
+from .knn import _merge_smallest, _unit_rows, usable_neighbours
 
 # Bank rows per block of fit: 4,096 rows of 512 float64 features are 16 MiB.
 _FIT_BLOCK_ROWS = 4096
@@ -149,21 +149,9 @@ class NNGuideDetector(BaseOODDetector):
 
     def _fit(self, X, y):
         n_train = X.shape[0]
-        if n_train < 2:
-            raise ValueError(
-                f"NNGuideDetector needs at least 2 in-distribution training rows (n_samples "
-                f"= {n_train}): offset_ scores a bank row against the other bank rows."
-            )
+        self.n_neighbors_ = usable_neighbours(
+            self, n_train, "offset_ scores a bank row against the other bank rows")
         self._fit_head(X, y)
-        self.n_neighbors_ = min(self.n_neighbors, n_train - 1)
-        if self.n_neighbors_ < self.n_neighbors:
-            warnings.warn(
-                f"n_neighbors ({self.n_neighbors}) is not smaller than the number of "
-                f"in-distribution training rows ({n_train}). n_neighbors will be set to "
-                f"(n_samples - 1) = {self.n_neighbors_} for estimation.",
-                UserWarning,
-                stacklevel=4,  # the caller of fit (through fit and _fit_context)
-            )
         n_bank = min(n_train, max(math.ceil(self.bank_fraction * n_train),
                                   self.n_neighbors_ + 1))
         keys = row_keys(X, dtype=self.dtype)
