@@ -59,6 +59,7 @@ autodoc_default_options = {
         "get_metadata_routing", "set_output", "set_fit_request", "set_score_request",
         "set_predict_request", "set_transform_request", "set_predict_proba_request",
         "set_decision_function_request", "set_score_samples_request",
+        "set_partial_fit_request",
     ]),
 }
 autodoc_typehints = "none"
