@@ -210,9 +210,8 @@ class LOFDetector(BaseOODDetector):
         return torch.cat(nearest_all), torch.cat(distances_all)
 
     def _search(self, queries, bank, k):
-        """Indices of the k nearest rows of ``bank``, by the search of ``algorithm_``
-        (a model saved before it existed searches with torch)."""
-        if getattr(self, "algorithm_", "brute") == "faiss":
+        """Indices of the k nearest rows of ``bank``, by the search of ``algorithm_``."""
+        if self.algorithm_ == "faiss":
             return faiss_nearest_neighbours(queries, bank, k)
         return nearest_neighbours(queries, bank, k)
 
