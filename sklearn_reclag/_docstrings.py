@@ -98,6 +98,15 @@ _FRAGMENTS = {
         Names of the features seen during fit, when X has string column names.""",
     "fitted_banks": """memory_mask_ : ndarray of shape (n_banks, n_slots) of bool
         True on the slots of ``memories_`` that hold a memory.
+    center_ : ndarray of shape (n_features,) or None
+        The training rows' mean (float64), set where ``energy='density'`` reads
+        distances on rows whose common offset is over ten times their spread
+        (``|mean|^2 > 100 E|x - mean|^2``, unnormalised features): the density score
+        does not change under a shift, but its float32 expansion ``|v|^2 + |xi|^2 -
+        2 v.xi`` would cancel to noise, so the memories and every scored row are moved
+        by minus ``center_`` first (``memories_`` then hold the memories minus
+        ``center_``). None otherwise, and always for the 'lse' and 'full' energies
+        (inner products, which a shift changes) and the cosine metric.
     classes_ : ndarray of shape (n_banks,) or None
         Class labels, in the order of the banks and of the head's outputs; None when
         fitted without y and head.

@@ -39,7 +39,7 @@ from .._backend import (
     resolve_device,
     routed_logsumexp,
 )
-from ..base import BaseOODDetector, row_keys, threshold_rows
+from ..base import BaseOODDetector, dominant_offset, row_keys, threshold_rows
 from ._covariance import COVARIANCE_CONSTRAINT, shared_spectrum
 from .knn import origin_is_informative
 
@@ -155,8 +155,9 @@ class _MemoryBankDetector(BaseOODDetector):
         names = ("memories_", "memory_mask_")
         if getattr(self, "head_coef_", None) is not None:
             names += ("head_coef_", "head_intercept_")
-        if getattr(self, "whitening_", None) is not None:
-            names += ("whitening_",)
+        for name in ("center_", "whitening_"):
+            if getattr(self, name, None) is not None:
+                names += (name,)
         return names
 
     @abstractmethod
@@ -185,6 +186,7 @@ class _MemoryBankDetector(BaseOODDetector):
                 UserWarning,
                 stacklevel=4,  # the caller of fit (through fit and _fit_context)
             )
+        self._fit_center(X)
         self._fit_metric(X, y)
         labels, stored, n_banks, predicted = self._stored_patterns(X, y)
         # Every row stored (no head): X itself, not a copy of it.
@@ -245,6 +247,7 @@ class _MemoryBankDetector(BaseOODDetector):
         as a stored pattern (no head is fitted): the scale of beta in this metric."""
         X, y = self._validate_fit_data(X, y)
         self.device_ = str(resolve_device(self.device))
+        self._fit_center(X)
         self._fit_metric(X, y)
         labels = np.zeros(len(X), dtype=np.intp) if y is None else index_of(y, np.unique(y))
         return auto_beta(self._to_memory_space(X), labels, int(labels.max()) + 1,
@@ -259,6 +262,21 @@ class _MemoryBankDetector(BaseOODDetector):
             final, in_fold = self.memory_mask_.sum(axis=1), fold.memory_mask_.sum(axis=1)
             fold._pattern_log_weight = np.log(np.maximum(final, 1) / np.maximum(in_fold, 1))
 
+    def _fit_center(self, X):
+        """``center_``: the training rows' mean where ``energy='density'`` needs it for
+        precision (a common offset over ten times the rows' spread), else None.
+
+        The density score reads distances only, ``|v - xi|^2``, which no shift changes:
+        the memories and every scored row are centred on it inside the detector. The
+        'lse' and 'full' energies read inner products, which a shift does change, and
+        'cosine' reads directions from the origin: those are never centred.
+        """
+        # Only where it needs it: below the offset that costs precision, the bank stays
+        # the rows themselves (no centred copy of it).
+        self.center_ = None
+        if self.energy == "density" and self.metric != "cosine":
+            self.center_ = dominant_offset(X)
+
     def _fit_metric(self, X, y):
         """``whitening_``: ``Sigma^{+1/2}`` for metric='mahalanobis', else None."""
         self.whitening_ = None
@@ -270,9 +288,10 @@ class _MemoryBankDetector(BaseOODDetector):
 
     def _to_memory_space(self, X):
         """The rows ``X`` (numpy) as the memories see them (see ``metric``)."""
-        if self.metric == "euclidean":
+        if self.metric == "euclidean" and self.center_ is None:
             return X
-        names = () if self.whitening_ is None else ("whitening_",)
+        names = tuple(name for name in ("center_", "whitening_")
+                      if getattr(self, name) is not None)
         kwargs = self._batch_kwargs(names)
         # Written block by block into one array of X's dtype: no float64 copy of X.
         out = np.empty(X.shape, dtype=X.dtype)
@@ -285,8 +304,11 @@ class _MemoryBankDetector(BaseOODDetector):
 
         'cosine' divides each row by its L2 norm (a zero row stays zero, as with
         :class:`sklearn.preprocessing.Normalizer`); 'mahalanobis' whitens it,
-        ``v -> Sigma^{+1/2} v``; 'euclidean' leaves it as it is.
+        ``v -> Sigma^{+1/2} v``; 'euclidean' leaves it as it is. With a ``center_``,
+        the row is first moved by minus it.
         """
+        if state.get("center_") is not None:
+            V = V - state["center_"]
         if self.metric == "cosine":
             norms = torch.linalg.vector_norm(V, dim=1, keepdim=True)
             return V / norms.clamp_min(torch.finfo(V.dtype).tiny)

@@ -173,7 +173,9 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         the rows, or use :class:`MahalanobisDetector`'s ``partial_fit`` for class
         means). With a head, a class it never classifies right in a chunk stores none
         of that chunk's rows (``fit`` stores all the rows of a class the head never
-        gets right anywhere). ``energy='lse'``'s warning reads the first chunk only.
+        gets right anywhere). ``energy='lse'``'s warning reads the first chunk only, and
+        so does ``center_`` (the first chunk's mean: the scores do not depend on it,
+        ``memories_ + center_`` do not either).
 
         Parameters
         ----------
@@ -207,6 +209,9 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         if first:
             self.device_ = str(resolve_device(self.device))
             self.whitening_ = None
+            # From the first chunk: any point near the rows serves the precision (the
+            # scores do not depend on it).
+            self._fit_center(X)
             if self.head is None:
                 self.classes_ = None if y is None else np.unique(y)
                 self.head_coef_ = self.head_intercept_ = None

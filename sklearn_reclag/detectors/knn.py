@@ -29,7 +29,9 @@ from .._backend import (
     resolve_dtype,
 )
 from .._docstrings import fill_doc
-from ..base import BaseOODDetector, row_keys, threshold_rows
+from ..base import (
+    _OFFSET_RATIO, BaseOODDetector, mean_and_spread, row_keys, threshold_rows,
+)
 from .._incremental import ThresholdReservoir
 
 # Most entries of one block of (query rows x training rows) distances: 64 MiB in float32.
@@ -234,6 +236,7 @@ class KNNDetector(BaseOODDetector):
         self.n_neighbors_ = usable_neighbours(
             self, n_train, "offset_ reads each training row's nearest neighbour among the "
             "other rows")
+        warn_if_offset_dominates(self, X)
         self.normalize_ = resolved_normalize(self.normalize, X)
         # At most one copy of the bank (none for float32 rows left as they are): see
         # bank_rows.
@@ -289,6 +292,7 @@ class KNNDetector(BaseOODDetector):
         X, y = (self._validate_fit_data(X, y) if first else self._validate_more_data(X, y))
         if first:
             self.device_ = str(resolve_device(self.device))
+            warn_if_offset_dominates(self, X)
             self.normalize_ = resolved_normalize(self.normalize, X)
             if hasattr(self, "algorithm"):
                 self.algorithm_ = resolve_algorithm(self.algorithm, self.device_, self.dtype)
@@ -623,23 +627,35 @@ def resolved_normalize(normalize, X):
     return origin_is_informative(X) if normalize == "auto" else bool(normalize)
 
 
+def warn_if_offset_dominates(detector, X):
+    """Warn where float32 k-NN distances between the training rows X cannot be trusted:
+    the rows share a common offset that dwarfs their spread
+    (:func:`~sklearn_reclag.base.dominant_offset`), and their distances keep too few
+    digits to rank neighbours or to tell a row from its copies."""
+    if np.dtype(detector.dtype) != np.float32:
+        return
+    mean, spread = mean_and_spread(X)
+    if mean @ mean > _OFFSET_RATIO * spread:
+        warnings.warn(
+            f"{type(detector).__name__}: the training rows share a common offset "
+            f"{np.sqrt(mean @ mean / max(spread, np.finfo(float).tiny)):.3g} times their "
+            "spread (unnormalised features?): float32 distances between them keep too few "
+            "digits to rank neighbours, and the threshold is unreliable. Centre the "
+            "features first (StandardScaler(with_std=False) in a Pipeline), or pass "
+            "dtype='float64'.",
+            UserWarning,
+            stacklevel=5,  # the caller of fit (through fit, _fit_context and _fit)
+        )
+
+
 def origin_is_informative(X):
     """Whether a row's direction from the origin says something about it: False for rows
     centred on the origin (standardised columns), where normalising them to unit length
     would compare their directions around their own mean."""
     if X.shape[1] < 2:  # a scalar's direction is its sign alone
         return False
-    # In float64 a block of rows at a time: no float64 copy of X (twice a float32 bank)
-    # and none of X - mean; a memmap is read once per pass, block by block.
-    mean = np.zeros(X.shape[1])
-    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
-        mean += np.asarray(X[rows], dtype=np.float64).sum(axis=0)
-    mean /= len(X)
-    spread = 0.0
-    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
-        block = np.asarray(X[rows], dtype=np.float64) - mean
-        spread += float(np.einsum("ij,ij->", block, block))
-    return bool(mean @ mean >= _ORIGIN_RATIO * spread / len(X))
+    mean, spread = mean_and_spread(X)
+    return bool(mean @ mean >= _ORIGIN_RATIO * spread)
 
 
 def _unit_rows(V):

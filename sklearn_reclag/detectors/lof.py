@@ -27,6 +27,7 @@ from .knn import (
     resolve_algorithm,
     resolved_normalize,
     usable_neighbours,
+    warn_if_offset_dominates,
 )
 
 # Added to a mean reachability distance before it is inverted, as scikit-learn's
@@ -167,6 +168,8 @@ class LOFDetector(BaseOODDetector):
             self, n_train, "a row's density is read from its neighbours among the others")
         self.normalize_ = resolved_normalize(self.normalize, X)
         if self.normalize_:
+            # Unnormalised rows are centred below; unit rows cannot be.
+            warn_if_offset_dominates(self, X)
             self.center_ = np.zeros(X.shape[1])
             self.train_rows_ = l2_normalize(X)
         else:

@@ -639,6 +639,9 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                 chosen = self._class_lse(Z, state).argmax(dim=1)
             bank, bank_mask = banks[chosen], mask[chosen]
             bias = None if bias is None else bias[chosen]
+        # The OOD attractor is the input space's origin, wherever the metric moves it
+        # (minus center_, whitened): the zero row as the memories see it.
+        origin = self._memory_space(torch.zeros_like(V[:1]), state)
         # Each row stops once its own state stops moving, so a row's result does not
         # depend on the other rows of its batch.
         moving = torch.ones(Z.shape[0], dtype=torch.bool, device=Z.device)
@@ -650,7 +653,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             score = self._add_visible_energy(torch.logsumexp(logits, dim=1) / self.beta_, Z)
             retrieved = torch.einsum("bm,bmd->bd", torch.softmax(logits, dim=1), bank)
             # where, not a product: a row routed to an empty bank has NaN weights.
-            new = torch.where((score - self.offset_ > 0)[:, None], retrieved, 0.0)
+            new = torch.where((score - self.offset_ > 0)[:, None], retrieved, origin)
             if self.metric == "cosine":
                 # The states of the cosine metric live on the unit sphere (0 stays 0).
                 new = self._memory_space(new, state)
@@ -659,4 +662,5 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             moving &= shift > _RETRIEVAL_TOL * (1 + Z.abs().amax(dim=1))
             if not moving.any():
                 break
-        return Z
+        # States about the input's origin, as the memories would see them uncentred.
+        return Z - origin

@@ -47,7 +47,9 @@ class RMDSDetector(BaseOODDetector):
     whitening_ : ndarray of shape (n_features, n_features)
         ``Sigma^{+1/2}``.
     whitened_means_ : ndarray of shape (n_classes, n_features)
-        ``means_ @ whitening_``.
+        ``(means_ - background_mean_) @ whitening_``: distances do not change under a
+        shift, and scoring takes them about the training rows' mean, where a common
+        offset of the features (a mean of 1e4) cannot cancel their float32 digits.
     background_mean_ : ndarray of shape (n_features,)
         ``mu_0``, the mean of the training rows.
     background_covariance_ : ndarray of shape (n_features, n_features)
@@ -112,15 +114,15 @@ class RMDSDetector(BaseOODDetector):
             X, None, self.covariance)
         self.background_mean_ = background_mean[0]
         self.whitening_ = whitening(self.covariance_)
-        self.whitened_means_ = self.means_ @ self.whitening_
+        self.whitened_means_ = (self.means_ - self.background_mean_) @ self.whitening_
         self.background_whitening_ = whitening(self.background_covariance_)
         # The means and covariances are learned from the rows: the threshold is
         # cross-fitted (BaseOODDetector._held_out_scores).
         return None
 
     def _score_batch(self, V, state):
-        class_distances = torch.cdist(V @ state["whitening_"],
+        centred = V - state["background_mean_"]
+        class_distances = torch.cdist(centred @ state["whitening_"],
                                       state["whitened_means_"]).square_()
-        background = (V - state["background_mean_"]) @ state["background_whitening_"]
-        background_distance = background.square().sum(dim=1)
+        background_distance = (centred @ state["background_whitening_"]).square().sum(dim=1)
         return background_distance - class_distances.amin(dim=1)
