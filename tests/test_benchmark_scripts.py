@@ -212,3 +212,19 @@ def test_scale_quick_writes_results(tmp_path):
         cells = [cell.strip() for cell in line.split("|")]
         assert cells[8] in ("**met**", "**MISSED**"), line  # no error, a verdict
         assert float(cells[9]) > 0.8, line  # the detectors see the unseen classes
+
+
+WIDE_SCRIPT = SCRIPT.parent / "wide.py"
+
+
+@pytest.mark.slow
+def test_wide_quick_fits_every_detector():
+    """benchmarks/wide.py --quick fits every detector on 60 x 1,024 rows and prints its
+    table, stamped with the version that ran."""
+    done = subprocess.run([sys.executable, str(WIDE_SCRIPT), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"wide.py failed:\n{done.stdout}\n{done.stderr}"
+    from sklearn_reclag import __version__
+
+    assert f"sklearn-reclag {__version__}" in done.stdout
+    assert done.stdout.count("| 60 x 1,024 |") == 13
