@@ -5,6 +5,8 @@ Formulas (Moriai et al., AAAI 2025): score = (1/beta) lse(beta Xi_c v) [- |v|^2/
 G(v) = score - (1/beta) log gamma, update v <- C(G(v)) Xi_c^T softmax(beta Xi_c v).
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp, softmax
@@ -12,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from sklearn_reclag import RecLagDetector
 from sklearn_reclag.base import held_out_folds, row_keys
-from sklearn_reclag.detectors.reclag import initial_memories
+from sklearn_reclag.detectors.reclag import canonical_order, initial_memories
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +186,8 @@ def test_em_iteration_equals_numpy(data):
     assert det.n_iter_ == 1
     stored = head.predict(X) == y
     init, mask = initial_memories(X[stored], y[stored], 3, 10, init_norm=None,
-                                  random_state=np.random.RandomState(0))
+                                  random_state=np.random.RandomState(0),
+                                  order=canonical_order(X[stored]))
     for c in range(3):
         rows = X[stored & (y == c)]
         mu = init[c][mask[c]]
@@ -324,3 +327,37 @@ def test_feature_names_say_when_states_are_in_the_whitened_space():
     assert list(whitened.get_feature_names_out()) == [
         f"reclagdetector_whitened{i}" for i in range(4)]
     assert whitened.transform(X).shape == (60, 4)
+
+
+# -------------------------------------------------- the order of the rows (issue 23, 14)
+@pytest.mark.parametrize("params", [
+    {}, {"solver": "em"}, {"init": "kmeans"},
+    {"objective": "paper", "energy": "lse", "beta": 5.0, "init_norm": 10.0},
+], ids=["likelihood", "em", "kmeans", "paper"])
+def test_the_same_rows_in_another_order_give_the_same_model(params):
+    """The initial draws, k-means and the learning batches read the rows in an order of
+    their values (canonical_order), not of their positions: permuted training rows give
+    the same memories and the same decisions (they did not: the batches followed X)."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    permutation = np.random.default_rng(0).permutation(len(X))
+    kwargs = dict(device="cpu", random_state=0, max_epochs=3, tol=None, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the paper's energy on these rows says so
+        a = RecLagDetector(**kwargs).fit(X, y)
+        b = RecLagDetector(**kwargs).fit(X[permutation], y[permutation])
+    # EM sums the rows in another order: equal to rounding.
+    np.testing.assert_allclose(a.memories_, b.memories_, atol=1e-5)
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), atol=1e-4)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_canonical_order_ignores_position_shift_and_scale():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 7))
+    order = canonical_order(X)
+    permutation = rng.permutation(50)
+    np.testing.assert_array_equal(permutation[canonical_order(X[permutation])], order)
+    np.testing.assert_array_equal(canonical_order(3.0 * X + 100.0), order)

@@ -48,10 +48,11 @@ _EXP_FLOOR = -80.0
 _LOG_EPS = 1e-12
 
 
-def sae_batches(X, labels, n_banks, batch_size, *, drop_last=True):
+def sae_batches(X, labels, n_banks, batch_size, *, drop_last=True, order=None):
     """The training batches of every class, batch-major: what :func:`fit_sae` reads.
 
-    Batches are taken in order, without shuffling. With ``drop_last`` the last partial
+    Batches are taken in order (``order``, a permutation of the rows; None: their order
+    in X), without shuffling. With ``drop_last`` the last partial
     batch of each class is dropped, as the official code does; without it, it is kept,
     padded with zero rows (:func:`batch_row_counts` says how many rows are real).
 
@@ -72,12 +73,13 @@ def sae_batches(X, labels, n_banks, batch_size, *, drop_last=True):
         Batches per class; ``n_steps = n_batches.max()``.
     """
     labels = np.asarray(labels, dtype=np.intp)
+    order = np.arange(len(labels)) if order is None else np.asarray(order)
     counts = np.bincount(labels, minlength=n_banks)
     n_batches = counts // batch_size if drop_last else -(-counts // batch_size)
     batches = np.zeros((int(n_batches.max(initial=0)), n_banks, batch_size, X.shape[1]),
                        dtype=X.dtype)
     for c in np.flatnonzero(n_batches):
-        rows = np.flatnonzero(labels == c)[: n_batches[c] * batch_size]
+        rows = order[labels[order] == c][: n_batches[c] * batch_size]
         full = len(rows) // batch_size
         # Straight into the batch-major slots, without a temporary copy of the rows.
         np.take(X, rows[: full * batch_size].reshape(full, batch_size), axis=0,

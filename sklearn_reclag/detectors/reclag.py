@@ -27,7 +27,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
-from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
+from .._backend import as_tensor, iter_slices, map_batches, resolve_dtype, to_numpy
 from ._banks import _SCORE_BLOCK, _MemoryBankDetector, pad_banks
 from ._sae import batch_row_counts, class_spread, fit_sae, sae_batches
 
@@ -43,14 +43,17 @@ _RETRIEVAL_TOL = 1e-6
 
 # --------------------------------------------------------------------- initialisation
 def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm=10.0,
-                     random_state=None):
+                     random_state=None, order=None):
     """Initial memories of every class and the mask of the real ones.
 
     'random' takes ``n_memories`` random rows of the class, 'kmeans' the k-means++
     centres of its rows; a class with ``n_memories`` rows or fewer takes all its rows,
     so its bank holds fewer memories (the rest of the bank is masked padding). Each memory
     is then scaled to norm ``init_norm``: a number, 'auto' (the mean norm of the class's
-    rows) or None (kept as it is).
+    rows) or None (kept as it is). ``order`` (a permutation of the rows) is the order in
+    which the draws and k-means read the rows; None: their order in X. RecLagDetector
+    passes an order of their contents, so that the same rows in another order give the
+    same memories.
 
     Returns
     -------
@@ -59,9 +62,10 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
     """
     rng = check_random_state(random_state)
     counts = np.bincount(labels, minlength=n_banks)
+    order = np.arange(len(X)) if order is None else np.asarray(order)
     if init == "random":
         banks, _ = pad_banks(
-            X, labels, n_banks, max_rows=n_memories, order=rng.permutation(len(X))
+            X, labels, n_banks, max_rows=n_memories, order=order[rng.permutation(len(X))]
         )
     else:
         banks = np.zeros((n_banks, n_memories, X.shape[1]))
@@ -71,8 +75,8 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
                 n_clusters=n_memories, init="k-means++", n_init=1,
                 random_state=rng.randint(np.iinfo(np.int32).max),
             )
-            banks[c] = kmeans.fit(X[labels == c]).cluster_centers_
-        few, _ = pad_banks(X, labels, n_banks, max_rows=n_memories)
+            banks[c] = kmeans.fit(X[order[labels[order] == c]]).cluster_centers_
+        few, _ = pad_banks(X, labels, n_banks, max_rows=n_memories, order=order)
         small = counts <= n_memories
         banks[small, : few.shape[1]] = few[small]
     memories = np.zeros((n_banks, n_memories, X.shape[1]))
@@ -88,6 +92,24 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
         norms = np.linalg.norm(memories, axis=2, keepdims=True)
         np.divide(target * memories, norms, out=memories, where=norms > 0)
     return memories, mask
+
+
+_ORDER_SEED = 20251206
+
+
+def canonical_order(X):
+    """An order of the rows of X that depends on their values alone: by their projection
+    on a fixed random direction (float64, a block of rows at a time; O(N D)).
+
+    The same rows in any order, shifted, or scaled by a positive factor, get the same
+    order; rows with equal projections are (almost surely) equal rows, whose order does
+    not matter.
+    """
+    direction = np.random.default_rng(_ORDER_SEED).standard_normal(X.shape[1])
+    projections = np.empty(len(X))
+    for rows in iter_slices(len(X), 4096):
+        projections[rows] = np.asarray(X[rows], dtype=np.float64) @ direction
+    return np.argsort(projections, kind="stable")
 
 
 # --------------------------------------------------------------------------- solver 'em'
@@ -276,8 +298,11 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         scoring. None: 4096 on a CPU, 16384 on a GPU. ``transform`` takes fewer when a
         chunk's (rows, memories, features) block of retrieval would exceed 2**24 values.
     random_state : int, RandomState instance or None, default=None
-        Seeds the initial memories and a torch.Generator for the draws of 'sae' (on the
-        host, so the draws are the same on every device).
+        Seeds the initial memories, the rows of each learning batch of 'sae' (drawn
+        once, the same every epoch) and a torch.Generator for its draws (on the host,
+        so the draws are the same on every device). The rows are drawn from an order
+        of their values (:func:`canonical_order`), not of their positions: the same
+        rows in another order give the same model.
     verbose : int, default=0
         > 0 shows a progress bar over the epochs of 'sae', with the mean objective.
 
@@ -458,9 +483,13 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
     def _fit_memories(self, X, labels, n_banks):
         rng = check_random_state(self.random_state)
         device, dtype = torch.device(self.device_), resolve_dtype(self.dtype)
+        # The draws, k-means and the learning batches read the rows in an order of
+        # their values, not of their positions in X: the same rows in another order
+        # give the same memories (as they give the same threshold folds).
+        order = canonical_order(X)
         init, mask = initial_memories(
             X, labels, n_banks, self.n_memories, init=self.init, init_norm=self.init_norm,
-            random_state=rng,
+            random_state=rng, order=order,
         )
         memories = as_tensor(init, device, dtype)
         memory_mask = as_tensor(mask, device, torch.bool)
@@ -468,7 +497,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             sampler = self._sampler()  # says so once per fit, whatever the solver
             if self.solver == "sae":
                 memories, loss_curve, converged = self._fit_sae(
-                    X, labels, n_banks, memories, memory_mask, rng, sampler)
+                    X, labels, n_banks, memories, memory_mask, rng, sampler, order)
             else:
                 # A private array: EM reads it in place (as_tensor(copy=False)).
                 data, row_mask = pad_banks(X, labels, n_banks)
@@ -496,13 +525,15 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         self.memories_ = to_numpy(memories)
         self.memory_mask_ = mask
 
-    def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng, sampler):
+    def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng, sampler, order):
         likelihood = self.objective == "likelihood"
         batch_size = self.learning_batch_size
         # The official objective drops each class's last partial batch, as the authors'
         # code does; the likelihood trains on every row.
+        # Batches of rows drawn at random (seeded), the same for every epoch.
         batches, n_batches = sae_batches(X, labels, n_banks, batch_size,
-                                         drop_last=not likelihood)
+                                         drop_last=not likelihood,
+                                         order=order[rng.permutation(len(order))])
         counts = np.bincount(labels, minlength=n_banks)
         # An empty bank was warned about with the stored patterns.
         idle = (n_batches == 0) & (counts > 0)
