@@ -295,6 +295,25 @@ def dominant_offset(X):
     return mean if mean @ mean > _OFFSET_RATIO * spread else None
 
 
+_ORDER_SEED = 20251206
+
+
+def canonical_order(X):
+    """An order of the rows of X that depends on their values alone: by their projection
+    on a fixed random direction (float64, a block of rows at a time; O(N D)).
+
+    The same rows in any order, shifted, or scaled by a positive factor, get the same
+    order; rows with equal projections are (almost surely) equal rows, whose order does
+    not matter.
+    """
+    direction = np.random.default_rng(_ORDER_SEED).standard_normal(X.shape[1])
+    projections = np.empty(len(X))
+    for rows in iter_slices(len(X), 4096):
+        projections[rows] = np.asarray(X[rows], dtype=np.float64) @ direction
+    return np.argsort(projections, kind="stable")
+
+
+
 class _MovedHead:
     """A linear classifier fitted on rows minus ``offset``, read as one on the rows:
     the same ``coef_`` and ``classes_``, the intercept ``intercept_ - coef_ . offset``."""
@@ -728,13 +747,17 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
             self._check_n_classes(y)
             head = LogisticRegression(max_iter=1000) if head is None else clone(head)
             offset = dominant_offset(X)
+            # The rows in an order of their values: the same rows in another order give
+            # the same head, not one that differs by lbfgs's tolerance (which flips the
+            # stored patterns of HE and RecLag near the decision boundaries).
+            order = canonical_order(X)
             if offset is None:
-                head.fit(X, y)
+                head.fit(X[order], y[order])
             else:
                 # Fitted on the centred rows: the same linear model (the penalty leaves
                 # the intercept alone) with its intercept moved back, where lbfgs on
                 # the raw rows stops far from it.
-                head.fit(X - offset.astype(X.dtype), y)
+                head.fit(X[order] - offset.astype(X.dtype), y[order])
                 head = _MovedHead(head, offset)
         if isinstance(head, tuple):
             if len(head) != 2:

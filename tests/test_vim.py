@@ -55,18 +55,37 @@ def test_scores_equal_official_formulas(rng, n_components, dtype, rtol):
                                atol=rtol * np.abs(expected).max())
 
 
-def test_residual_space_is_orthonormal_and_spans_the_smallest_eigenvalues(rng):
+def test_principal_space_is_orthonormal_and_spans_the_largest_eigenvalues(rng):
     X, y, head = _problem(rng)
     det = ViMDetector(6, head=head, device="cpu").fit(X, y)
-    P = det.residual_space_
-    assert P.shape == (16, 10)
-    np.testing.assert_allclose(P.T @ P, np.eye(10), atol=1e-10)
+    P = det.principal_space_
+    assert P.shape == (16, 6)
+    np.testing.assert_allclose(P.T @ P, np.eye(6), atol=1e-10)
     centred = X - det.origin_
     second_moment = centred.T @ centred / len(X)
     eigenvalues = np.linalg.eigvalsh(second_moment)  # ascending
-    # The Rayleigh quotients on P are the 10 smallest eigenvalues.
+    # The Rayleigh quotients on P are the 6 largest eigenvalues.
     np.testing.assert_allclose(np.sort(np.diag(P.T @ second_moment @ P)),
-                               eigenvalues[:10], rtol=1e-8, atol=1e-12)
+                               eigenvalues[-6:], rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_rows", [10, 200], ids=["fewer rows than features", "more"])
+def test_residual_is_that_of_the_authors_complement_basis(rng, n_rows):
+    """``||z - P P^T z||`` equals the authors' ``||z P_perp||`` (P_perp the eigenvectors
+    of the D - d smallest eigenvalues of the (D, D) moment), on either path of the fit:
+    the SVD of the rows when they are fewer than the features, the (D, D) moment
+    otherwise."""
+    X, y, head = _problem(rng)
+    X, y = X[:n_rows], y[:n_rows]
+    det = ViMDetector(4, head=head, device="cpu", dtype="float64").fit(X, y)
+    centred = X - det.origin_
+    _, vectors = np.linalg.eigh(centred.T @ centred / len(X))
+    perp = vectors[:, : 16 - 4]
+    Z = rng.normal(size=(30, 16))
+    expected = np.linalg.norm((Z - det.origin_) @ perp, axis=1)
+    energy = np.log(np.exp(Z @ head[0].T + head[1]).sum(axis=1))
+    np.testing.assert_allclose(det.score_samples(Z), energy - det.alpha_ * expected,
+                               rtol=1e-9, atol=1e-9)
 
 
 def test_default_head_is_softmax_regression(rng):
@@ -113,7 +132,7 @@ def test_fractional_n_components_explains_that_fraction_of_the_trace(rng):
     explained = np.cumsum(eigenvalues) / eigenvalues.sum()
     d = det.n_components_
     assert explained[d - 1] > 0.9 >= explained[d - 2]
-    assert det.residual_space_.shape == (16, 16 - d)
+    assert det.principal_space_.shape == (16, d)
 
 
 @pytest.mark.parametrize("n_components", [16, 40])
@@ -130,7 +149,7 @@ def test_fraction_that_needs_every_component_keeps_all_but_one(rng):
     X = rng.normal(size=(200, 4))
     head = (rng.normal(size=(3, 4)), rng.normal(size=3))
     det = ViMDetector(0.999, head=head, device="cpu").fit(X)
-    assert det.n_components_ == 3 and det.residual_space_.shape == (4, 1)
+    assert det.n_components_ == 3 and det.principal_space_.shape == (4, 3)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.0, 1.5, "all"])
@@ -183,7 +202,7 @@ def test_fit_chunks_give_the_same_model(rng, monkeypatch):
     monkeypatch.setattr(vim, "_FIT_ROWS", 7)
     chunked = ViMDetector(head=head, device="cpu").fit(X, y)
     assert chunked.alpha_ == pytest.approx(whole.alpha_, rel=1e-12)
-    np.testing.assert_allclose(np.abs(chunked.residual_space_.T @ whole.residual_space_),
+    np.testing.assert_allclose(np.abs(chunked.principal_space_.T @ whole.principal_space_),
                                np.eye(8), atol=1e-8)
 
 

@@ -27,7 +27,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
-from .._backend import as_tensor, iter_slices, map_batches, resolve_dtype, to_numpy
+from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
+from ..base import canonical_order
 from ._banks import _SCORE_BLOCK, _MemoryBankDetector, pad_banks
 from ._sae import batch_row_counts, class_spread, fit_sae, sae_batches
 
@@ -92,24 +93,6 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
         norms = np.linalg.norm(memories, axis=2, keepdims=True)
         np.divide(target * memories, norms, out=memories, where=norms > 0)
     return memories, mask
-
-
-_ORDER_SEED = 20251206
-
-
-def canonical_order(X):
-    """An order of the rows of X that depends on their values alone: by their projection
-    on a fixed random direction (float64, a block of rows at a time; O(N D)).
-
-    The same rows in any order, shifted, or scaled by a positive factor, get the same
-    order; rows with equal projections are (almost surely) equal rows, whose order does
-    not matter.
-    """
-    direction = np.random.default_rng(_ORDER_SEED).standard_normal(X.shape[1])
-    projections = np.empty(len(X))
-    for rows in iter_slices(len(X), 4096):
-        projections[rows] = np.asarray(X[rows], dtype=np.float64) @ direction
-    return np.argsort(projections, kind="stable")
 
 
 # --------------------------------------------------------------------------- solver 'em'
@@ -301,8 +284,8 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         Seeds the initial memories, the rows of each learning batch of 'sae' (drawn
         once, the same every epoch) and a torch.Generator for its draws (on the host,
         so the draws are the same on every device). The rows are drawn from an order
-        of their values (:func:`canonical_order`), not of their positions: the same
-        rows in another order give the same model.
+        of their values (:func:`~sklearn_reclag.base.canonical_order`), not of their
+        positions: the same rows in another order give the same model.
     verbose : int, default=0
         > 0 shows a progress bar over the epochs of 'sae', with the mean objective.
 
