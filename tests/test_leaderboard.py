@@ -208,6 +208,35 @@ def test_rmds_equals_reference(rng, dtype, rtol):
     _assert_close(det.score_samples(X_test), rmds_reference(X_test, X, y), rtol)
 
 
+@pytest.mark.parametrize("covariance", ["empirical", "ledoit_wolf"])
+def test_rmds_with_fewer_rows_than_features_equals_the_dense_formula(rng, covariance):
+    """With fewer rows than features (item 16 of issue 23) RMDS scores from the spectra
+    of the rows' span, without a (D, D) matrix: the same scores as the dense
+    ``Sigma^{+1/2}`` of scikit-learn's estimators (the directions no row spans: ignored by
+    the empirical covariance's pseudo-inverse, one shrunk eigenvalue for Ledoit-Wolf)."""
+    from sklearn.covariance import EmpiricalCovariance, LedoitWolf
+
+    X, y, _ = _relu_problem(rng, n=40, d=60, k=3)
+    X_test = np.vstack([X[:10], rng.normal(size=(10, 60)) + X.mean(axis=0)])
+    det = RMDSDetector(covariance=covariance, device="cpu", dtype="float64").fit(X, y)
+    Estimator = {"empirical": EmpiricalCovariance, "ledoit_wolf": LedoitWolf}[covariance]
+
+    def precision(rows):
+        sigma = Estimator(assume_centered=True).fit(rows).covariance_
+        return np.linalg.pinv(sigma, hermitian=True, rcond=1e-10)
+
+    means = np.stack([X[y == c].mean(axis=0) for c in np.unique(y)])
+    within = precision(X - means[np.searchsorted(np.unique(y), y)])
+    whole = precision(X - X.mean(axis=0))
+    t0 = X_test - X.mean(axis=0)
+    expected = np.einsum("ij,jk,ik->i", t0, whole, t0) - np.min(
+        [np.einsum("ij,jk,ik->i", X_test - m, within, X_test - m) for m in means], axis=0)
+    np.testing.assert_allclose(det.score_samples(X_test), expected, rtol=1e-6,
+                               atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(det.covariance_, Estimator(assume_centered=True).fit(
+        X - means[np.searchsorted(np.unique(y), y)]).covariance_, atol=1e-10)
+
+
 def test_rmds_is_background_distance_plus_twice_mahalanobis(rng):
     """The docstring's relation: RMDS = d_0 + 2 * Mahalanobis's score (-d_min / 2)."""
     X, y, _ = _relu_problem(rng, n=200, d=10, k=3)

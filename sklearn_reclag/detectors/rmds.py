@@ -58,6 +58,10 @@ class RMDSDetector(BaseOODDetector):
         ``Sigma_0^{+1/2}``.
     ${fitted_common}
 
+    The (D, D) attributes are computed when read, from the two spectra the fit keeps
+    (eigenvectors and eigenvalues; with fewer rows than features, those of the rows'
+    span and one eigenvalue for every other direction): scoring never forms them.
+
     See Also
     --------
     MahalanobisDetector : the class-conditional distance alone.
@@ -87,8 +91,8 @@ class RMDSDetector(BaseOODDetector):
     }
     _why_classes = ("it compares class-conditional Gaussians with one Gaussian of all the "
                     "rows, which needs class labels")
-    _tensor_attributes = ("whitening_", "whitened_means_", "background_whitening_",
-                          "background_mean_")
+    _tensor_attributes = ("background_mean_", "_scaled_basis", "_basis", "_whitened_means",
+                          "_background_scaled_basis", "_background_basis")
 
     search_space = {"covariance": ["empirical", "ledoit_wolf"]}
     """A GridSearchCV ``param_grid``: the covariance estimates worth comparing."""
@@ -108,23 +112,67 @@ class RMDSDetector(BaseOODDetector):
                 "one class the class-conditional and the background Gaussians are the "
                 "same, and every score would be 0; use MahalanobisDetector."
             )
-        # From shared_spectrum: with fewer rows than features, in the span of the rows
-        # (seconds at 8,192 features, where two (D, D) eigendecompositions take minutes).
-        self.classes_, self.means_, spectrum, _ = shared_spectrum(X, y, self.covariance)
+        # Compact spectra (shared_spectrum): with fewer rows than features, in the span
+        # of the rows, and scored without a (D, D) matrix (seconds at 8,192 features,
+        # where four of them in each of the cross-fit's fits took minutes).
         _, background_mean, background, _ = shared_spectrum(X, None, self.covariance)
         self.background_mean_ = background_mean[0]
-        self.covariance_ = spectrum.dense()
-        self.whitening_ = spectrum.dense(-0.5)
-        self.whitened_means_ = (self.means_ - self.background_mean_) @ self.whitening_
-        self.background_covariance_ = background.dense()
-        self.background_whitening_ = background.dense(-0.5)
+        # About the background mean: the class means' offsets from it lie in the
+        # spectrum's span, and a common offset of the features cannot cancel digits.
+        self.classes_, self.means_, spectrum, _ = shared_spectrum(
+            X, y, self.covariance, center=self.background_mean_)
+        self._spectrum, self._background_spectrum = spectrum, background
+        self._basis, self._scaled_basis, self._rest_scale = _compact_whitening(spectrum)
+        self._background_basis, self._background_scaled_basis, self._background_rest_scale = (
+            _compact_whitening(background))
+        self._whitened_means = (self.means_ - self.background_mean_) @ self._scaled_basis
         # The means and covariances are learned from the rows: the threshold is
         # cross-fitted (BaseOODDetector._held_out_scores).
         return None
 
     def _score_batch(self, V, state):
         centred = V - state["background_mean_"]
-        class_distances = torch.cdist(centred @ state["whitening_"],
-                                      state["whitened_means_"]).square_()
-        background_distance = (centred @ state["background_whitening_"]).square().sum(dim=1)
-        return background_distance - class_distances.amin(dim=1)
+        class_distances = torch.cdist(centred @ state["_scaled_basis"],
+                                      state["_whitened_means"]).square_()
+        class_distances += _rest_distance(centred, state["_basis"], self._rest_scale)
+        background = (centred @ state["_background_scaled_basis"]).square().sum(dim=1)
+        background += _rest_distance(centred, state["_background_basis"],
+                                     self._background_rest_scale)[:, 0]
+        return background - class_distances.amin(dim=1)
+
+    @property
+    def covariance_(self):
+        return self._spectrum.dense()
+
+    @property
+    def whitening_(self):
+        return self._spectrum.dense(-0.5)
+
+    @property
+    def whitened_means_(self):
+        return (self.means_ - self.background_mean_) @ self.whitening_
+
+    @property
+    def background_covariance_(self):
+        return self._background_spectrum.dense()
+
+    @property
+    def background_whitening_(self):
+        return self._background_spectrum.dense(-0.5)
+
+
+def _compact_whitening(spectrum):
+    """``Sigma^{+1/2}`` of a :class:`Spectrum` as its basis B (D, k), ``B diag(a)`` and
+    the scale t of the directions outside B: ``|Sigma^{+1/2} z|^2 = |z B diag(a)|^2 +
+    t^2 |z - (z B) B^T|^2``."""
+    scales, rest_scale = spectrum.whitening_scales()
+    return spectrum.basis, spectrum.basis * scales, rest_scale
+
+
+def _rest_distance(Z, basis, rest_scale):
+    """``t^2 |z - (z B) B^T|^2`` of each row of Z (B, 1); zeros where B spans every
+    direction (t = 0)."""
+    if rest_scale == 0:
+        return Z.new_zeros(Z.shape[0], 1)
+    rest = Z - (Z @ basis) @ basis.T
+    return rest_scale ** 2 * rest.square().sum(dim=1, keepdim=True)
