@@ -81,7 +81,8 @@ _FRAGMENTS = {
     "fitted_beta": """beta_ : float
         The inverse temperature used: ``beta``, or its value for ``beta='auto'``.
     whitening_ : ndarray of shape (n_features, n_features) or None
-        ``Sigma^{+1/2}`` for ``metric='mahalanobis'``, else None.""",
+        ``Sigma^{+1/2}`` for ``metric='mahalanobis'``, else None (formed when read;
+        scoring applies it from the eigenvectors and scales that fit keeps).""",
     "fitted_head": """classes_ : ndarray of shape (n_classes,)
         Class labels, in the order of the head's outputs.
     head_coef_ : ndarray of shape (n_classes, n_features)

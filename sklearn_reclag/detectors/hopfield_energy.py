@@ -208,7 +208,7 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         X, y = self._validate_fit_data(X, y) if first else self._validate_more_data(X, y)
         if first:
             self.device_ = str(resolve_device(self.device))
-            self.whitening_ = None
+            self._whitening = None
             # From the first chunk: any point near the rows serves the precision (the
             # scores do not depend on it).
             self._fit_center(X)
