@@ -167,9 +167,10 @@ def row_keys(X, y=None, *, dtype, codes=None):
 
     The row is cast to ``dtype`` (the detector's, so a float64 copy of float32 data has
     the keys of the data), -0.0 read as 0.0, and its bytes, as 64-bit words (32-bit for
-    an odd number of float32 features), are combined as ``sum_j w_j a_j mod 2**64`` with
-    fixed random odd multipliers ``a_j``, then mixed by the finaliser of SplitMix64
-    (Steele, Lea & Flood, OOPSLA 2014) so that the keys' order is a pseudo-random one.
+    an odd number of float32 features), are each mixed by the finaliser of SplitMix64
+    (Steele, Lea & Flood, OOPSLA 2014), combined as ``sum_j mix(w_j) a_j mod 2**64``
+    with fixed random odd multipliers ``a_j``, and mixed again, so that the keys' order
+    is a pseudo-random one.
     Distinct rows share a key with a probability of about ``2**-64`` per pair. A label,
     when given, is mixed in through its index among ``np.unique(y)``: the key of a row
     and its class. The key orders the rows by content, not by position: the threshold's
@@ -203,8 +204,12 @@ def row_keys(X, y=None, *, dtype, codes=None):
         block = np.array(X[rows], dtype=dtype, order="C")
         block += 0
         if n_words:
-            # Integer arithmetic wraps modulo 2**64, as the hash wants.
-            keys[rows] = block.view(word) @ multipliers
+            # Each word mixed first: a plain weighted sum loses bits that only shift
+            # words by a power of two (the sign bit of +-1 features: 2**63 * a is
+            # 2**63 for any odd a, so bipolar rows got 2 keys in all). Integer
+            # arithmetic wraps modulo 2**64, as the hash wants.
+            words = _mix64(block.view(word).astype(np.uint64))
+            keys[rows] = (words * multipliers).sum(axis=1, dtype=np.uint64)
     if y is not None or codes is not None:
         if codes is None:
             codes = np.unique(y, return_inverse=True)[1].reshape(-1)
