@@ -487,8 +487,6 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     counts = np.bincount(labels, minlength=n_banks)
     order = np.argsort(labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    # as_tensor: a view where it can be, a copy where torch cannot view the array (a
-    # negative stride); read only below.
     # as_tensor: a view where it can be (a read-only memmap too), a copy where torch
     # cannot view the array (a negative stride); read only below.
     X = as_tensor(patterns, device, None, copy=False, read_only=True)

@@ -17,6 +17,7 @@ Mahalanobis distance, with directions of zero variance (dead ReLU units, say) ig
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from sklearn.base import clone
 from sklearn.covariance import OAS, EmpiricalCovariance, LedoitWolf
 from sklearn.utils._param_validation import HasMethods, StrOptions
@@ -119,6 +120,13 @@ class Spectrum(NamedTuple):
         scales = inverse_square_roots(values, n_features=self.n_features)
         return scales[:-1], float(scales[-1])
 
+    def scaled_basis(self):
+        """``Sigma^{+1/2}`` in compact form: the basis B (D, k), ``B diag(a)`` (the
+        whitening's scales a on it) and the scale t of every direction outside B (see
+        :func:`whitened_distances`)."""
+        scales, rest_scale = self.whitening_scales()
+        return self.basis, self.basis * scales, rest_scale
+
     def dense(self, power=1.0):
         """``Sigma`` (power 1), ``Sigma^{+1/2}`` (-0.5) or ``Sigma^+`` (-1) as a (D, D)
         array: D^2 k operations and D^2 memory."""
@@ -131,6 +139,22 @@ class Spectrum(NamedTuple):
         if len(values) < self.n_features:
             out.flat[:: self.n_features + 1] += rest
         return out
+
+
+def whitened_distances(Z, scaled_basis, whitened_means, basis, rest_scale):
+    """Squared Mahalanobis distances ``|Sigma^{+1/2} (z - m)|^2`` (B, C) of rows Z
+    (tensor) to means whose offsets lie in the span of the basis, from the compact form
+    of :meth:`Spectrum.scaled_basis` (``whitened_means = means @ B diag(a)``)::
+
+        |z B diag(a) - m B diag(a)|^2 + t^2 |z - (z B) B^T|^2
+
+    without a (D, D) matrix: 2 D k a row. ``basis`` is not read when t = 0.
+    """
+    distances = torch.cdist(Z @ scaled_basis, whitened_means).square_()
+    if rest_scale > 0:
+        rest = Z - (Z @ basis) @ basis.T
+        distances += rest_scale ** 2 * rest.square().sum(dim=1, keepdim=True)
+    return distances
 
 
 _ZERO_COVARIANCE = (

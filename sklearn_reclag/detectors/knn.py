@@ -30,7 +30,12 @@ from .._backend import (
 )
 from .._docstrings import fill_doc
 from ..base import (
-    _OFFSET_RATIO, BaseOODDetector, mean_and_spread, row_keys, threshold_rows,
+    _STATISTICS_BLOCK,
+    BaseOODDetector,
+    dominant_offset,
+    mean_and_spread,
+    row_keys,
+    threshold_rows,
 )
 from .._incremental import ThresholdReservoir
 
@@ -595,9 +600,6 @@ def neighbour_distances(queries, train, nearest, *, max_block=_BLOCK):
 # from it (|mean|^2 >= 0.25 E|x - mean|^2). Measured: standardised columns give 0.0 (wine,
 # breast cancer), a 1-D CNN's ReLU features 1.9, digits pixels 3.2-8.6.
 _ORIGIN_RATIO = 0.25
-# Rows per block of the passes over the training rows on the host (statistics, copies):
-# 4,096 rows of 512 float64 features are 16 MiB, whatever the size of the bank.
-_STATISTICS_BLOCK = 4096
 
 
 def usable_neighbours(detector, n_train, why):
@@ -632,17 +634,13 @@ def warn_if_offset_dominates(detector, X):
     the rows share a common offset that dwarfs their spread
     (:func:`~sklearn_reclag.base.dominant_offset`), and their distances keep too few
     digits to rank neighbours or to tell a row from its copies."""
-    if np.dtype(detector.dtype) != np.float32:
-        return
-    mean, spread = mean_and_spread(X)
-    if mean @ mean > _OFFSET_RATIO * spread:
+    if np.dtype(detector.dtype) == np.float32 and dominant_offset(X) is not None:
         warnings.warn(
-            f"{type(detector).__name__}: the training rows share a common offset "
-            f"{np.sqrt(mean @ mean / max(spread, np.finfo(float).tiny)):.3g} times their "
-            "spread (unnormalised features?): float32 distances between them keep too few "
-            "digits to rank neighbours, and the threshold is unreliable. Centre the "
-            "features first (StandardScaler(with_std=False) in a Pipeline), or pass "
-            "dtype='float64'.",
+            f"{type(detector).__name__}: the training rows share a common offset over ten "
+            "times their spread (unnormalised features?): float32 distances between them "
+            "keep too few digits to rank neighbours, and the threshold is unreliable. "
+            "Centre the features first (StandardScaler(with_std=False) in a Pipeline), or "
+            "pass dtype='float64'.",
             UserWarning,
             stacklevel=5,  # the caller of fit (through fit, _fit_context and _fit)
         )

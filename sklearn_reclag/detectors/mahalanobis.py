@@ -22,6 +22,7 @@ from ._covariance import (
     Spectrum,
     inverse_square_roots,
     shared_spectrum,
+    whitened_distances,
 )
 
 
@@ -268,12 +269,10 @@ class MahalanobisDetector(BaseOODDetector):
         return shrinkage
 
     def _set_whitening(self):
-        scales, self._rest_scale = self._spectrum.whitening_scales()
         # |W (v - mu_c)|^2 = |((v - c) - (mu_c - c)) B a|^2 + t^2 |the rest of v - c|^2,
         # with Sigma's eigenvectors B (D, k), the whitening's scales a on them and t on
         # the directions outside them, where the class means have no component.
-        self._basis = self._spectrum.basis
-        self._scaled_basis = self._basis * scales
+        self._basis, self._scaled_basis, self._rest_scale = self._spectrum.scaled_basis()
         # A class declared to partial_fit that has no rows yet (a NaN mean) is no
         # candidate for the nearest mean.
         present = ~np.isnan(self.means_).any(axis=1)
@@ -377,11 +376,8 @@ class MahalanobisDetector(BaseOODDetector):
         if self.normalize_:
             norms = torch.linalg.vector_norm(V, dim=1, keepdim=True)
             V = V / norms.clamp_min(torch.finfo(V.dtype).tiny) - state["center_"]
-        Z = V @ state["_scaled_basis"]
-        distances = torch.cdist(Z, state["_whitened_means"]).square_()
-        if self._rest_scale > 0:
-            rest = V - (V @ state["_basis"]) @ state["_basis"].T
-            distances += self._rest_scale ** 2 * rest.square().sum(dim=1, keepdim=True)
+        distances = whitened_distances(V, state["_scaled_basis"], state["_whitened_means"],
+                                       state.get("_basis"), self._rest_scale)
         return -0.5 * distances.amin(dim=1)
 
     @property

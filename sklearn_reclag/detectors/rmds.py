@@ -1,11 +1,10 @@
 """Relative Mahalanobis distance (RMDS; Ren et al., 2021)."""
 
 import numpy as np
-import torch
 
 from .._docstrings import fill_doc
 from ..base import BaseOODDetector
-from ._covariance import COVARIANCE_CONSTRAINT, shared_spectrum
+from ._covariance import COVARIANCE_CONSTRAINT, shared_spectrum, whitened_distances
 
 
 @fill_doc
@@ -92,7 +91,8 @@ class RMDSDetector(BaseOODDetector):
     _why_classes = ("it compares class-conditional Gaussians with one Gaussian of all the "
                     "rows, which needs class labels")
     _tensor_attributes = ("background_mean_", "_scaled_basis", "_basis", "_whitened_means",
-                          "_background_scaled_basis", "_background_basis")
+                          "_background_scaled_basis", "_background_basis",
+                          "_background_origin")
 
     search_space = {"covariance": ["empirical", "ledoit_wolf"]}
     """A GridSearchCV ``param_grid``: the covariance estimates worth comparing."""
@@ -122,22 +122,24 @@ class RMDSDetector(BaseOODDetector):
         self.classes_, self.means_, spectrum, _ = shared_spectrum(
             X, y, self.covariance, center=self.background_mean_)
         self._spectrum, self._background_spectrum = spectrum, background
-        self._basis, self._scaled_basis, self._rest_scale = _compact_whitening(spectrum)
+        self._basis, self._scaled_basis, self._rest_scale = spectrum.scaled_basis()
         self._background_basis, self._background_scaled_basis, self._background_rest_scale = (
-            _compact_whitening(background))
+            background.scaled_basis())
         self._whitened_means = (self.means_ - self.background_mean_) @ self._scaled_basis
+        # The background Gaussian's one mean, at the origin of the centred rows.
+        self._background_origin = np.zeros((1, self._background_scaled_basis.shape[1]))
         # The means and covariances are learned from the rows: the threshold is
         # cross-fitted (BaseOODDetector._held_out_scores).
         return None
 
     def _score_batch(self, V, state):
         centred = V - state["background_mean_"]
-        class_distances = torch.cdist(centred @ state["_scaled_basis"],
-                                      state["_whitened_means"]).square_()
-        class_distances += _rest_distance(centred, state["_basis"], self._rest_scale)
-        background = (centred @ state["_background_scaled_basis"]).square().sum(dim=1)
-        background += _rest_distance(centred, state["_background_basis"],
-                                     self._background_rest_scale)[:, 0]
+        class_distances = whitened_distances(
+            centred, state["_scaled_basis"], state["_whitened_means"], state["_basis"],
+            self._rest_scale)
+        background = whitened_distances(
+            centred, state["_background_scaled_basis"], state["_background_origin"],
+            state["_background_basis"], self._background_rest_scale)[:, 0]
         return background - class_distances.amin(dim=1)
 
     @property
@@ -160,19 +162,3 @@ class RMDSDetector(BaseOODDetector):
     def background_whitening_(self):
         return self._background_spectrum.dense(-0.5)
 
-
-def _compact_whitening(spectrum):
-    """``Sigma^{+1/2}`` of a :class:`Spectrum` as its basis B (D, k), ``B diag(a)`` and
-    the scale t of the directions outside B: ``|Sigma^{+1/2} z|^2 = |z B diag(a)|^2 +
-    t^2 |z - (z B) B^T|^2``."""
-    scales, rest_scale = spectrum.whitening_scales()
-    return spectrum.basis, spectrum.basis * scales, rest_scale
-
-
-def _rest_distance(Z, basis, rest_scale):
-    """``t^2 |z - (z B) B^T|^2`` of each row of Z (B, 1); zeros where B spans every
-    direction (t = 0)."""
-    if rest_scale == 0:
-        return Z.new_zeros(Z.shape[0], 1)
-    rest = Z - (Z @ basis) @ basis.T
-    return rest_scale ** 2 * rest.square().sum(dim=1, keepdim=True)
