@@ -482,8 +482,9 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
                 memories, loss_curve, converged = self._fit_sae(
                     X, labels, n_banks, memories, memory_mask, rng, sampler, order)
             else:
-                # A private array: EM reads it in place (as_tensor(copy=False)).
-                data, row_mask = pad_banks(X, labels, n_banks)
+                # A private array: EM reads it in place (as_tensor(copy=False)); its
+                # sums run in the same order for the same rows in any order.
+                data, row_mask = pad_banks(X, labels, n_banks, order=order)
                 memories, loss_curve, converged = fit_em(
                     as_tensor(data, device, dtype, copy=False),
                     as_tensor(row_mask, device, dtype),
