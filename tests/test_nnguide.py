@@ -1,12 +1,18 @@
 """NNGuideDetector: the score against a numpy reference written from the official code, the
 bank (the official 1 %, not the paper's whole training set), the leave-one-out threshold,
-and bad input (the contract shared by every estimator is in test_common.py)."""
+bad input, and faiss's search (the contract shared by every estimator is in
+test_common.py)."""
 
 import math
+import pickle
+import sys
+import warnings
 
+import joblib
 import numpy as np
 import pytest
 from scipy.special import logsumexp
+from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from sklearn_reclag import OOD_LABEL, NNGuideDetector
@@ -53,10 +59,11 @@ def test_scores_equal_the_official_formula(rng, monkeypatch, k, bank_fraction, d
     X, y, head = _classes(rng)
     X_test = np.vstack([_classes(rng, n=40)[0], X[:5]])
     # Blocks of 8 x 13 similarities: the top-k is merged across many chunks of the bank
-    # (some narrower than k) and of the queries.
+    # (some narrower than k) and of the queries: the torch search's blocks, hence
+    # algorithm='brute' ('auto' would search with faiss in float32 where it is installed).
     monkeypatch.setattr(nnguide, "_BLOCK", 8 * 13)
-    det = NNGuideDetector(k, bank_fraction=bank_fraction, head=head, device="cpu",
-                          dtype=dtype, batch_size=8, random_state=0).fit(X, y)
+    det = NNGuideDetector(k, bank_fraction=bank_fraction, algorithm="brute", head=head,
+                          device="cpu", dtype=dtype, batch_size=8, random_state=0).fit(X, y)
     expected = nnguide_reference(X_test, X[det.bank_indices_], *head, k)
     np.testing.assert_allclose(det.score_samples(X_test), expected, rtol=rtol)
 
@@ -214,6 +221,8 @@ def test_one_row_is_refused(rng):
     ({"n_neighbors": 0}, "n_neighbors"),
     ({"bank_fraction": 0.0}, "bank_fraction"),
     ({"bank_fraction": 1.5}, "bank_fraction"),
+    # No approximate index: see the docstring's Notes.
+    ({"algorithm": "faiss-ivf"}, "algorithm"),
 ])
 def test_bad_parameters_are_refused(rng, params, match):
     X, y, _ = _classes(rng)
@@ -252,3 +261,87 @@ def test_rows_of_one_direction_score_their_own_score(rng):
                           device="cpu", dtype="float64").fit(X, y)
     assert np.isfinite(det.offset_)
     assert np.mean(det.predict(X) == 1) >= 0.9
+
+
+# ------------------------------------------------------------------ algorithm (faiss)
+def _faiss():
+    """faiss is an optional extra: its tests are skipped without it."""
+    return pytest.importorskip("faiss")
+
+
+def _digits():
+    """Digits pixels in [0, 1] (non-negative, as a network's ReLU features), the classes
+    0-4, and a head with positive energies; the queries are every digit and a row of
+    zeros (no direction: similarity 0)."""
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    rng = np.random.default_rng(0)
+    head = (0.3 * rng.normal(size=(5, X.shape[1])), np.full(5, 5.0))
+    return X[y < 5], y[y < 5], head, np.vstack([X, np.zeros(X.shape[1])])
+
+
+@pytest.mark.parametrize("bank_fraction", [0.05, 1.0])
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_faiss_search_gives_the_brute_scores(k, bank_fraction):
+    """faiss's exact inner-product search finds the same k largest similarities (to
+    float32 rounding: its own products), and offset_ is read by the torch search."""
+    _faiss()
+    X, y, head, queries = _digits()
+    fitted = {
+        algorithm: NNGuideDetector(k, bank_fraction=bank_fraction, algorithm=algorithm,
+                                   head=head, device="cpu", random_state=0).fit(X, y)
+        for algorithm in ("brute", "faiss")
+    }
+    brute, fast = fitted["brute"], fitted["faiss"]
+    assert (brute.algorithm_, fast.algorithm_) == ("brute", "faiss")
+    np.testing.assert_array_equal(fast.bank_, brute.bank_)
+    np.testing.assert_allclose(fast.score_samples(queries), brute.score_samples(queries),
+                               rtol=1e-5)
+    assert fast.score_samples(queries[-1:])[0] == 0.0
+    np.testing.assert_allclose(
+        fast.score_samples(queries[:200]),
+        nnguide_reference(queries[:200], X[fast.bank_indices_], *head, k), rtol=2e-5)
+    assert fast.offset_ == brute.offset_  # offset_ is read by the exact search
+
+
+def test_auto_uses_faiss_on_cpu_float32_and_brute_otherwise(monkeypatch):
+    _faiss()
+    X, y, head, _ = _digits()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 'auto' never warns
+        assert NNGuideDetector(10, head=head, device="cpu").fit(X, y).algorithm_ == "faiss"
+        assert NNGuideDetector(10, head=head, device="cpu",
+                               dtype="float64").fit(X, y).algorithm_ == "brute"
+        monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss fails
+        assert NNGuideDetector(10, head=head, device="cpu").fit(X, y).algorithm_ == "brute"
+
+
+def test_faiss_without_faiss_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    X, y, head, _ = _digits()
+    with pytest.raises(ImportError, match=r"pip install \"sklearn-reclag\[faiss\]\""):
+        NNGuideDetector(10, algorithm="faiss", head=head, device="cpu").fit(X, y)
+
+
+def test_faiss_in_float64_warns_and_searches_exactly():
+    _faiss()
+    X, y, head, queries = _digits()
+    with pytest.warns(UserWarning, match="algorithm='brute'.*dtype='float32'"):
+        det = NNGuideDetector(10, algorithm="faiss", head=head, device="cpu",
+                              dtype="float64", random_state=0).fit(X, y)
+    assert det.algorithm_ == "brute"
+    brute = NNGuideDetector(10, algorithm="brute", head=head, device="cpu", dtype="float64",
+                            random_state=0).fit(X, y)
+    np.testing.assert_array_equal(det.score_samples(queries), brute.score_samples(queries))
+    assert det.offset_ == brute.offset_
+
+
+def test_faiss_detector_round_trips_through_joblib_and_pickle(tmp_path):
+    _faiss()
+    X, y, head, queries = _digits()
+    det = NNGuideDetector(10, algorithm="faiss", head=head, device="cpu",
+                          random_state=0).fit(X, y)
+    joblib.dump(det, tmp_path / "nnguide.joblib")
+    for loaded in (joblib.load(tmp_path / "nnguide.joblib"), pickle.loads(pickle.dumps(det))):
+        assert loaded.algorithm_ == "faiss" and loaded.offset_ == det.offset_
+        np.testing.assert_array_equal(loaded.score_samples(queries), det.score_samples(queries))

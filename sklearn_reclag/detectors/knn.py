@@ -445,17 +445,27 @@ def faiss_nearest_neighbours(queries, train, k, *, index=None, max_block=_BLOCK)
     fewer than ``k`` rows for a query (its cells hold too few): those queries are
     searched exactly by :func:`nearest_neighbours`, so every index returned is a row.
     """
-    faiss = _import_faiss()
-    xq = np.ascontiguousarray(queries.numpy())
     if index is None:
-        _, nearest = faiss.knn(xq, np.ascontiguousarray(train.numpy()), k)
+        _, nearest = faiss_exact_search(queries, train, k)
     else:
-        _, nearest = index.search(xq, k)
-    nearest = torch.from_numpy(nearest)
+        _, nearest = index.search(np.ascontiguousarray(queries.numpy()), k)
+        nearest = torch.from_numpy(nearest)
     short = (nearest < 0).any(dim=1).nonzero().flatten()
     if short.numel():
         nearest[short] = nearest_neighbours(queries[short], train, k, max_block=max_block)
     return nearest
+
+
+def faiss_exact_search(queries, train, k, *, inner_product=False):
+    """faiss's exact flat search (``faiss.knn``: the kernel of ``IndexFlatL2.search``, or
+    with ``inner_product`` of ``IndexFlatIP.search``) of the CPU float32 tensors
+    ``queries`` in ``train``, read in place: (B, k) tensors of the values (squared
+    distances, smallest first, or inner products, largest first) and of the rows."""
+    faiss = _import_faiss()
+    metric = faiss.METRIC_INNER_PRODUCT if inner_product else faiss.METRIC_L2
+    values, nearest = faiss.knn(np.ascontiguousarray(queries.numpy()),
+                                np.ascontiguousarray(train.numpy()), k, metric=metric)
+    return torch.from_numpy(values), torch.from_numpy(nearest)
 
 
 # faiss's guideline for the cells of an inverted file: 4 sqrt(N) to 16 sqrt(N), with at
@@ -498,9 +508,9 @@ def ivf_index(train, faiss_params=None):
 
 
 def resolve_algorithm(algorithm, device, dtype):
-    """The search :class:`KNNDetector` uses: ``algorithm`` with 'auto' resolved, and
-    the faiss searches replaced by 'brute' (with a warning) where faiss-cpu cannot run
-    them (a GPU device, float64)."""
+    """The search :class:`KNNDetector` uses (and LOFDetector, NNGuideDetector):
+    ``algorithm`` with 'auto' resolved, and the faiss searches replaced by 'brute' (with
+    a warning) where faiss-cpu cannot run them (a GPU device, float64)."""
     if algorithm == "brute":
         return "brute"
     on_cpu = torch.device(device).type == "cpu"
