@@ -137,6 +137,17 @@ def iter_slices(n_rows, batch_size):
         yield slice(start, min(start + batch_size, n_rows))
 
 
+def take_rows(X, rows, index):
+    """``X[rows][index]`` without the copy ``X[rows]``: the rows ``index`` of the
+    patterns ``X[rows]`` (``rows=None``: of X itself), read from X directly.
+
+    The fits of the memory banks take their stored patterns as X and the positions
+    ``rows`` of those to store, and read them a block at a time: a bank of a million
+    rows, on disk, is never copied whole to select the rows a head classifies right.
+    """
+    return X[index] if rows is None else X[rows[index]]
+
+
 # Room left in a dtype's range for what the detectors compute from a row: products with
 # another row (a memory, a stored pattern, the head's weights), |v|^2, times beta, summed
 # over the features. About six decimal orders of magnitude.

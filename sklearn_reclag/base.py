@@ -30,6 +30,7 @@ from ._backend import (
     resolve_device,
     resolve_dtype,
     safe_max_abs,
+    take_rows,
 )
 
 class InconsistentVersionWarning(_SklearnVersionWarning):
@@ -276,47 +277,51 @@ _OFFSET_RATIO = 100.0
 _STATISTICS_BLOCK = 4096
 
 
-def mean_and_spread(X):
+def mean_and_spread(X, rows=None):
     """The rows' mean (float64) and their mean squared distance from it,
     ``E|x - mean|^2``, in two passes.
 
     In float64 a block of rows at a time: no float64 copy of X (twice a float32 bank)
-    and none of X - mean; a memmap is read once per pass, block by block.
+    and none of X - mean; a memmap is read once per pass, block by block. With
+    ``rows``, those of the rows ``X[rows]``, read in place
+    (:func:`~sklearn_reclag._backend.take_rows`).
     """
+    n_rows = len(X) if rows is None else len(rows)
     mean = np.zeros(X.shape[1])
-    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
-        mean += np.asarray(X[rows], dtype=np.float64).sum(axis=0)
-    mean /= len(X)
+    for block in iter_slices(n_rows, _STATISTICS_BLOCK):
+        mean += np.asarray(take_rows(X, rows, block), dtype=np.float64).sum(axis=0)
+    mean /= n_rows
     spread = 0.0
-    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
-        block = np.asarray(X[rows], dtype=np.float64) - mean
-        spread += float(np.einsum("ij,ij->", block, block))
-    return mean, spread / len(X)
+    for block in iter_slices(n_rows, _STATISTICS_BLOCK):
+        centred = np.asarray(take_rows(X, rows, block), dtype=np.float64) - mean
+        spread += float(np.einsum("ij,ij->", centred, centred))
+    return mean, spread / n_rows
 
 
-def dominant_offset(X):
+def dominant_offset(X, rows=None):
     """The rows' mean (float64) where it dwarfs their spread (see ``_OFFSET_RATIO``),
     else None: the point to centre them on before a computation that is
-    shift-invariant in exact arithmetic only."""
-    mean, spread = mean_and_spread(X)
+    shift-invariant in exact arithmetic only. ``rows``: of the rows ``X[rows]``."""
+    mean, spread = mean_and_spread(X, rows)
     return mean if mean @ mean > _OFFSET_RATIO * spread else None
 
 
 _ORDER_SEED = 20251206
 
 
-def canonical_order(X):
+def canonical_order(X, rows=None):
     """An order of the rows of X that depends on their values alone: by their projection
     on a fixed random direction (float64, a block of rows at a time; O(N D)).
 
     The same rows in any order, shifted, or scaled by a positive factor, get the same
     order; rows with equal projections are (almost surely) equal rows, whose order does
-    not matter.
+    not matter. With ``rows``, the order of the rows ``X[rows]`` (positions in
+    ``rows``), read without copying them (:func:`~sklearn_reclag._backend.take_rows`).
     """
     direction = np.random.default_rng(_ORDER_SEED).standard_normal(X.shape[1])
-    projections = np.empty(len(X))
-    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
-        projections[rows] = np.asarray(X[rows], dtype=np.float64) @ direction
+    projections = np.empty(len(X) if rows is None else len(rows))
+    for block in iter_slices(len(projections), _STATISTICS_BLOCK):
+        projections[block] = np.asarray(take_rows(X, rows, block), dtype=np.float64) @ direction
     return np.argsort(projections, kind="stable")
 
 
@@ -595,17 +600,25 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         """Put a fitted fold of :meth:`_held_out_scores` on the final model's scale,
         where fitting on fewer rows shifts the scores by a known amount."""
 
-    def _fitted_fold(self, X, y):
-        """A clone fitted on the training rows of one fold, with the hyperparameters and
-        the head the final fit derived from the data (see :meth:`_held_out_scores`), put
-        on the final model's scale (:meth:`_align_fold`)."""
+    def _fitted_fold(self, X, y, rows):
+        """A clone fitted on the training rows ``X[rows]`` of one fold (``y``: their
+        labels), with the hyperparameters and the head the final fit derived from the
+        data (see :meth:`_held_out_scores`), put on the final model's scale
+        (:meth:`_align_fold`)."""
         fold = clone(self).set_params(**self._fitted_hyperparameters(),
                                       **self._fitted_head())
         # What fit's validation set on self, which the fold skips.
         fold.device_, fold.n_features_in_ = self.device_, self.n_features_in_
-        fold._fit(X, y)
+        fold._fit_rows(X, y, rows)
         self._align_fold(fold)
         return fold
+
+    def _fit_rows(self, X, y, rows):
+        """:meth:`_fit` on the rows ``X[rows]`` (``y``: their labels). Here on a copy of
+        them; a detector that can read them in place (a block at a time) overrides it,
+        so that a fold of the threshold's cross-fit on a bank of a million rows does not
+        copy 4/5 of it."""
+        return self._fit(X[rows], y)
 
     def _held_out_scores(self, X, y):
         """Held-out scores of training rows, as rows the detector never saw would get them.
@@ -644,7 +657,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
                 for index in range(n_splits):
                     train = np.flatnonzero(folds != index)
                     held_out = np.flatnonzero((folds == index) & distinct)
-                    fold = self._fitted_fold(X[train], None if y is None else y[train])
+                    fold = self._fitted_fold(X, None if y is None else y[train], train)
                     rows.append(held_out)
                     scores.append(fold._score_array(X[held_out]))
                     if sum(map(len, rows)) >= wanted:
@@ -845,14 +858,17 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
     def _head_logits(V, state):
         return torch.addmm(state["head_intercept_"], V, state["head_coef_"].T)
 
-    def _predict_class_index(self, X):
-        """Index into ``classes_`` of the head's prediction for each row (int array)."""
-        return map_batches(
-            lambda V, state: self._head_logits(V, state).argmax(dim=1),
-            X,
-            read_only=True,
-            **self._batch_kwargs(("head_coef_", "head_intercept_")),
-        ).astype(np.intp)
+    def _predict_class_index(self, X, rows=None):
+        """Index into ``classes_`` of the head's prediction for each row (int array);
+        ``rows``: of the rows ``X[rows]``, read in place a block at a time."""
+        kwargs = self._batch_kwargs(("head_coef_", "head_intercept_"))
+        if rows is None:
+            return map_batches(lambda V, state: self._head_logits(V, state).argmax(dim=1),
+                               X, read_only=True, **kwargs).astype(np.intp)
+        predicted = np.empty(len(rows), dtype=np.intp)
+        for block in iter_slices(len(rows), kwargs["batch_size"]):
+            predicted[block] = self._predict_class_index(X[rows[block]])
+        return predicted
 
     # -------------------------------------------------------------- scoring
     def _score_array(self, X):
@@ -930,8 +946,8 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
                 # A fold repeats the final fit's warnings (a small class, say).
                 warnings.simplefilter("ignore")
                 for index in range(_N_THRESHOLD_FOLDS):
-                    train, held = folds != index, folds == index
-                    fold = self._fitted_fold(X[train], None if y is None else y[train])
+                    train, held = np.flatnonzero(folds != index), folds == index
+                    fold = self._fitted_fold(X, None if y is None else y[train], train)
                     scores[held] = fold._score_array(X[held])
         except ValueError as exc:
             warnings.warn(

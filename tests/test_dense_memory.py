@@ -145,7 +145,7 @@ def test_score_samples_is_the_negative_energy(rng, kind, scaling, dtype, rtol):
         train, test = folds != index, folds == index
         # The fold's memories: those of clone(memory).fit(X[train]), without its own
         # cross-fit.
-        fold = memory._fitted_fold(X[train], None)
+        fold = memory._fitted_fold(X, None, np.flatnonzero(train))
         learned = reference(X[train], fold.memories_)
         source = np.percentile(learned, levels)
         scale = np.median(np.abs(own)) / np.median(np.abs(learned))

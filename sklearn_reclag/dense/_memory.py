@@ -450,7 +450,7 @@ n_features), default='patterns'
                 warnings.simplefilter("ignore")  # a fold repeats the final fit's warnings
                 for index in range(n_splits):
                     held_out = np.flatnonzero((folds == index) & distinct)
-                    fold = self._fitted_fold(X[folds != index], None)
+                    fold = self._fitted_fold(X, None, np.flatnonzero(folds != index))
                     scores.append(fold._score_array(X[held_out]))
                     if sum(map(len, scores)) >= wanted:
                         break

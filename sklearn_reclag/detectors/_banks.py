@@ -38,8 +38,15 @@ from .._backend import (
     near_copies,
     resolve_device,
     routed_logsumexp,
+    take_rows,
 )
-from ..base import BaseOODDetector, dominant_offset, row_keys, threshold_rows
+from ..base import (
+    _STATISTICS_BLOCK,
+    BaseOODDetector,
+    dominant_offset,
+    row_keys,
+    threshold_rows,
+)
 from ._covariance import COVARIANCE_CONSTRAINT, shared_spectrum
 from .knn import origin_is_informative
 
@@ -48,12 +55,16 @@ from .knn import origin_is_informative
 _SCORE_BLOCK = 2**24
 
 
-def pad_banks(X, labels, n_banks, *, max_rows=None, order=None, return_slots=False):
+def pad_banks(X, labels, n_banks, *, max_rows=None, order=None, return_slots=False,
+              rows=None):
     """Stack the rows of each class into a padded array of banks.
+
+    The rows are copied a block at a time: the banks are the one copy made.
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
+    X : ndarray of shape (n_rows, n_features)
+        The rows, ``X[rows]`` (see ``rows``).
     labels : ndarray of shape (n_samples,) of int
         Bank index of each row, in ``range(n_banks)``.
     n_banks : int
@@ -64,6 +75,10 @@ def pad_banks(X, labels, n_banks, *, max_rows=None, order=None, return_slots=Fal
         None keeps the order of ``X``.
     return_slots : bool, default=False
         Also return the slot each row of ``X`` went to.
+    rows : ndarray of shape (n_samples,) of int, default=None
+        The positions in X of the rows to stack (the stored patterns): the banks are
+        filled from ``X[rows]`` without copying it first (:func:`take_rows`); None:
+        every row of X.
 
     Returns
     -------
@@ -87,13 +102,16 @@ def pad_banks(X, labels, n_banks, *, max_rows=None, order=None, return_slots=Fal
         order, sorted_labels, slot = order[keep], sorted_labels[keep], slot[keep]
         counts = np.minimum(counts, max_rows)
     n_slots = max(int(counts.max(initial=0)), 1)
-    if n_banks == 1 and len(order) == len(X) and (order[1:] > order[:-1]).all():
+    if (rows is None and n_banks == 1 and len(order) == len(X)
+            and (order[1:] > order[:-1]).all()):
         # One bank of every row in order (y=None): X itself, no copy (a bank on disk
         # stays there).
         banks = X[None]
     else:
         banks = np.zeros((n_banks, n_slots, X.shape[1]), dtype=X.dtype)
-        banks[sorted_labels, slot] = X[order]
+        # A block at a time: X[order] whole would be a second copy of the bank.
+        for block in iter_slices(len(order), _STATISTICS_BLOCK):
+            banks[sorted_labels[block], slot[block]] = take_rows(X, rows, order[block])
     mask = np.arange(n_slots) < counts[:, None]
     if not return_slots:
         return banks, mask
@@ -172,20 +190,31 @@ class _MemoryBankDetector(BaseOODDetector):
         return None if spectrum is None else spectrum.dense(-0.5)
 
     @abstractmethod
-    def _fit_memories(self, X, labels, n_banks):
+    def _fit_memories(self, X, labels, n_banks, rows=None):
         """Set ``memories_`` (n_banks, n_slots, n_features) and ``memory_mask_``
-        (n_banks, n_slots) from the stored patterns ``X`` (already in the space of
-        ``metric``) and their bank index ``labels``; ``beta_`` is set.
+        (n_banks, n_slots) from the stored patterns ``X[rows]`` (``rows=None``: X;
+        already in the space of ``metric``; read with :func:`take_rows`, never copied
+        whole) and their bank index ``labels``; ``beta_`` is set.
 
         Returns the slot of each stored pattern when the memories are the patterns
         themselves (-1 for a pattern left out), else None.
         """
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, X, y):
+    def _fit_rows(self, X, y, rows):
+        # A fold of the cross-fit reads its rows in place, but for the whitening (its
+        # covariance reads the rows at once) and a head to train on them.
+        if self.metric == "mahalanobis" or self._head_fitted_on_X():
+            return self._fit(X[rows], y)
+        return self._fit(X, y, rows)
+
+    def _fit(self, X, y, rows=None):
+        """Fit on X, or on the rows ``X[rows]`` read in place (a fold of the
+        threshold's cross-fit, :meth:`_fit_rows`: its threshold is never read)."""
         if y is not None:  # before the metric: its covariance needs two rows a class too
             _check_rows_per_class(y)
-        if self.energy == "lse" and self.metric != "cosine" and not origin_is_informative(X):
+        if (rows is None and self.energy == "lse" and self.metric != "cosine"
+                and not origin_is_informative(X)):
             # lse grows with |v|: around the origin, the rows farthest from the data have
             # the largest norms and would be scored the most in-distribution.
             warnings.warn(
@@ -197,20 +226,21 @@ class _MemoryBankDetector(BaseOODDetector):
                 UserWarning,
                 stacklevel=4,  # the caller of fit (through fit and _fit_context)
             )
-        self._fit_center(X)
+        self._fit_center(X, rows)
         self._fit_metric(X, y)
-        labels, stored, n_banks, predicted = self._stored_patterns(X, y)
-        # Every row stored (no head): X itself, not a copy of it.
-        patterns = self._to_memory_space(X if stored.all() else X[stored])
-        self.beta_ = (auto_beta(patterns, labels[stored], n_banks, device=self.device_)
+        labels, stored, n_banks, predicted = self._stored_patterns(X, y, rows)
+        patterns, stored_rows = self._stored_rows(X, stored, rows)
+        self.beta_ = (auto_beta(patterns, labels[stored], n_banks, device=self.device_,
+                                rows=stored_rows)
                       if self.beta == "auto" else float(self.beta))
-        slots = self._fit_memories(patterns, labels[stored], n_banks)
+        slots = self._fit_memories(patterns, labels[stored], n_banks, rows=stored_rows)
         self.patterns_are_rows_ = slots is not None
         if self.metric == "cosine":
             # Learned memories (RecLag) or class means (SHE) leave the unit sphere.
             self.memories_ = _unit_rows(self.memories_)
-        if slots is None or self.metric == "mahalanobis":
-            # Learned memories or a learned whitening: cross-fitted scores.
+        if slots is None or self.metric == "mahalanobis" or rows is not None:
+            # Learned memories or a learned whitening: cross-fitted scores (and a fold
+            # has no threshold of its own).
             return None
         # The memories are the training rows: the threshold's scores are leave-one-out,
         # each row scored without its own copy and without every other copy of it (a
@@ -273,7 +303,7 @@ class _MemoryBankDetector(BaseOODDetector):
             final, in_fold = self.memory_mask_.sum(axis=1), fold.memory_mask_.sum(axis=1)
             fold._pattern_log_weight = np.log(np.maximum(final, 1) / np.maximum(in_fold, 1))
 
-    def _fit_center(self, X):
+    def _fit_center(self, X, rows=None):
         """``center_``: the training rows' mean where ``energy='density'`` needs it for
         precision (a common offset over ten times the rows' spread), else None.
 
@@ -286,7 +316,7 @@ class _MemoryBankDetector(BaseOODDetector):
         # the rows themselves (no centred copy of it).
         self.center_ = None
         if self.energy == "density" and self.metric != "cosine":
-            self.center_ = dominant_offset(X)
+            self.center_ = dominant_offset(X, rows)
 
     def _fit_metric(self, X, y):
         """The whitening of metric='mahalanobis' (None for the other metrics), as the
@@ -303,15 +333,35 @@ class _MemoryBankDetector(BaseOODDetector):
             self._whitening_basis = self._whitening.basis
             self._whitening_shift = scales - self._whitening_rest
 
-    def _to_memory_space(self, X):
-        """The rows ``X`` (numpy) as the memories see them (see ``metric``)."""
+    def _stored_rows(self, X, stored, rows=None):
+        """The stored patterns (the rows of ``X[rows]`` where ``stored``) in the
+        metric's space, as an array and the positions of the patterns in it (None:
+        every row).
+
+        Where the metric leaves rows as they are, X itself and the positions of the
+        stored rows: no copy (the banks are then the one copy a fit makes). Otherwise
+        the mapped stored rows, one copy, and None.
+        """
+        if rows is None:
+            rows = None if stored.all() else np.flatnonzero(stored)
+        elif not stored.all():
+            rows = rows[stored]
         if self.metric == "euclidean" and self.center_ is None:
-            return X
+            return X, rows
+        return self._to_memory_space(X, rows), None
+
+    def _to_memory_space(self, X, rows=None):
+        """The rows ``X[rows]`` (numpy; None: X) as the memories see them (see
+        ``metric``)."""
+        if self.metric == "euclidean" and self.center_ is None:
+            return X if rows is None else X[rows]
         kwargs = self._batch_kwargs(self._metric_attributes())
+        n_rows = len(X) if rows is None else len(rows)
         # Written block by block into one array of X's dtype: no float64 copy of X.
-        out = np.empty(X.shape, dtype=X.dtype)
-        for rows in iter_slices(len(X), kwargs["batch_size"]):
-            out[rows] = map_batches(self._memory_space, X[rows], read_only=True, **kwargs)
+        out = np.empty((n_rows, X.shape[1]), dtype=X.dtype)
+        for block in iter_slices(n_rows, kwargs["batch_size"]):
+            out[block] = map_batches(self._memory_space, take_rows(X, rows, block),
+                                     read_only=True, **kwargs)
         return out
 
     def _memory_space(self, V, state):
@@ -333,9 +383,9 @@ class _MemoryBankDetector(BaseOODDetector):
                 self._whitening_rest * V)
         return V
 
-    def _stored_patterns(self, X, y):
-        """Bank index of every row, mask of the rows to store, number of banks, and the
-        head's predicted bank of every row (None without a head).
+    def _stored_patterns(self, X, y, rows=None):
+        """Bank index of every row (of ``X[rows]``), mask of the rows to store, number
+        of banks, and the head's predicted bank of every row (None without a head).
 
         Stored patterns (Zhang et al., ICLR 2023): the rows with label c that the
         head classifies as c. Without y, the head's predictions are the labels; without y
@@ -345,11 +395,12 @@ class _MemoryBankDetector(BaseOODDetector):
         if self.head is None and (y is None or single_class):
             self.classes_ = None if y is None else np.unique(y)
             self.head_coef_ = self.head_intercept_ = None
-            return np.zeros(len(X), dtype=np.intp), np.ones(len(X), dtype=bool), 1, None
+            n_rows = len(X) if rows is None else len(rows)
+            return np.zeros(n_rows, dtype=np.intp), np.ones(n_rows, dtype=bool), 1, None
 
-        self._fit_head(X, y)
+        self._fit_head(X, y)  # a given head (a fold): reads X's width and y only
         n_banks = len(self.classes_)
-        predicted = self._predict_class_index(X)
+        predicted = self._predict_class_index(X, rows)
         if y is None:
             labels, stored = predicted, np.ones(len(X), dtype=bool)
         else:
@@ -459,7 +510,7 @@ _AUTO_BETA_BLOCK = 16384
 _AUTO_BETA_FACTOR = 4.0
 
 
-def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
+def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000, rows=None):
     """The data-driven inverse temperature of ``beta='auto'``.
 
     ``beta = 4 / median_i d_i^2``, with ``d_i`` the distance from stored pattern i to the
@@ -468,9 +519,10 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     patterns, in whatever space and scale the metric puts them. The factor was chosen by
     measurement: on the digits and novelty benchmarks, FPR95 of HE (energy='density')
     was lowest between 3 and 10 times ``1 / median d^2`` for the raw and normalised
-    metrics, and within noise of its best from 1 to 10 times for 'mahalanobis'. About ``max_queries`` evenly spaced patterns,
-    shared among the banks in proportion to their sizes, are queried against their
-    whole bank, so the cost stays that of scoring ``max_queries`` rows.
+    metrics, and within noise of its best from 1 to 10 times for 'mahalanobis'. About
+    ``max_queries`` evenly spaced patterns, shared among the banks in proportion to
+    their sizes, are queried against their whole bank, so the cost stays that of
+    scoring ``max_queries`` rows.
 
     Copies are not neighbours: a pattern's copies (repeated or duplicated training
     rows, equal up to rounding, see :func:`~sklearn_reclag._backend.near_copies`) are
@@ -479,6 +531,9 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     error (which made the kernel a spike that no new row reaches). The distances are
     taken about the bank's mean, where the squared norms that the rounding scales with
     are those of the spread, not of a common offset.
+
+    The patterns are ``patterns[rows]`` (``rows=None``: every row), read a block at
+    a time (:func:`pad_banks`' ``rows``).
 
     Returns
     -------
@@ -496,25 +551,27 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
     # float64, or centred) is made.
     for c in np.flatnonzero(counts > 1):
         members = order[starts[c]:starts[c + 1]]
+        if rows is not None:
+            members = rows[members]  # positions in X
         contiguous = members[-1] - members[0] + 1 == len(members)
 
-        def block_of(rows, members=members, contiguous=contiguous):
+        def block_of(block, members=members, contiguous=contiguous):
             if contiguous:  # a view of X (one bank of every row, say)
-                return X[members[0] + rows.start: members[0] + rows.stop]
-            return X[torch.as_tensor(members[rows], device=device)]
+                return X[members[0] + block.start: members[0] + block.stop]
+            return X[torch.as_tensor(members[block], device=device)]
 
         # Distances do not change under a shift; the rounding of their expansion does.
         total = torch.zeros(X.shape[1], dtype=torch.float64, device=device)
-        for rows in iter_slices(len(members), _AUTO_BETA_BLOCK):
-            total += block_of(rows).to(torch.float64).sum(dim=0)
+        for block in iter_slices(len(members), _AUTO_BETA_BLOCK):
+            total += block_of(block).to(torch.float64).sum(dim=0)
         mean = (total / len(members)).to(X.dtype)
         n_queries = max(2, int(np.ceil(max_queries * counts[c] / len(labels))))
         queries = np.unique(np.linspace(0, counts[c] - 1, n_queries).round().astype(int))
         query_rows = X[torch.as_tensor(members[queries], device=device)] - mean
         query_sq_norms = torch.einsum("nd,nd->n", query_rows, query_rows)
         best = torch.full((len(queries),), math.inf, dtype=X.dtype, device=device)
-        for rows in iter_slices(len(members), _AUTO_BETA_BLOCK):
-            bank = block_of(rows) - mean
+        for block in iter_slices(len(members), _AUTO_BETA_BLOCK):
+            bank = block_of(block) - mean
             bank_sq_norms = torch.einsum("nd,nd->n", bank, bank)
             for group in iter_slices(len(queries), 256):
                 query = query_rows[group]
@@ -522,8 +579,8 @@ def auto_beta(patterns, labels, n_banks, *, device, max_queries=2000):
                     query_sq_norms[group, None]).clamp_min_(0)
                 # The pattern itself and its copies are no neighbours.
                 squared.masked_fill_(near_copies(query, bank), math.inf)
-                own = torch.as_tensor(queries[group], device=device) - rows.start
-                inside = ((own >= 0) & (own < rows.stop - rows.start)).nonzero()[:, 0]
+                own = torch.as_tensor(queries[group], device=device) - block.start
+                inside = ((own >= 0) & (own < block.stop - block.start)).nonzero()[:, 0]
                 squared[inside, own[inside]] = math.inf
                 best[group] = torch.minimum(best[group], squared.amin(dim=1))
         nearest.append(best)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._backend import masked_offset
+from .._backend import iter_slices, masked_offset
 
 # Constants of the official objective and optimizer (the authors' code).
 _ADAM_BETAS = (0.9, 0.98)
@@ -48,27 +48,30 @@ _EXP_FLOOR = -80.0
 _LOG_EPS = 1e-12
 
 
-def sae_batches(X, labels, n_banks, batch_size, *, drop_last=True, order=None):
-    """The training batches of every class, batch-major: what :func:`fit_sae` reads.
+def sae_batch_rows(labels, n_banks, batch_size, *, drop_last=True, order=None, rows=None):
+    """Which row fills each slot of the training batches of every class, batch-major.
 
     Batches are taken in order (``order``, a permutation of the rows; None: their order
-    in X), without shuffling. With ``drop_last`` the last partial
-    batch of each class is dropped, as the official code does; without it, it is kept,
-    padded with zero rows (:func:`batch_row_counts` says how many rows are real).
+    in X), without shuffling. With ``drop_last`` the last partial batch of each class is
+    dropped, as the official code does; without it, it is kept, padded (position -1).
 
     Parameters
     ----------
-    X, labels, n_banks
-        The rows, the bank index of each row and the number of banks, as in
+    labels, n_banks
+        The bank index of each row and the number of banks, as in
         :func:`~sklearn_reclag.detectors._banks.pad_banks`.
     batch_size : int
     drop_last : bool, default=True
+    order : ndarray of shape (n_samples,) of int, default=None
+    rows : ndarray of shape (n_samples,) of int, default=None
+        The rows are ``X[rows]`` (as in ``pad_banks``): the positions returned are then
+        positions in X.
 
     Returns
     -------
-    batches : ndarray of shape (n_steps, n_banks, batch_size, n_features)
-        ``batches[b, c]`` is the b-th batch of class c (zeros once class c has no batch
-        left); one contiguous block per step.
+    positions : ndarray of shape (n_steps, n_banks, batch_size) of int64
+        ``positions[b, c]``: the rows of X in the b-th batch of class c; -1 on padding
+        (once class c has no batch left, and after a kept last partial batch).
     n_batches : ndarray of shape (n_banks,) of int
         Batches per class; ``n_steps = n_batches.max()``.
     """
@@ -76,17 +79,87 @@ def sae_batches(X, labels, n_banks, batch_size, *, drop_last=True, order=None):
     order = np.arange(len(labels)) if order is None else np.asarray(order)
     counts = np.bincount(labels, minlength=n_banks)
     n_batches = counts // batch_size if drop_last else -(-counts // batch_size)
-    batches = np.zeros((int(n_batches.max(initial=0)), n_banks, batch_size, X.shape[1]),
-                       dtype=X.dtype)
+    positions = np.full((int(n_batches.max(initial=0)), n_banks, batch_size), -1,
+                        dtype=np.int64)
     for c in np.flatnonzero(n_batches):
-        rows = order[labels[order] == c][: n_batches[c] * batch_size]
-        full = len(rows) // batch_size
-        # Straight into the batch-major slots, without a temporary copy of the rows.
-        np.take(X, rows[: full * batch_size].reshape(full, batch_size), axis=0,
-                out=batches[:full, c], mode="clip")
-        if len(rows) > full * batch_size:  # a kept last partial batch; padding stays 0
-            batches[full, c, : len(rows) - full * batch_size] = X[rows[full * batch_size:]]
+        members = order[labels[order] == c][: n_batches[c] * batch_size]
+        if rows is not None:
+            members = rows[members]  # positions in X
+        filled = np.full(n_batches[c] * batch_size, -1, dtype=np.int64)
+        filled[: len(members)] = members
+        positions[: n_batches[c], c] = filled.reshape(n_batches[c], batch_size)
+    return positions, n_batches
+
+
+def sae_batches(X, labels, n_banks, batch_size, *, drop_last=True, order=None, rows=None):
+    """The training batches of every class, batch-major, in one array: what
+    :func:`fit_sae` reads (:class:`SaeBatches` gathers them a step at a time instead).
+
+    Parameters are those of :func:`sae_batch_rows`, with the rows ``X``.
+
+    Returns
+    -------
+    batches : ndarray of shape (n_steps, n_banks, batch_size, n_features)
+        ``batches[b, c]`` is the b-th batch of class c (zeros on padding).
+    n_batches : ndarray of shape (n_banks,) of int
+    """
+    positions, n_batches = sae_batch_rows(labels, n_banks, batch_size, drop_last=drop_last,
+                                          order=order, rows=rows)
+    batches = np.zeros(positions.shape + (X.shape[1],), dtype=X.dtype)
+    for step in range(len(positions)):
+        _gather(X, positions[step], batches[step])
     return batches, n_batches
+
+
+def _gather(X, positions, out):
+    """``out[...] = X[positions]``, zeros where ``positions`` is -1 (padding)."""
+    padding = positions < 0
+    np.take(X, np.where(padding, 0, positions), axis=0, out=out, mode="clip")
+    out[padding] = 0
+
+
+class SaeBatches:
+    """The training batches of :func:`sae_batches`, gathered from the rows a step at a
+    time: what :func:`fit_sae` reads, without a copy of the bank.
+
+    Iterating gives the (n_banks, batch_size, n_features) tensor of each step on the
+    device, in order (one epoch); ``batches[step]`` gives one. A step's tensor is
+    written into the same buffer as the others (a host buffer, and a device one off
+    the CPU): it is valid until the next step is read. An epoch reads every stored row
+    once, a gather at memory speed, next to the step's two products over the same rows.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+        The rows (a memmap too), read in place.
+    positions : ndarray of shape (n_steps, n_banks, batch_size) of int
+        From :func:`sae_batch_rows`.
+    device : torch.device
+    dtype : torch.dtype
+    """
+
+    def __init__(self, X, positions, device, dtype):
+        self.X, self.positions = X, positions
+        self.shape = positions.shape + (X.shape[1],)
+        self._host = np.empty(self.shape[1:], dtype=X.dtype)
+        self._device, self._dtype = device, dtype
+        self._out = None
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, step):
+        _gather(self.X, self.positions[step], self._host)
+        host = torch.from_numpy(self._host)
+        if host.device == self._device and host.dtype == self._dtype:
+            return host
+        if self._out is None:
+            self._out = torch.empty(self.shape[1:], device=self._device, dtype=self._dtype)
+        return self._out.copy_(host)
+
+    def __iter__(self):
+        for step in range(len(self)):
+            yield self[step]
 
 
 def batch_row_counts(labels, n_banks, batch_size, n_steps):
@@ -112,7 +185,7 @@ def class_spread(batches, row_counts):
 
     Parameters
     ----------
-    batches : tensor of shape (n_steps, C, B, D)
+    batches : tensor of shape (n_steps, C, B, D) or SaeBatches
         As :func:`sae_batches` returns them (zeros on padding rows).
     row_counts : ndarray of shape (n_steps, C)
         Real rows of every batch (:func:`batch_row_counts`).
@@ -125,15 +198,17 @@ def class_spread(batches, row_counts):
     n_steps, n_banks, batch_size, n_features = batches.shape
     sums = torch.zeros((n_banks, n_features), dtype=torch.float64)
     sq_sums = torch.zeros(n_banks, dtype=torch.float64)
-    # A few steps at a time: a reduction with dtype=float64 casts its whole input first,
-    # a float64 copy of the batches (twice a float32 bank) in one piece.
-    steps = max(1, _SPREAD_BLOCK // max(n_banks * batch_size * n_features, 1))
-    for start in range(0, n_steps, steps):
-        block = batches[start:start + steps]
-        sums += block.sum(dim=(0, 2), dtype=torch.float64).cpu()
-        # Row norms first: no temporary of the size of the block.
-        sq_sums += torch.linalg.vector_norm(block, dim=-1, dtype=torch.float64).square_().sum(
-            dim=(0, 2)).cpu()
+    # A few classes of one step at a time: a reduction with dtype=float64 casts its whole
+    # input first, and one step of a thousand classes is half the bank (a float64 copy
+    # of 1 GiB at 128,117 x 2,048, measured).
+    n_classes = max(1, _SPREAD_BLOCK // max(batch_size * n_features, 1))
+    for step in range(n_steps):
+        for classes in iter_slices(n_banks, n_classes):
+            block = batches[step][classes]
+            sums[classes] += block.sum(dim=1, dtype=torch.float64).cpu()
+            # Row norms first: no temporary of the size of the block.
+            sq_sums[classes] += torch.linalg.vector_norm(
+                block, dim=-1, dtype=torch.float64).square_().sum(dim=1).cpu()
     # sum |x - m|^2 = sum |x|^2 - n |m|^2, in float64.
     scatter = (sq_sums - (sums * sums).sum(dim=1) / n_rows).clamp(min=0)
     return torch.sqrt(scatter / (n_rows * batches.shape[3])).numpy()
@@ -624,8 +699,9 @@ def fit_sae(batches, n_batches, memories, memory_mask, *, beta, max_epochs, lr, 
 
     Parameters
     ----------
-    batches : tensor of shape (n_steps, C, B, D)
-        The training batches, batch-major (see :func:`sae_batches`).
+    batches : tensor of shape (n_steps, C, B, D) or SaeBatches
+        The training batches, batch-major (see :func:`sae_batches`); SaeBatches
+        gathers each step's from the rows when it is read.
     n_batches : array-like of shape (C,) of int
         Batches per class.
     memories : tensor of shape (C, M, D)
@@ -672,7 +748,10 @@ def fit_sae(batches, n_batches, memories, memory_mask, *, beta, max_epochs, lr, 
     if compiled is None:
         compiled = device.type == "cpu"
     # |x|^2 of every row once, not per step and epoch.
-    x_sq = torch.linalg.vector_norm(batches, dim=-1).square_()
+    # A step at a time (SaeBatches gathers one step at a time).
+    x_sq = memories.new_empty(batches.shape[:3])
+    for step, x in enumerate(batches):
+        x_sq[step] = torch.linalg.vector_norm(x, dim=-1).square_()
     weights = None
     if objective == "likelihood":
         # Each row weighs 1 / (real rows of its batch); padding rows weigh 0.

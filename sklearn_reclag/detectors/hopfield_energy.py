@@ -22,10 +22,10 @@ from types import SimpleNamespace
 from sklearn.base import _fit_context
 
 from ._banks import _MemoryBankDetector, _unit_rows, auto_beta, index_of, pad_banks
-from .._backend import iter_slices, resolve_device
+from .._backend import iter_slices, resolve_device, take_rows
 from .._incremental import ThresholdReservoir
 from .._labels import is_ood_label
-from ..base import row_keys
+from ..base import _STATISTICS_BLOCK, row_keys
 from .._docstrings import fill_doc
 
 @fill_doc
@@ -300,23 +300,25 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         self.memory_mask_ = np.arange(n_slots) < state.counts[:, None]
         return slots
 
-    def _fit_memories(self, X, labels, n_banks):
+    def _fit_memories(self, X, labels, n_banks, rows=None):
         dtype = np.dtype(self.dtype)
         counts = np.bincount(labels, minlength=n_banks)
         if self.patterns == "mean":
             sums = np.zeros((n_banks, X.shape[1]))
             # In float64 a block at a time: no float64 copy of X.
-            for rows in iter_slices(len(X), 4096):
-                np.add.at(sums, labels[rows], np.asarray(X[rows], dtype=np.float64))
+            for block in iter_slices(len(labels), _STATISTICS_BLOCK):
+                np.add.at(sums, labels[block],
+                          np.asarray(take_rows(X, rows, block), dtype=np.float64))
             means = sums / np.maximum(counts, 1)[:, None]
             self.memories_ = means[:, None, :].astype(dtype)
             self.memory_mask_ = (counts > 0)[:, None]
             return None
         order = None
         if self.max_patterns is not None:
-            order = check_random_state(self.random_state).permutation(len(X))
+            order = check_random_state(self.random_state).permutation(len(labels))
         banks, self.memory_mask_, slots = pad_banks(
-            X, labels, n_banks, max_rows=self.max_patterns, order=order, return_slots=True
+            X, labels, n_banks, max_rows=self.max_patterns, order=order, return_slots=True,
+            rows=rows,
         )
         self.memories_ = banks.astype(dtype, copy=False)
         # The memories are the stored patterns: fit scores them leave-one-out.

@@ -27,10 +27,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .._docstrings import fill_doc
-from .._backend import as_tensor, map_batches, resolve_dtype, to_numpy
-from ..base import canonical_order
+from .._backend import as_tensor, iter_slices, map_batches, resolve_dtype, take_rows, to_numpy
+from ..base import _STATISTICS_BLOCK, canonical_order
 from ._banks import _SCORE_BLOCK, _MemoryBankDetector, pad_banks
-from ._sae import batch_row_counts, class_spread, fit_sae, sae_batches
+from ._sae import SaeBatches, batch_row_counts, class_spread, fit_sae, sae_batch_rows
 
 # lr='auto': the official Adam learning rate of the paper's objective, and the step of the
 # 'likelihood' objective relative to the spread of each class's rows (see the lr parameter).
@@ -44,7 +44,7 @@ _RETRIEVAL_TOL = 1e-6
 
 # --------------------------------------------------------------------- initialisation
 def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm=10.0,
-                     random_state=None, order=None):
+                     random_state=None, order=None, rows=None):
     """Initial memories of every class and the mask of the real ones.
 
     'random' takes ``n_memories`` random rows of the class, 'kmeans' the k-means++
@@ -54,7 +54,8 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
     rows) or None (kept as it is). ``order`` (a permutation of the rows) is the order in
     which the draws and k-means read the rows; None: their order in X. RecLagDetector
     passes an order of their contents, so that the same rows in another order give the
-    same memories.
+    same memories. ``rows``: the rows are ``X[rows]``, read without copying them first
+    (as in :func:`~sklearn_reclag.detectors._banks.pad_banks`).
 
     Returns
     -------
@@ -63,10 +64,12 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
     """
     rng = check_random_state(random_state)
     counts = np.bincount(labels, minlength=n_banks)
-    order = np.arange(len(X)) if order is None else np.asarray(order)
+    n_rows = len(labels)
+    order = np.arange(n_rows) if order is None else np.asarray(order)
     if init == "random":
         banks, _ = pad_banks(
-            X, labels, n_banks, max_rows=n_memories, order=order[rng.permutation(len(X))]
+            X, labels, n_banks, max_rows=n_memories, order=order[rng.permutation(n_rows)],
+            rows=rows,
         )
     else:
         banks = np.zeros((n_banks, n_memories, X.shape[1]))
@@ -76,8 +79,9 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
                 n_clusters=n_memories, init="k-means++", n_init=1,
                 random_state=rng.randint(np.iinfo(np.int32).max),
             )
-            banks[c] = kmeans.fit(X[order[labels[order] == c]]).cluster_centers_
-        few, _ = pad_banks(X, labels, n_banks, max_rows=n_memories, order=order)
+            banks[c] = kmeans.fit(
+                take_rows(X, rows, order[labels[order] == c])).cluster_centers_
+        few, _ = pad_banks(X, labels, n_banks, max_rows=n_memories, order=order, rows=rows)
         small = counts <= n_memories
         banks[small, : few.shape[1]] = few[small]
     memories = np.zeros((n_banks, n_memories, X.shape[1]))
@@ -85,7 +89,9 @@ def initial_memories(X, labels, n_banks, n_memories, *, init="random", init_norm
     mask = np.arange(n_memories) < np.minimum(counts, n_memories)[:, None]
     if init_norm is not None:
         if init_norm == "auto":
-            row_norms = np.linalg.norm(X, axis=1)
+            row_norms = np.empty(n_rows)
+            for block in iter_slices(n_rows, _STATISTICS_BLOCK):
+                row_norms[block] = np.linalg.norm(take_rows(X, rows, block), axis=1)
             target = (np.bincount(labels, weights=row_norms, minlength=n_banks)
                       / np.maximum(counts, 1))[:, None, None]
         else:
@@ -463,16 +469,16 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ fit
-    def _fit_memories(self, X, labels, n_banks):
+    def _fit_memories(self, X, labels, n_banks, rows=None):
         rng = check_random_state(self.random_state)
         device, dtype = torch.device(self.device_), resolve_dtype(self.dtype)
         # The draws, k-means and the learning batches read the rows in an order of
         # their values, not of their positions in X: the same rows in another order
         # give the same memories (as they give the same threshold folds).
-        order = canonical_order(X)
+        order = canonical_order(X, rows)
         init, mask = initial_memories(
             X, labels, n_banks, self.n_memories, init=self.init, init_norm=self.init_norm,
-            random_state=rng, order=order,
+            random_state=rng, order=order, rows=rows,
         )
         memories = as_tensor(init, device, dtype)
         memory_mask = as_tensor(mask, device, torch.bool)
@@ -480,11 +486,11 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             sampler = self._sampler()  # says so once per fit, whatever the solver
             if self.solver == "sae":
                 memories, loss_curve, converged = self._fit_sae(
-                    X, labels, n_banks, memories, memory_mask, rng, sampler, order)
+                    X, labels, n_banks, memories, memory_mask, rng, sampler, order, rows)
             else:
                 # A private array: EM reads it in place (as_tensor(copy=False)); its
                 # sums run in the same order for the same rows in any order.
-                data, row_mask = pad_banks(X, labels, n_banks, order=order)
+                data, row_mask = pad_banks(X, labels, n_banks, order=order, rows=rows)
                 memories, loss_curve, converged = fit_em(
                     as_tensor(data, device, dtype, copy=False),
                     as_tensor(row_mask, device, dtype),
@@ -509,15 +515,16 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         self.memories_ = to_numpy(memories)
         self.memory_mask_ = mask
 
-    def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng, sampler, order):
+    def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng, sampler, order, rows):
         likelihood = self.objective == "likelihood"
         batch_size = self.learning_batch_size
         # The official objective drops each class's last partial batch, as the authors'
         # code does; the likelihood trains on every row.
         # Batches of rows drawn at random (seeded), the same for every epoch.
-        batches, n_batches = sae_batches(X, labels, n_banks, batch_size,
-                                         drop_last=not likelihood,
-                                         order=order[rng.permutation(len(order))])
+        positions, n_batches = sae_batch_rows(labels, n_banks, batch_size,
+                                              drop_last=not likelihood,
+                                              order=order[rng.permutation(len(order))],
+                                              rows=rows)
         counts = np.bincount(labels, minlength=n_banks)
         # An empty bank was warned about with the stored patterns.
         idle = (n_batches == 0) & (counts > 0)
@@ -530,12 +537,13 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
             # a random_state gives the same draws on every device.
             generator = torch.Generator().manual_seed(
                 int(rng.randint(np.iinfo(np.int32).max)))
-            shape = (batches.shape[0], n_banks, batch_size, self.n_draws)
+            shape = (len(positions), n_banks, batch_size, self.n_draws)
 
             def uniforms(epoch):
                 return torch.rand(shape, generator=generator, dtype=dtype).to(device)
 
-        batches = as_tensor(batches, device, dtype, copy=False)  # private: read in place
+        # Gathered from X a step at a time: no copy of the bank.
+        batches = SaeBatches(X, positions, device, dtype)
         if likelihood:
             row_counts = batch_row_counts(labels, n_banks, batch_size, batches.shape[0])
             rate = _LIKELIHOOD_LR if self.lr == "auto" else self.lr
