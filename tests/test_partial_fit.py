@@ -198,8 +198,75 @@ def test_hopfield_energy_partial_fit_over_ten_chunks_equals_fit(params, labelled
     np.testing.assert_allclose(incremental.memories_, fitted.memories_, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("params, labelled", [
+    ({}, False),
+    ({"metric": "cosine"}, False),
+    ({"head": "fitted"}, True),
+    ({"head": "fitted"}, False),
+    ({"head": "fitted", "routing": "max", "energy": "lse"}, True),
+    ({"head": "fitted", "routing": "pooled", "beta": 0.5}, True),
+])
+def test_she_partial_fit_over_ten_chunks_equals_fit(params, labelled):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, queries = _data()
+    X[30:40] = X[40:50]  # copies within and across chunks: left out of the means together
+    y[30:40] = y[40:50]
+    if params.get("head") == "fitted":
+        params = {**params, "head": LogisticRegression(max_iter=500).fit(X, y)}
+    target = y if labelled else None
+    fitted = HopfieldEnergyDetector("mean", device="cpu", **params).fit(X, target)
+    incremental = HopfieldEnergyDetector("mean", device="cpu", **params)
+    for rows in _chunks(len(X)):
+        incremental.partial_fit(X[rows], None if target is None else target[rows])
+    _assert_same_model(fitted, incremental, queries)
+    np.testing.assert_array_equal(incremental.memory_mask_, fitted.memory_mask_)
+    np.testing.assert_allclose(incremental.memories_, fitted.memories_, rtol=1e-6, atol=1e-7)
+    assert incremental.n_samples_seen_ == len(X)
+    loaded = pickle.loads(pickle.dumps(incremental))
+    np.testing.assert_array_equal(loaded.score_samples(queries),
+                                  incremental.score_samples(queries))
+
+
+@pytest.mark.parametrize("routing", ["predicted", "max"])
+def test_she_threshold_scores_leave_each_row_out_of_its_class_mean(routing):
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, _ = _data(n=600)
+    X[30] = X[40] = X[50]  # three copies of one row (and _data's pair)
+    y[30] = y[40] = y[50]
+    X = X.astype(np.float64)
+    head = LogisticRegression(max_iter=500).fit(X, y)
+    det = HopfieldEnergyDetector("mean", head=head, routing=routing, device="cpu",
+                                 dtype="float64").fit(X, y)
+    fresh = clone(det)
+    fresh.device_, fresh.n_features_in_ = "cpu", X.shape[1]
+    scores = fresh._fit(X, y)()  # the threshold's scores, before the quantile
+
+    # Independent reference (numpy): row i, stored when the head classifies it right,
+    # is scored against its class mean without its k copies, (S_c - k x_i) / (n_c - k);
+    # the density score of one memory is -|v - m|^2 / 2.
+    predicted = head.predict(X)
+    stored = predicted == y
+    sums = np.stack([X[stored & (y == c)].sum(axis=0) for c in range(4)])
+    counts = np.array([np.sum(stored & (y == c)) for c in range(4)])
+    rows = threshold_rows(len(X), row_keys(X, y, dtype="float64"))
+    expected = []
+    for i in rows:
+        means = sums / counts[:, None]
+        if stored[i]:
+            k = np.sum(stored & (X == X[i]).all(axis=1) & (y == y[i]))
+            means[y[i]] = (sums[y[i]] - k * X[i]) / (counts[y[i]] - k)
+        per_class = -0.5 * ((X[i] - means) ** 2).sum(axis=1)
+        expected.append(per_class[predicted[i]] if routing == "predicted"
+                        else per_class.max())
+    np.testing.assert_allclose(scores, expected, rtol=1e-10, atol=1e-10)
+    assert det.offset_ == pytest.approx(det._contamination_offset(np.array(expected)))
+
+
 @pytest.mark.parametrize("params, match", [
-    ({"patterns": "mean"}, "patterns='mean'"),
+    ({"patterns": "mean", "routing": "pooled"}, "routing='pooled'"),
     ({"metric": "mahalanobis"}, "metric='mahalanobis'"),
     ({"max_patterns": 10}, "max_patterns"),
     ({}, "head=None with y of several classes"),

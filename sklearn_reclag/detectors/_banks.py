@@ -238,15 +238,24 @@ class _MemoryBankDetector(BaseOODDetector):
         if self.metric == "cosine":
             # Learned memories (RecLag) or class means (SHE) leave the unit sphere.
             self.memories_ = _unit_rows(self.memories_)
-        if slots is None or self.metric == "mahalanobis" or rows is not None:
-            # Learned memories or a learned whitening: cross-fitted scores (and a fold
-            # has no threshold of its own).
+        if self.metric == "mahalanobis" or rows is not None:
+            # A learned whitening: cross-fitted scores (and a fold has no threshold of
+            # its own).
             return None
-        # The memories are the training rows: the threshold's scores are leave-one-out,
-        # each row scored without its own copy and without every other copy of it (a
-        # row that occurs twice would otherwise meet itself at distance 0), as a new
-        # row is; each routed as the head routed it in _stored_patterns (no second pass
-        # of the head).
+        return self._left_out_scores(X, y, labels, stored, slots, predicted)
+
+    def _left_out_scores(self, X, y, labels, stored, slots, predicted):
+        """The threshold's scores of the training rows as new rows would get them, when
+        they can be had without refitting (a callable), else None (cross-fitted: learned
+        memories).
+
+        Where the memories are the training rows, the scores are leave-one-out: each
+        row scored without its own copy and without every other copy of it (a row that
+        occurs twice would otherwise meet itself at distance 0), as a new row is; each
+        routed as the head routed it in _stored_patterns (no second pass of the head).
+        """
+        if slots is None:
+            return None
         own_slot = np.full(len(X), -1, dtype=np.int64)
         own_slot[stored] = slots
         # The rows of threshold_rows only: the cost is linear in the bank.

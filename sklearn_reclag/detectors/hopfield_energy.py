@@ -11,9 +11,11 @@ SHE is HE with a single stored pattern per class, the mean, since
 :mod:`._banks`.
 """
 
+from functools import partial
 from numbers import Integral
 
 import numpy as np
+import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
@@ -21,11 +23,11 @@ from types import SimpleNamespace
 
 from sklearn.base import _fit_context
 
-from ._banks import _MemoryBankDetector, _unit_rows, auto_beta, index_of, pad_banks
-from .._backend import iter_slices, resolve_device, take_rows
+from ._banks import _MemoryBankDetector, _unit_rows, auto_beta, index_of, pad_banks, route
+from .._backend import iter_slices, map_batches, resolve_device, take_rows
 from .._incremental import ThresholdReservoir
 from .._labels import is_ood_label
-from ..base import _STATISTICS_BLOCK, row_keys
+from ..base import _STATISTICS_BLOCK, row_keys, threshold_rows
 from .._docstrings import fill_doc
 
 @fill_doc
@@ -78,13 +80,15 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
     ${fitted_beta}
     offset_ : float
         ``decision_function = score_samples - offset_``; the ``contamination`` quantile
-        of the training rows' leave-one-out scores (HE: each stored row scored without
-        its own copy, as a new row would be) or of their cross-fitted scores (SHE, or a
-        learned whitening with ``metric='mahalanobis'``). A row that occurs more than
-        once (repeated or augmented data) is scored without all its copies (the stored
-        patterns at a distance of rounding from it: ``|z - x|^2 <= 4 sqrt(D) eps (|z|^2
-        + |x|^2)``), and its copies share a fold; ``beta='auto'`` ignores copies too, so
-        data whose every row occurs twice gets the threshold and beta of the data once.
+        of the training rows' leave-one-out scores, as a new row would get them (HE:
+        each stored row scored without its own copy; SHE: against its class mean
+        without it, ``(n_c m_c - k x) / (n_c - k)``, exact, no refit) or of their
+        cross-fitted scores (a learned whitening, ``metric='mahalanobis'``). A row that
+        occurs more than once (repeated or augmented data) is scored without all its k
+        copies (HE: the stored patterns at a distance of rounding from it, ``|z - x|^2
+        <= 4 sqrt(D) eps (|z|^2 + |x|^2)``; SHE: the rows equal to it), and its copies
+        share a fold; ``beta='auto'`` ignores copies too, so data whose every row occurs
+        twice gets the threshold and beta of the data once.
 
     Notes
     -----
@@ -149,33 +153,36 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
-        """Store a chunk of rows as more patterns (HE): a loop over chunks gives the
-        model of one fit on the concatenated rows.
+        """Learn from a chunk of rows: a loop over chunks gives the model of one fit on
+        the concatenated rows.
 
-        Only the stored patterns of ``patterns='all'`` are appended: each bank grows
+        HE (``patterns='all'``) appends the chunk's stored patterns: each bank grows
         in place (its buffer doubles when full: O(n D) copying for n rows in any number
-        of calls), ``beta='auto'`` is recomputed from the current banks (it queries at
-        most 2,000 patterns: linear cost), and so is ``offset_``: the leave-one-out
-        scores of the 1,000 threshold rows of :meth:`fit` (the rows of smallest
-        content key, kept across calls by a bounded reservoir,
-        :class:`~sklearn_reclag._incremental.ThresholdReservoir`) against the current
-        banks. After the last call ``memories_``, ``beta_``, ``score_samples`` and
-        ``offset_`` are those of :meth:`fit` on the concatenated rows, to float
-        rounding.
+        of calls), and ``beta='auto'`` is recomputed from the current banks (it queries
+        at most 2,000 patterns: linear cost). SHE (``patterns='mean'``) adds them to
+        running sums per class (float64), whose means are the memories. ``offset_`` is
+        recomputed at the end of every call from the 1,000 threshold rows of
+        :meth:`fit` (the rows of smallest content key, kept across calls by a bounded
+        reservoir, :class:`~sklearn_reclag._incremental.ThresholdReservoir`), scored as
+        fit scores them: leave-one-out against the current banks (HE), or against
+        class means without the row and its copies (SHE). After the last call
+        ``memories_``, ``score_samples`` and ``offset_`` are those of :meth:`fit` on the
+        concatenated rows, to float rounding, and so is HE's ``beta_``.
 
         What needs all the rows at once raises a NotImplementedError that says so:
         a head fitted from the data (``head=None`` with y of two or more classes: pass
         a fitted head, whose predictions then route each chunk's rows), the whitening
         of ``metric='mahalanobis'`` (a covariance of all the rows, through which every
-        pattern is stored), ``max_patterns`` (a random subsample of all the rows), and
-        ``patterns='mean'`` (SHE: its threshold is cross-fitted over folds of all the
-        rows and its ``beta='auto'`` reads the rows' nearest-neighbour gaps; fit it on
-        the rows, or use :class:`MahalanobisDetector`'s ``partial_fit`` for class
-        means). With a head, a class it never classifies right in a chunk stores none
-        of that chunk's rows (``fit`` stores all the rows of a class the head never
-        gets right anywhere). ``energy='lse'``'s warning reads the first chunk only, and
-        so does ``center_`` (the first chunk's mean: the scores do not depend on it,
-        ``memories_ + center_`` do not either).
+        pattern is stored), HE's ``max_patterns`` (a random subsample of all the rows),
+        and SHE's ``beta='auto'`` with ``routing='pooled'`` (it reads the rows'
+        nearest-neighbour gaps; pass a number). With one memory per class, SHE's
+        scores under the other routings do not depend on beta (``(1/beta) lse(beta s)
+        = s``): there ``beta='auto'`` leaves ``beta_ = 1.0``. With a head, a class it
+        never classifies right in a chunk stores none of that chunk's rows (``fit``
+        stores all the rows of a class the head never gets right anywhere).
+        ``energy='lse'``'s warning reads the first chunk only, and so does ``center_``
+        (the first chunk's mean: the scores do not depend on it, ``memories_ +
+        center_`` do not either).
 
         Parameters
         ----------
@@ -187,12 +194,14 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         -------
         self : object
         """
+        means = self.patterns == "mean"
         refused = {
-            "patterns='mean'": self.patterns == "mean",
             "metric='mahalanobis'": self.metric == "mahalanobis",
-            "max_patterns": self.max_patterns is not None,
+            "max_patterns": self.max_patterns is not None and not means,
             "a head to fit on X (pass a fitted head)": (
                 self.head is not None and self._head_fitted_on_X()),
+            "patterns='mean', beta='auto' and routing='pooled' (pass a number as beta)": (
+                means and self.beta == "auto" and self.routing == "pooled"),
         }
         reasons = [name for name, applies in refused.items() if applies]
         first = not hasattr(self, "_partial")
@@ -222,6 +231,9 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
                 buffer=np.zeros((n_banks, 0, X.shape[1]), dtype=self.dtype),
                 counts=np.zeros(n_banks, dtype=np.int64), with_y=y is not None,
                 reservoir=ThresholdReservoir(X.shape[1]))
+            if means:
+                self._pattern_sums = np.zeros((n_banks, X.shape[1]))
+                self._pattern_counts = np.zeros(n_banks, dtype=np.int64)
         state = self._partial
         if (y is not None) != state.with_y:
             raise ValueError(
@@ -245,33 +257,71 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
                         f"y holds labels {unknown[:5]} that the head does not predict.")
                 labels = index_of(y, self.classes_)
                 stored = predicted == labels
-        own_slot = self._append_patterns(X if stored.all() else X[stored], labels[stored])
-        slots = np.full(len(X), -1, dtype=np.int64)
-        slots[stored] = own_slot
+        if means:
+            self._add_to_means(X if stored.all() else X[stored], labels[stored])
+            slots = np.where(stored, 0, -1)  # the one memory of the bank, or none
+        else:
+            slots = np.full(len(X), -1, dtype=np.int64)
+            slots[stored] = self._append_patterns(X if stored.all() else X[stored],
+                                                  labels[stored])
         codes = None if y is None else labels
         extra = {"bank": labels, "slot": slots}
         if predicted is not None:
             extra["predicted"] = predicted
         state.reservoir.update(row_keys(X, dtype=self.dtype, codes=codes), X, **extra)
         self.n_samples_seen_ = state.reservoir.n_seen
-        self.patterns_are_rows_ = True
-        if self.beta == "auto":
+        self.patterns_are_rows_ = not means
+        if self.beta != "auto":
+            self.beta_ = float(self.beta)
+        elif means:
+            self.beta_ = 1.0  # no effect on the scores (see the docstring)
+        else:
             bank_of = np.repeat(np.arange(len(state.counts)), state.counts)
             self.beta_ = auto_beta(self.memories_[self.memory_mask_], bank_of,
                                    len(state.counts), device=self.device_)
-        else:
-            self.beta_ = float(self.beta)
         self._check_finite_state()
         reservoir = state.reservoir
         rows = reservoir.rows.astype(X.dtype)
-        row_args = [reservoir.extra["bank"], reservoir.extra["slot"]]
+        if means:
+            own_bank = np.where(reservoir.extra["slot"] >= 0, reservoir.extra["bank"], -1)
+            row_args = [own_bank, reservoir.copies]
+        else:
+            row_args = [reservoir.extra["bank"], reservoir.extra["slot"]]
         if self.routing == "predicted" and predicted is not None:
             row_args.append(self._present_bank(rows, reservoir.extra["predicted"]))
-        scores = self._leave_one_out(rows, row_args)
+        scores = (self._mean_left_out(rows, row_args) if means
+                  else self._leave_one_out(rows, row_args))
         self.offset_ = float(self._fit_offset(lambda: scores))
         if not np.isfinite(self.offset_):
             raise self._overflow_error("threshold offset_")
         return self
+
+    def _add_to_means(self, X, labels):
+        """Add stored patterns (rows X of bank ``labels``) to the running sums of
+        partial_fit's SHE; ``memories_`` are their means."""
+        self._accumulate(self._to_memory_space(X), labels)
+        self._set_means()
+
+    def _accumulate(self, patterns, labels, rows=None):
+        """Add the patterns ``patterns[rows]`` of bank ``labels`` to ``_pattern_sums``
+        (float64, a block at a time: no float64 copy of them) and ``_pattern_counts``."""
+        for block in iter_slices(len(labels), _STATISTICS_BLOCK):
+            np.add.at(self._pattern_sums, labels[block],
+                      np.asarray(take_rows(patterns, rows, block), dtype=np.float64))
+        self._pattern_counts += np.bincount(labels, minlength=len(self._pattern_counts))
+
+    def _set_means(self):
+        means = self._pattern_means
+        if self.metric == "cosine":
+            means = _unit_rows(means)  # as fit leaves them
+        self.memories_ = means[:, None, :].astype(self.dtype)
+        self.memory_mask_ = (self._pattern_counts > 0)[:, None]
+
+    @property
+    def _pattern_means(self):
+        """SHE's class means of the stored patterns (float64; zeros for an empty class),
+        before ``metric='cosine'`` puts them on the unit sphere."""
+        return self._pattern_sums / np.maximum(self._pattern_counts, 1)[:, None]
 
     def _append_patterns(self, X, labels):
         """Append stored patterns (rows X of bank ``labels``) to the banks of
@@ -301,17 +351,11 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         return slots
 
     def _fit_memories(self, X, labels, n_banks, rows=None):
-        dtype = np.dtype(self.dtype)
-        counts = np.bincount(labels, minlength=n_banks)
         if self.patterns == "mean":
-            sums = np.zeros((n_banks, X.shape[1]))
-            # In float64 a block at a time: no float64 copy of X.
-            for block in iter_slices(len(labels), _STATISTICS_BLOCK):
-                np.add.at(sums, labels[block],
-                          np.asarray(take_rows(X, rows, block), dtype=np.float64))
-            means = sums / np.maximum(counts, 1)[:, None]
-            self.memories_ = means[:, None, :].astype(dtype)
-            self.memory_mask_ = (counts > 0)[:, None]
+            self._pattern_sums = np.zeros((n_banks, X.shape[1]))
+            self._pattern_counts = np.zeros(n_banks, dtype=np.int64)
+            self._accumulate(X, labels, rows)
+            self._set_means()
             return None
         order = None
         if self.max_patterns is not None:
@@ -320,6 +364,53 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
             X, labels, n_banks, max_rows=self.max_patterns, order=order, return_slots=True,
             rows=rows,
         )
-        self.memories_ = banks.astype(dtype, copy=False)
+        self.memories_ = banks.astype(self.dtype, copy=False)
         # The memories are the stored patterns: fit scores them leave-one-out.
         return slots
+
+    def _left_out_scores(self, X, y, labels, stored, slots, predicted):
+        if self.patterns == "all":
+            return super()._left_out_scores(X, y, labels, stored, slots, predicted)
+        # SHE: each threshold row against the class means without it and its copies
+        # (equal content keys): exact leave-one-out, no refit.
+        keys = row_keys(X, y, dtype=self.dtype)
+        rows = threshold_rows(len(X), keys)
+        _, inverse, copies = np.unique(keys, return_inverse=True, return_counts=True)
+        own_bank = np.where(stored, labels, -1)
+        row_args = [own_bank[rows], copies[inverse[rows]]]
+        if self.routing == "predicted" and predicted is not None:
+            row_args.append(self._present_bank(X[rows], predicted[rows]))
+        return partial(self._mean_left_out, X[rows], row_args)
+
+    def _mean_left_out(self, X, row_args):
+        """SHE's threshold scores of the training rows X (``row_args``: the bank each
+        is stored in, -1 for none; its copies among the training rows; its routed
+        bank)."""
+        names = self._tensor_attributes + ("_pattern_means", "_pattern_counts")
+        return map_batches(self._mean_left_out_batch, X, read_only=True, row_args=row_args,
+                           **self._batch_kwargs(names))
+
+    def _mean_left_out_batch(self, V, state, own_bank, copies, predicted=None):
+        """Scores of training rows against the class means without them: the mean of a
+        row's own bank c becomes ``m_c + k (m_c - z) / (n_c - k)`` (``= (n_c m_c - k z)
+        / (n_c - k)``, k the row and its copies); a row whose bank holds nothing else
+        keeps the score a new copy of it would get."""
+        if predicted is None and self.routing == "predicted":
+            predicted = self._predicted_bank(V, state)
+        Z = self._memory_space(V, state)
+        lse = self._class_lse(Z, state)  # (B, C): one memory a bank
+        n_rows = state["_pattern_counts"][own_bank.clamp_min(0)]
+        left = (own_bank >= 0) & (n_rows > copies)
+        rows, bank = left.nonzero()[:, 0], own_bank[left]
+        n_rows, k = n_rows[left], copies[left].to(n_rows.dtype)
+        mean = state["_pattern_means"][bank]
+        moved = mean + (k / (n_rows - k))[:, None] * (mean - Z[rows])
+        if self.metric == "cosine":
+            moved = torch.nn.functional.normalize(moved, dim=1)
+        value = self.beta_ * torch.einsum("nd,nd->n", moved, Z[rows])
+        if self.energy == "density":
+            value = value - 0.5 * self.beta_ * torch.einsum("nd,nd->n", moved, moved)
+        lse[rows, bank] = value
+        routed = (lse.gather(1, predicted[:, None])[:, 0] if predicted is not None
+                  else route(lse, self.routing))
+        return self._add_visible_energy(routed / self.beta_, Z)
