@@ -355,20 +355,23 @@ def copy_tolerance(dtype, n_features):
     return 4.0 * math.sqrt(max(int(n_features), 1)) * torch.finfo(dtype).eps
 
 
-def near_copies(queries, memories):
+def near_copies(queries, memories, memory_sq_norms=None):
     """Which memories are copies of which queries, up to rounding (:func:`copy_tolerance`).
 
     Parameters
     ----------
     queries : tensor of shape (..., B, D)
     memories : tensor of shape (..., M, D)
+    memory_sq_norms : tensor of shape (..., M), default=None
+        ``|memory|^2``, where the caller has them (else computed).
 
     Returns
     -------
     bool tensor of shape (..., B, M)
     """
-    scale = ((queries * queries).sum(-1).unsqueeze(-1)
-             + (memories * memories).sum(-1).unsqueeze(-2))
+    if memory_sq_norms is None:
+        memory_sq_norms = torch.einsum("...md,...md->...m", memories, memories)
+    scale = ((queries * queries).sum(-1).unsqueeze(-1) + memory_sq_norms.unsqueeze(-2))
     squared = scale - 2 * torch.matmul(queries, memories.transpose(-1, -2))
     return squared <= copy_tolerance(queries.dtype, queries.shape[-1]) * scale
 
