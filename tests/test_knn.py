@@ -392,3 +392,23 @@ def test_faiss_params_without_the_ivf_index_warn_that_they_are_ignored():
     with pytest.warns(UserWarning, match="faiss_params=.*is ignored.*algorithm='faiss-ivf'"):
         det = KNNDetector(3, algorithm="brute", faiss_params={"nprobe": 4}, device="cpu").fit(X)
     assert det.faiss_index_ is None
+
+
+@pytest.mark.parametrize("k", [1, 5, 50])
+def test_faiss_kth_distance_recomputes_only_rows_that_can_be_the_largest(k):
+    pytest.importorskip("faiss")
+    from sklearn_reclag.detectors.knn import _largest_distance, faiss_nearest_neighbours
+
+    rng = np.random.default_rng(0)
+    train = torch.from_numpy(np.abs(rng.normal(size=(5000, 64))).astype(np.float32))
+    train = train / train.norm(dim=1, keepdim=True)
+    queries = torch.from_numpy(np.abs(rng.normal(size=(500, 64))).astype(np.float32))
+    queries = queries / queries.norm(dim=1, keepdim=True)
+    queries[:20] = train[:20]  # copies: distance 0, where faiss's expansion cancels
+    train[100:110] = train[90:100]  # tied neighbours
+    nearest, squared = faiss_nearest_neighbours(queries, train, k, return_squared=True)
+    squared[:5] = float("nan")  # rows searched again without faiss keep all k
+    # The rows within faiss's rounding of its largest: the same distance as from all k.
+    torch.testing.assert_close(
+        _largest_distance(queries, train, nearest, 2**24, squared=squared),
+        _largest_distance(queries, train, nearest, 2**24), rtol=0, atol=0)
