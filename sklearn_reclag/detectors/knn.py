@@ -104,10 +104,11 @@ class KNNDetector(BaseOODDetector):
         - 'faiss': faiss's exact flat search (``faiss.knn``, the kernel of
           ``IndexFlatL2.search``) on the CPU, float32; ``pip install
           "sklearn-reclag[faiss]"``. The same scores as 'brute' to float32 rounding, and
-          faster on the CPU: 10,000 queries against 50,000 rows of 512 features, k = 50,
-          one thread of a shared 2-core AMD EPYC, 8.4-12.1 s against 14.2-14.8 s for
-          'brute' and 8.4-9.7 s for faiss's ``IndexFlatL2`` itself
-          (``benchmarks/knn_speed.py`` measures it in its ``knn-faiss`` row).
+          faster on the CPU: 100,000 queries against 50,000 rows of 512 features, k =
+          50, a 2-core AMD EPYC (``benchmarks/knn_speed.py``, its ``knn-faiss`` row):
+          68.9 s against 98.9 s for 'brute' and 64.8 s for faiss's ``IndexFlatL2``
+          itself on 1 thread; 40.9, 58.6 and 36.5 s on 2 (an earlier run: 76.0 / 66.2 s
+          and 38.7 / 40.8 s for this search / faiss's).
         - 'faiss-ivf': faiss's approximate ``IndexIVFFlat`` (Jegou, Douze & Schmid,
           "Product quantization for nearest neighbor search", TPAMI 2011: k-means cells,
           a query searches the ``nprobe`` nearest cells). For banks of millions of rows
