@@ -191,7 +191,7 @@ def value_range_error(peak, dtype, n_features):
 
 
 def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False,
-                check_finite=False, max_abs=None, row_args=(), center=None):
+                check_finite=False, max_abs=None, row_args=(), center=None, rows=None):
     """Apply ``fn(V, state)`` to ``X`` one chunk ``V`` of rows at a time, on ``device``.
 
     Only one chunk of ``X`` lives on the device at a time, so memory stays bounded for any
@@ -210,6 +210,9 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
     subtraction done in X's own precision (float64 for float64 X) before the cast to
     ``dtype``, so that features with a large common offset (a mean of 1e6, say) keep
     their float32 digits where they differ; the checks then see the centred rows.
+    ``rows`` (integer positions): apply ``fn`` to the rows ``X[rows]`` instead, gathered
+    a chunk at a time (:func:`take_rows`), never copied whole; ``row_args`` then have
+    one entry per position.
 
     Returns
     -------
@@ -226,13 +229,16 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
         wide = torch.float64 if X.dtype == np.float64 else dtype
         center = torch.as_tensor(np.asarray(center, dtype=np.float64), device=device,
                                  dtype=wide)
+    n_rows = X.shape[0] if rows is None else len(rows)
     with torch.no_grad():
-        for rows in iter_slices(X.shape[0], batch_size):
+        for block in iter_slices(n_rows, batch_size):
+            chunk = take_rows(X, rows, block)
             if center is None:
-                V = as_tensor(X[rows], device, dtype, copy=not read_only)
+                # A gathered chunk is a private copy already.
+                V = as_tensor(chunk, device, dtype, copy=not read_only and rows is None)
             else:
                 # A new tensor: X is read, never written.
-                V = (as_tensor(X[rows], device, center.dtype, copy=False) - center).to(dtype)
+                V = (as_tensor(chunk, device, center.dtype, copy=False) - center).to(dtype)
             if checked:
                 # One fused reduction, no temporary (a few % of a chunk's scoring, where
                 # isfinite().all() or abs().amax() cost a quarter of it on a CPU); NaN
@@ -240,10 +246,11 @@ def map_batches(fn, X, *, batch_size, device, dtype, state=None, read_only=False
                 # device: no synchronisation per chunk.
                 low, high = torch.aminmax(V)
                 in_range = (low >= -bound) & (high <= bound) & in_range
-            extra = (as_tensor(a[rows], device, torch.int64) for a in row_args)
+            extra = (as_tensor(a[block], device, torch.int64) for a in row_args)
             outputs.append(to_numpy(fn(V, state, *extra)))
     if checked and not bool(in_range):
         # The rare path: a pass on the host to say which check failed.
+        X = take_rows(X, rows, slice(None))
         if not np.isfinite(X).all():
             raise ValueError("Input X contains NaN or infinity.")
         raise value_range_error(float(np.max(np.abs(X))), dtype, X.shape[1])

@@ -659,7 +659,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
                     held_out = np.flatnonzero((folds == index) & distinct)
                     fold = self._fitted_fold(X, None if y is None else y[train], train)
                     rows.append(held_out)
-                    scores.append(fold._score_rows(X, held_out))
+                    scores.append(fold._score_array(X, held_out))
                     if sum(map(len, rows)) >= wanted:
                         break
         except ValueError as exc:
@@ -675,7 +675,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         # A row scored by a model that never saw it should not score higher than by the
         # one that learned from it; where fold noise says otherwise (constant features,
         # a few epochs of a stochastic fit), the row's own score is the safer one.
-        return np.minimum(np.concatenate(scores), self._score_rows(X, rows))
+        return np.minimum(np.concatenate(scores), self._score_array(X, rows))
 
     def _check_finite_state(self):
         """No fit ends with NaN or infinity in what it learned (``_tensor_attributes``)."""
@@ -861,28 +861,22 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
     def _predict_class_index(self, X, rows=None):
         """Index into ``classes_`` of the head's prediction for each row (int array);
         ``rows``: of the rows ``X[rows]``, read in place a block at a time."""
-        kwargs = self._batch_kwargs(("head_coef_", "head_intercept_"))
-        if rows is None:
-            return map_batches(lambda V, state: self._head_logits(V, state).argmax(dim=1),
-                               X, read_only=True, **kwargs).astype(np.intp)
-        predicted = np.empty(len(rows), dtype=np.intp)
-        for block in iter_slices(len(rows), kwargs["batch_size"]):
-            predicted[block] = self._predict_class_index(X[rows[block]])
-        return predicted
+        return map_batches(
+            lambda V, state: self._head_logits(V, state).argmax(dim=1),
+            X,
+            read_only=True,
+            rows=rows,
+            **self._batch_kwargs(("head_coef_", "head_intercept_")),
+        ).astype(np.intp)
 
     # -------------------------------------------------------------- scoring
-    def _score_array(self, X):
-        # Scoring never writes to its input chunk (tests/test_*::*not_mutated).
-        return map_batches(self._score_batch, X, read_only=True, **self._batch_kwargs())
-
-    def _score_rows(self, X, rows):
-        """Scores of the rows ``X[rows]``, read a chunk at a time: a held-out fold of a
-        million training rows is not copied whole (2 GiB at 1.28M x 2,048) to score it.
-        The chunks are those scoring cuts ``X[rows]`` into, so the scores are the same."""
-        chunk = self._rows_per_chunk(torch.device(self.device_))
-        return np.concatenate([self._score_array(X[rows[block]])
-                               for block in iter_slices(len(rows), chunk)]
-                              or [np.empty(0)])
+    def _score_array(self, X, rows=None):
+        """Scores of the rows X, or of ``X[rows]`` gathered a chunk at a time (a held-out
+        fold of a million training rows is not copied whole, 2 GiB at 1.28M x 2,048, to
+        score it). Scoring never writes to its input chunk (tests/test_*::*not_mutated).
+        """
+        return map_batches(self._score_batch, X, read_only=True, rows=rows,
+                           **self._batch_kwargs())
 
     def score_samples(self, X):
         """Score of each row: higher means more in-distribution.

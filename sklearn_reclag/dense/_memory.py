@@ -506,8 +506,8 @@ n_features), default='patterns'
             overlaps = overlaps / torch.where(rms > 0, rms, torch.ones_like(rms))
         return self._energy(memories.shape[1]).neg_energy(overlaps)
 
-    def _score_array(self, X):
-        scores = super()._score_array(X)
+    def _score_array(self, X, rows=None):
+        scores = super()._score_array(X, rows)
         return scores if self._fold_map is None else self._to_final_scale(scores)
 
     def score_samples(self, X):

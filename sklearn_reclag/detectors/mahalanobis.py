@@ -365,12 +365,12 @@ class MahalanobisDetector(BaseOODDetector):
         """Training rows (numpy) as scoring sees them: normalised, minus ``center_``."""
         return (_unit_rows(X) if self.normalize_ else X) - self.center_
 
-    def _score_array(self, X):
+    def _score_array(self, X, rows=None):
         if self.normalize_:
-            return super()._score_array(X)
+            return super()._score_array(X, rows)
         # Centred on the host side of the cast, in X's precision (see map_batches).
         return map_batches(self._score_batch, X, read_only=True, center=self.center_,
-                           **self._batch_kwargs())
+                           rows=rows, **self._batch_kwargs())
 
     def _score_batch(self, V, state):
         if self.normalize_:
