@@ -315,10 +315,11 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
         block[sorted_route, position] = grouped
         running = None
         for slots in iter_slices(n_slots, _memory_chunk(max_block, n_banks * width)):
-            logits = torch.baddbmm(offset[:, None, slots], block,
-                                   banks[:, slots].transpose(1, 2), alpha=beta)
+            memories = banks[:, slots]
+            logits = torch.baddbmm(offset[:, None, slots], block, memories.transpose(1, 2),
+                                   alpha=beta)
             if exclude_copies:
-                _drop_copies(logits, block, banks[:, slots], offset[:, None, slots], beta)
+                _drop_copies(logits, block, memories, offset[:, None, slots], beta)
             if own is not None:
                 _drop_own_memory(logits, (sorted_route, position), own, slots)
             running = _log_add(running, torch.logsumexp(logits, dim=2))
@@ -330,11 +331,10 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
             rows = slice(ends[c] - sizes[c], ends[c])
             running = None
             for slots in iter_slices(n_slots, _memory_chunk(max_block, sizes[c])):
-                logits = torch.addmm(offset[c, slots], grouped[rows], banks[c, slots].T,
-                                     alpha=beta)
+                memories = banks[c, slots]
+                logits = torch.addmm(offset[c, slots], grouped[rows], memories.T, alpha=beta)
                 if exclude_copies:
-                    _drop_copies(logits, grouped[rows], banks[c, slots], offset[c, slots],
-                                 beta)
+                    _drop_copies(logits, grouped[rows], memories, offset[c, slots], beta)
                 if own is not None:
                     _drop_own_memory(logits, (torch.arange(sizes[c], device=logits.device),),
                                      own[rows], slots)
@@ -437,8 +437,9 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**
     Parameters
     ----------
     queries : tensor of shape (B, D)
-    banks : tensor of shape (C, M, D)
-        Memories of every class, padded to the largest bank.
+    banks : tensor of shape (C, M, D) or RowBanks
+        Memories of every class, padded to the largest bank (or kept as rows of one
+        matrix, :class:`RowBanks`, gathered a chunk of slots at a time).
     bank_mask : bool tensor of shape (C, M)
         True where ``banks`` holds a real memory, False on padding.
     beta : float
@@ -472,14 +473,13 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**
     running = None
     for slots in iter_slices(n_slots, _memory_chunk(max_block, n_queries * n_classes)):
         width = slots.stop - slots.start
+        memories = banks[:, slots].reshape(-1, n_features)
         # One GEMM with the scale and the offsets in its epilogue: no extra pass over the
         # (B, C * chunk) logits to scale or mask them.
-        logits = torch.addmm(offset[:, slots].reshape(-1), queries,
-                             banks[:, slots].reshape(-1, n_features).T, alpha=beta)
+        logits = torch.addmm(offset[:, slots].reshape(-1), queries, memories.T, alpha=beta)
         logits = logits.view(n_queries, n_classes, width)
         if exclude_copies:
-            _drop_copies(logits.view(n_queries, -1), queries,
-                         banks[:, slots].reshape(-1, n_features),
+            _drop_copies(logits.view(n_queries, -1), queries, memories,
                          offset[:, slots].reshape(-1), beta)
         if exclude is not None:
             _drop_own_memory(logits, (torch.arange(n_queries, device=logits.device),
@@ -489,6 +489,42 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**
     if running is None:  # no memory slots at all
         return queries.new_full((n_queries, n_classes), -math.inf)
     return running
+
+
+class RowBanks:
+    """Padded banks (C, M, D) whose memories are rows of one matrix: ``rows[index]``.
+
+    The banks of stored training rows, kept as the training rows themselves (X, a
+    memory map too) and the row of every slot, so that no copy of them is made. The
+    scoring functions read banks a chunk of slots at a time (``banks[:, slots]``,
+    ``banks[c, slots]``): here that gathers the chunk, a copy of the chunk alone.
+    Padding slots name any row (row 0): their mask sets their logits to -inf.
+    """
+
+    def __init__(self, rows, index):
+        self.rows, self.index = rows, index
+        self.shape = (*index.shape, rows.shape[1])
+        self.dtype, self.device = rows.dtype, rows.device
+
+    def __getitem__(self, key):
+        index = self.index[key]
+        gathered = torch.index_select(self.rows, 0, index.reshape(-1))
+        return gathered.view(*index.shape, self.rows.shape[1])
+
+    def new_zeros(self, shape):
+        return self.rows.new_zeros(shape)
+
+    def sq_norms(self):
+        """``|xi|^2`` of every slot (C, M), from the rows' norms: no gathered copy."""
+        return torch.einsum("nd,nd->n", self.rows, self.rows)[self.index]
+
+
+def slot_sq_norms(banks):
+    """``|xi|^2`` of every memory slot (C, M) of padded banks or :class:`RowBanks`."""
+    if isinstance(banks, RowBanks):
+        return banks.sq_norms()
+    # einsum: the squared norms without a bank-sized temporary of squares.
+    return torch.einsum("cmd,cmd->cm", banks, banks)
 
 
 def masked_offset(banks, bank_mask, bias=None):

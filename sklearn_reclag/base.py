@@ -64,6 +64,8 @@ class TorchEstimatorMixin:
     # training rows): on the CPU they are shared with torch, not copied once per call,
     # so scoring reads a bank on disk (an np.memmap) block by block.
     _shared_attributes: tuple = ()
+    # Those of them that hold row indices: int64 tensors, not ``dtype``.
+    _index_attributes: tuple = ()
 
     def _batch_kwargs(self, names=None):
         device = torch.device(self.device_)
@@ -74,7 +76,8 @@ class TorchEstimatorMixin:
             device=device,
             dtype=dtype,
             state={name: _state_tensor(getattr(self, name), device, dtype,
-                                       shared=name in self._shared_attributes)
+                                       shared=name in self._shared_attributes,
+                                       index=name in self._index_attributes)
                    for name in names},
             check_finite=device.type != "cpu",
             max_abs=safe_max_abs(dtype, self.n_features_in_),
@@ -335,12 +338,26 @@ class _MovedHead:
         self.intercept_ = np.asarray(head.intercept_, dtype=np.float64) - self.coef_ @ offset
 
 
-def _state_tensor(value, device, dtype, shared=False):
-    """A fitted attribute on the device: boolean masks stay boolean, numbers take dtype;
-    ``shared``: without a copy where it can be (see ``_shared_attributes``)."""
+def _state_tensor(value, device, dtype, shared=False, index=False):
+    """A fitted attribute on the device: boolean masks stay boolean, row indices
+    (``index``) int64, numbers take dtype; ``shared``: without a copy where it can be
+    (see ``_shared_attributes``)."""
     if isinstance(value, np.ndarray) and value.dtype == bool:
         return as_tensor(value, device, torch.bool)
+    if index:
+        return as_tensor(value, device, torch.int64)
     return as_tensor(value, device, dtype, copy=not shared, read_only=shared)
+
+
+def _all_finite(array):
+    """Whether every entry of ``array`` is finite, read a block of rows at a time: a
+    bank the size of memory (a memory map) gets no boolean temporary of its size."""
+    array = np.asarray(array)
+    if array.ndim == 0 or array.dtype.kind not in "fc":
+        return bool(np.isfinite(array).all())
+    # Blocks of about 2**22 entries: a 4 MiB boolean temporary.
+    rows = max(1, 2**22 // max(1, array[0].size))
+    return all(np.isfinite(array[block]).all() for block in iter_slices(len(array), rows))
 
 
 def _package_version():
@@ -681,7 +698,7 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         """No fit ends with NaN or infinity in what it learned (``_tensor_attributes``)."""
         for name in self._tensor_attributes:
             value = getattr(self, name, None)
-            if value is not None and not np.isfinite(value).all():
+            if value is not None and not _all_finite(value):
                 raise self._overflow_error(f"fitted attribute {name}")
 
     def _overflow_error(self, what):

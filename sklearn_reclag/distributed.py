@@ -277,7 +277,7 @@ class ShardedDetector:
         elif isinstance(estimator, _MemoryBankDetector):
             # The memory slots of every class are cut; a bank of fewer slots than
             # shards (SHE: one mean per class) is cut along its classes instead.
-            n_banks, n_slots = estimator.memories_.shape[:2]
+            n_banks, n_slots = estimator.memory_mask_.shape
             wanted = len(client.scheduler_info()["workers"]) if n_shards is None else n_shards
             by_class = isinstance(wanted, (int, np.integer)) and n_slots < wanted <= n_banks
             kind = "classes" if by_class else "banks"
@@ -392,13 +392,15 @@ def _cut_shard(estimator, kind, rows):
     shard.__dict__.pop("_partial", None)
     if kind == "knn":
         shard.train_rows_ = np.ascontiguousarray(estimator.train_rows_[rows])
+        if getattr(estimator, "train_scales_", None) is not None:
+            shard.train_scales_ = np.ascontiguousarray(estimator.train_scales_[rows])
         shard.faiss_index_ = None
-    elif kind == "classes":
-        shard.memories_ = np.ascontiguousarray(estimator.memories_[rows])
-        shard.memory_mask_ = np.ascontiguousarray(estimator.memory_mask_[rows])
     else:
-        shard.memories_ = np.ascontiguousarray(estimator.memories_[:, rows])
-        shard.memory_mask_ = np.ascontiguousarray(estimator.memory_mask_[:, rows])
+        # Padded memories of the shard's part alone (gathered where the estimator keeps
+        # its banks as rows of X, which would otherwise travel whole).
+        key = (rows, slice(None)) if kind == "classes" else (slice(None), rows)
+        shard._set_banks(np.ascontiguousarray(estimator.memory_mask_[key]),
+                         memories=np.ascontiguousarray(estimator._dense_banks(key)))
     return shard
 
 
@@ -417,10 +419,10 @@ def _knn_partial(shard, X):
 
     def distances(V, state):
         queries = _unit_rows(V) if shard.normalize_ else V
-        train = state["train_rows_"]
+        train, scales = state["train_rows_"], state.get("train_scales_")
         search = faiss_nearest_neighbours if algorithm == "faiss" else nearest_neighbours
-        nearest = search(queries, train, k, max_block=_BLOCK)
-        return neighbour_distances(queries, train, nearest, max_block=_BLOCK)
+        nearest = search(queries, train, k, max_block=_BLOCK, scales=scales)
+        return neighbour_distances(queries, train, nearest, max_block=_BLOCK, scales=scales)
 
     with torch.no_grad():
         return _map(shard, distances, X)

@@ -28,10 +28,11 @@ def rng():
 
 @pytest.fixture
 def product_sizes(monkeypatch):
-    """Entries of every result of torch.addmm and torch.baddbmm during the test, in a
-    list the test may clear: the sizes of the logits blocks that scoring builds."""
+    """Entries of every result of torch.mm, torch.addmm and torch.baddbmm during the
+    test, in a list the test may clear: the sizes of the logits blocks that scoring
+    builds."""
     sizes = []
-    for name in ("addmm", "baddbmm"):
+    for name in ("mm", "addmm", "baddbmm"):
         real = getattr(torch, name)
 
         def spy(*args, _real=real, **kwargs):

@@ -162,6 +162,32 @@ def test_max_patterns_subsamples_each_bank_reproducibly(data):
 
 
 @pytest.mark.parametrize("routing", ["predicted", "max", "pooled"])
+@pytest.mark.parametrize("X_dtype", [np.float32, np.float64])
+def test_banks_kept_as_rows_score_as_padded_banks(data, routing, X_dtype):
+    """HE keeps its per-class banks as the training rows and the row of each slot (no
+    copy where X has the detector's dtype); they score, and are, the padded banks."""
+    import pickle
+
+    X, y, X_test, head = data
+    X = np.ascontiguousarray(X, dtype=X_dtype)
+    det = HopfieldEnergyDetector(beta=0.5, routing=routing, head=head, max_patterns=25,
+                                 random_state=0, device="cpu").fit(X, y)
+    assert np.shares_memory(det.bank_rows_, X) == (X_dtype == np.float32)
+    stored = np.flatnonzero((X @ head.coef_.T + head.intercept_).argmax(axis=1) == y)
+    order = np.random.RandomState(0).permutation(len(stored))  # max_patterns' draw
+    padded, mask = _banks.pad_banks(X.astype(np.float32), y[stored], 3, max_rows=25,
+                                    order=order, rows=stored)
+    np.testing.assert_array_equal(det.memories_, padded)
+    np.testing.assert_array_equal(det.memory_mask_, mask)
+    dense = pickle.loads(pickle.dumps(det))
+    dense._set_banks(mask, memories=padded)
+    np.testing.assert_allclose(det.score_samples(X_test), dense.score_samples(X_test),
+                               rtol=1e-6)
+    loaded = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(loaded.score_samples(X_test), det.score_samples(X_test))
+
+
+@pytest.mark.parametrize("routing", ["predicted", "max", "pooled"])
 @pytest.mark.parametrize("energy", ["lse", "density"])
 def test_offset_is_contamination_quantile_of_leave_one_out_scores(data, routing, energy):
     """offset_ is the `contamination` quantile of the training rows' scores, each stored

@@ -1,11 +1,14 @@
 """KNNDetector (deep KNN): exact scores, the leave-one-out threshold, bounded blocks,
 labels and bad input (the contract shared by every estimator is in test_common.py)."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import normalize as l2_normalize
 
 from sklearn_reclag import OOD_LABEL, KNNDetector
 from sklearn_reclag.detectors import knn
@@ -74,8 +77,9 @@ def test_rows_of_zeros_stay_zeros(rng):
     X_train = _relu_rows(rng, 30)
     X_train[3] = 0
     det = KNNDetector(2, device="cpu", dtype="float64").fit(X_train)
-    np.testing.assert_array_equal(det.train_rows_[3], 0)
-    np.testing.assert_allclose(np.linalg.norm(np.delete(det.train_rows_, 3, 0), axis=1), 1)
+    unit_rows = det.train_rows_ * det.train_scales_[:, None]
+    np.testing.assert_array_equal(unit_rows[3], 0)
+    np.testing.assert_allclose(np.linalg.norm(np.delete(unit_rows, 3, 0), axis=1), 1)
     zero = np.zeros((1, X_train.shape[1]))
     assert det.score_samples(zero)[0] == pytest.approx(-1.0)  # the 2nd nearest is a unit row
     np.testing.assert_allclose(det.score_samples(zero), knn_reference(zero, X_train, 2))
@@ -315,6 +319,40 @@ def test_faiss_exact_search_gives_the_brute_scores(normalize, k):
     np.testing.assert_allclose(fast.score_samples(Q), knn_reference(Q, X, k, normalize),
                                rtol=1e-5)
     assert fast.offset_ == brute.offset_  # offset_ is read by the exact search
+
+
+@pytest.mark.parametrize("block_rows", [1000, 7])
+def test_faiss_searches_the_unit_rows_a_block_at_a_time(monkeypatch, block_rows):
+    """faiss reads the rows it searches, so the unit rows are formed a block at a time
+    (no copy of the bank): the k best of the blocks are those of the unit bank."""
+    _faiss()
+    rng = np.random.default_rng(3)
+    X, Q = _relu_rows(rng, 500, 24).astype(np.float32), _relu_rows(rng, 60, 24)
+    monkeypatch.setattr(knn, "_SCALED_BLOCK", block_rows * X.shape[1])
+    scales = torch.as_tensor(knn.row_scales(X, np.float32))
+    queries = torch.as_tensor(l2_normalize(Q).astype(np.float32))
+    unit = torch.as_tensor(X) * scales[:, None]
+    for k in (1, 9):
+        squared, nearest = knn.faiss_exact_search(queries, torch.as_tensor(X), k,
+                                                  scales=scales)
+        expected_squared, expected = knn.faiss_exact_search(queries, unit, k)
+        np.testing.assert_allclose(squared, expected_squared, rtol=1e-5, atol=1e-6)
+        assert (nearest == expected).float().mean() > 0.99  # ties may swap
+        assert squared.shape == nearest.shape == (60, k)
+        # Sorted, nearest first, as faiss returns them.
+        assert bool((squared[:, 1:] >= squared[:, :-1]).all())
+
+
+def test_a_model_pickled_with_unit_rows_scores_as_before(rng):
+    """Models fitted before train_scales_ held the unit rows themselves as train_rows_:
+    loaded, they search those rows unscaled and score as a fresh fit does."""
+    X_train, X_test = _relu_rows(rng, 200), _relu_rows(rng, 20)
+    det = KNNDetector(4, algorithm="brute", device="cpu", dtype="float64").fit(X_train)
+    old = pickle.loads(pickle.dumps(det))
+    old.train_rows_ = l2_normalize(X_train)
+    del old.train_scales_
+    np.testing.assert_allclose(old.score_samples(X_test), det.score_samples(X_test),
+                               rtol=1e-12)
 
 
 def test_auto_uses_faiss_on_cpu_float32_and_brute_otherwise(monkeypatch):

@@ -15,6 +15,7 @@ from sklearn_reclag import (
     KNNDetector,
     MahalanobisDetector,
     RecLagDetector,
+    ViMDetector,
 )
 from sklearn_reclag._incremental import ThresholdReservoir
 from sklearn_reclag.base import THRESHOLD_ROWS, row_keys, threshold_rows
@@ -142,26 +143,30 @@ def test_threshold_reservoir_keeps_the_rows_of_threshold_rows():
     np.testing.assert_array_equal(reservoir.copies, counts[2][counts[1]][expected])
 
 
-def test_knn_fit_on_a_float32_memmap_keeps_the_bank_on_disk(tmp_path):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_knn_fit_on_a_float32_memmap_keeps_the_bank_on_disk(tmp_path, normalize):
     X, _, queries = _data()
     path = tmp_path / "bank.npy"
     np.save(path, X)
     bank = np.load(path, mmap_mode="r")
-    det = KNNDetector(3, normalize=False, device="cpu").fit(bank)
+    det = KNNDetector(3, normalize=normalize, device="cpu").fit(bank)
     # No copy: the bank is the memmap's memory, and scoring reads it in place (a
-    # read-only mapping, shared with torch, not copied per call).
+    # read-only mapping, shared with torch, not copied per call); normalising reads
+    # the rows' norms, not unit copies of the rows.
     assert np.shares_memory(det.train_rows_, bank)
     assert det._batch_kwargs()["state"]["train_rows_"].data_ptr() == bank.ctypes.data
-    reference = KNNDetector(3, normalize=False, device="cpu").fit(X)
+    assert (det.train_scales_ is not None) == normalize
+    reference = KNNDetector(3, normalize=normalize, device="cpu").fit(X)
     np.testing.assert_array_equal(det.score_samples(queries), reference.score_samples(queries))
     assert det.offset_ == reference.offset_
 
 
-def test_scoring_does_not_copy_the_knn_bank():
+@pytest.mark.parametrize("normalize", [False, True])
+def test_scoring_does_not_copy_the_knn_bank(normalize):
     import torch
 
     X, _, _ = _data(n=500)
-    det = KNNDetector(normalize=False, device="cpu").fit(X)
+    det = KNNDetector(normalize=normalize, device="cpu").fit(X)
     state = det._batch_kwargs()["state"]
     assert state["train_rows_"].data_ptr() == det.train_rows_.ctypes.data
     assert state["train_rows_"].dtype == torch.float32
@@ -309,6 +314,7 @@ def test_hopfield_energy_partial_fit_checks_features_and_takes_y():
 
 @pytest.mark.parametrize("make", [
     lambda: KNNDetector(normalize=False, device="cpu"),
+    lambda: KNNDetector(normalize=True, device="cpu"),
     lambda: MahalanobisDetector(device="cpu"),
     lambda: HopfieldEnergyDetector(beta=1.0, device="cpu"),
 ])
@@ -326,9 +332,13 @@ def test_fit_on_float32_rows_allocates_less_than_a_copy_of_them(make):
     finally:
         tracemalloc.stop()
     # numpy's allocations (tracemalloc sees them; torch's own are not traced): before,
-    # 2x to 8x X (float64 copies of it, normalised or centred); now blocks of rows and
-    # a few integers per row (content keys).
+    # 2x to 8x X (float64 copies of it, normalised or centred; KNN's unit rows); now
+    # blocks of rows and a few numbers per row (content keys, KNN's norms).
     assert peak < X.nbytes
+
+
+# A head of 10 classes on 512 features (any linear head routes rows to banks).
+_HEAD_OF_10 = (np.random.default_rng(5).normal(size=(10, 512)), np.zeros(10))
 
 
 def _nearest_prototype_head(X, y):
@@ -337,17 +347,17 @@ def _nearest_prototype_head(X, y):
 
 
 @pytest.mark.parametrize("make, most", [
-    # The padded banks are the one copy of the stored rows, with a few integers per row
-    # (labels, slots, content keys: 1.37x at 64 features, measured); before: 2.2x, the
-    # stored rows, a temporary of them in bank order and the banks.
-    (lambda head: HopfieldEnergyDetector(head=head, device="cpu"), 1.5),
+    # No copy: the banks are the rows of X in place and the row of each slot, with a
+    # few integers per row (labels, slots, content keys); before: 1.37x at 64 features
+    # with padded banks of the stored rows, 2.2x before that.
+    (lambda head: HopfieldEnergyDetector(head=head, device="cpu"), 0.5),
     # No copy: the learning batches are gathered a step at a time, and the threshold's
     # fold reads its rows in place (before: 1.95x in numpy's allocations, the stored
     # rows, the batches, the fold's rows and its batches).
     (lambda head: RecLagDetector(head=head, max_epochs=2, tol=None, random_state=0,
                                  device="cpu"), 0.5),
 ])
-def test_fit_with_a_head_copies_the_rows_at_most_once(make, most):
+def test_fit_with_a_head_makes_no_copy_of_the_rows(make, most):
     import tracemalloc
 
     rng = np.random.default_rng(0)
@@ -358,11 +368,13 @@ def test_fit_with_a_head_copies_the_rows_at_most_once(make, most):
     make(head).fit(X[:2000], y[:2000])  # imports and caches of a first fit
     tracemalloc.start()
     try:
-        make(head).fit(X, y)
+        det = make(head).fit(X, y)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < most * X.nbytes
+    if isinstance(det, HopfieldEnergyDetector):
+        assert np.shares_memory(det.bank_rows_, X)
 
 
 @pytest.mark.parametrize("make", [
@@ -372,6 +384,7 @@ def test_fit_with_a_head_copies_the_rows_at_most_once(make, most):
                                 device="cpu"),
     lambda head: RecLagDetector(head=head, solver="em", max_epochs=3, tol=None,
                                 random_state=0, device="cpu"),
+    lambda head: ViMDetector(8, head=head, device="cpu"),
 ])
 def test_a_fold_fitted_in_place_is_the_fold_fitted_on_a_copy(make):
     X, y, queries = _data(n=1500)
@@ -380,7 +393,9 @@ def test_a_fold_fitted_in_place_is_the_fold_fitted_on_a_copy(make):
     train = np.flatnonzero(np.arange(len(X)) % 5 != 0)
     in_place = det._fitted_fold(X, y[train], train)
     copied = det._fitted_fold(X[train], y[train], np.arange(len(train)))
-    np.testing.assert_array_equal(in_place.memories_, copied.memories_)
+    for name in ("memories_", "principal_space_", "alpha_"):
+        if hasattr(copied, name):
+            np.testing.assert_array_equal(getattr(in_place, name), getattr(copied, name))
     np.testing.assert_array_equal(in_place.score_samples(queries),
                                   copied.score_samples(queries))
 
@@ -434,15 +449,20 @@ print(grown * 1024 / batches.numel() / 4)
 
 @pytest.mark.parametrize("make", [
     lambda: HopfieldEnergyDetector(beta=1.0, device="cpu"),
+    lambda: HopfieldEnergyDetector(beta=1.0, head=_HEAD_OF_10, device="cpu"),
+    lambda: HopfieldEnergyDetector(beta=1.0, head=_HEAD_OF_10, routing="max", device="cpu"),
     lambda: KNNDetector(normalize=False, device="cpu"),
+    lambda: KNNDetector(normalize=True, algorithm="brute", device="cpu"),
 ])
 def test_scoring_allocates_no_copy_of_the_bank(make):
     from torch.profiler import ProfilerActivity, profile
 
     rng = np.random.default_rng(0)
     X = np.abs(rng.normal(size=(20_000, 512))).astype(np.float32)  # 39 MiB
+    y = rng.integers(10, size=len(X))
     queries = X[:100].copy()
-    det = make().fit(X)
+    det = make()
+    det.fit(X, y if det.get_params().get("head") is not None else None)
     det.score_samples(queries)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         det.score_samples(queries)

@@ -31,6 +31,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import (
+    RowBanks,
     as_tensor,
     class_logsumexp,
     iter_slices,
@@ -38,6 +39,7 @@ from .._backend import (
     near_copies,
     resolve_device,
     routed_logsumexp,
+    slot_sq_norms,
     take_rows,
 )
 from ..base import (
@@ -89,6 +91,26 @@ def pad_banks(X, labels, n_banks, *, max_rows=None, order=None, return_slots=Fal
     slots : ndarray of shape (n_samples,) of int64
         With ``return_slots``: the slot of each row in its bank, -1 for a row left out.
     """
+    layout = bank_layout(labels, n_banks, max_rows=max_rows, order=order)
+    order, sorted_labels, slot, mask = layout
+    if rows is None and _is_every_row_in_order(layout, len(X)):
+        # One bank of every row in order (y=None): X itself, no copy (a bank on disk
+        # stays there).
+        banks = X[None]
+    else:
+        banks = np.zeros((*mask.shape, X.shape[1]), dtype=X.dtype)
+        # A block at a time: X[order] whole would be a second copy of the bank.
+        for block in iter_slices(len(order), _STATISTICS_BLOCK):
+            banks[sorted_labels[block], slot[block]] = take_rows(X, rows, order[block])
+    if not return_slots:
+        return banks, mask
+    return banks, mask, _slot_of_each_row(layout, len(labels))
+
+
+def bank_layout(labels, n_banks, *, max_rows=None, order=None):
+    """Where each row goes in padded banks (see :func:`pad_banks`): the rows taken, in
+    bank order (``order``: positions in ``labels``), their bank and slot, and the
+    (n_banks, n_slots) mask of the slots that hold a row."""
     labels = np.asarray(labels, dtype=np.intp)
     order = np.arange(len(labels)) if order is None else np.asarray(order)
     # A stable sort by bank keeps ``order`` within each bank.
@@ -102,22 +124,48 @@ def pad_banks(X, labels, n_banks, *, max_rows=None, order=None, return_slots=Fal
         order, sorted_labels, slot = order[keep], sorted_labels[keep], slot[keep]
         counts = np.minimum(counts, max_rows)
     n_slots = max(int(counts.max(initial=0)), 1)
-    if (rows is None and n_banks == 1 and len(order) == len(X)
-            and (order[1:] > order[:-1]).all()):
-        # One bank of every row in order (y=None): X itself, no copy (a bank on disk
-        # stays there).
-        banks = X[None]
-    else:
-        banks = np.zeros((n_banks, n_slots, X.shape[1]), dtype=X.dtype)
-        # A block at a time: X[order] whole would be a second copy of the bank.
-        for block in iter_slices(len(order), _STATISTICS_BLOCK):
-            banks[sorted_labels[block], slot[block]] = take_rows(X, rows, order[block])
-    mask = np.arange(n_slots) < counts[:, None]
-    if not return_slots:
-        return banks, mask
-    slots = np.full(len(labels), -1, dtype=np.int64)
+    return order, sorted_labels, slot, np.arange(n_slots) < counts[:, None]
+
+
+def _is_every_row_in_order(layout, n_rows):
+    """Whether the layout is one bank of the ``n_rows`` rows in their order."""
+    order, _, _, mask = layout
+    return mask.shape[0] == 1 and len(order) == n_rows and bool((order[1:] > order[:-1]).all())
+
+
+def _slot_of_each_row(layout, n_rows):
+    """The slot of each of the ``n_rows`` rows in its bank, -1 for a row left out."""
+    order, _, slot, _ = layout
+    slots = np.full(n_rows, -1, dtype=np.int64)
     slots[order] = slot
-    return banks, mask, slots
+    return slots
+
+
+def row_banks(X, labels, n_banks, *, dtype, max_rows=None, order=None, rows=None):
+    """The banks of :func:`pad_banks` as rows of one matrix, without a copy of them.
+
+    Returns ``(bank_rows, index, mask, slots)``: the memory in slot (c, m) is
+    ``bank_rows[index[c, m]]`` where ``mask[c, m]`` (:class:`~sklearn_reclag._backend.
+    RowBanks`). ``bank_rows`` is X itself where its dtype is ``dtype`` and it is
+    C-contiguous (an ``np.memmap`` included: the bank stays on disk), and the index
+    points at the rows ``rows`` (or every row) in place; otherwise the rows taken are
+    converted, a block at a time, into one compact array of ``dtype``. Arguments and
+    ``slots`` as in :func:`pad_banks`.
+    """
+    layout = bank_layout(labels, n_banks, max_rows=max_rows, order=order)
+    order, sorted_labels, slot, mask = layout
+    positions = order if rows is None else rows[order]
+    if X.dtype == np.dtype(dtype) and X.flags.c_contiguous:
+        bank_rows = X
+    else:
+        bank_rows = np.empty((len(order), X.shape[1]), dtype=dtype)
+        for block in iter_slices(len(order), _STATISTICS_BLOCK):
+            bank_rows[block] = X[positions[block]]
+        positions = np.arange(len(order))
+    # Padding slots name row 0: scoring masks them.
+    index = np.zeros(mask.shape, dtype=np.int64)
+    index[sorted_labels, slot] = positions
+    return bank_rows, index, mask, _slot_of_each_row(layout, len(labels))
 
 
 def route(lse, routing, predicted=None):
@@ -146,6 +194,10 @@ class _MemoryBankDetector(BaseOODDetector):
     Subclasses implement ``_fit_memories(X, labels, n_banks)``, which sets ``memories_``
     (n_banks, n_slots, n_features) and ``memory_mask_`` (n_banks, n_slots) from the stored
     patterns ``X`` (the training rows the head classifies correctly) and their bank index.
+
+    Banks whose memories are training rows (HE) may instead be kept as those rows and
+    the row of each slot, ``bank_rows_`` and ``memory_index_`` (:func:`row_banks`): no
+    copy of the bank; ``memories_`` is then formed when read.
     """
 
     _parameter_constraints = {
@@ -166,14 +218,51 @@ class _MemoryBankDetector(BaseOODDetector):
     multiples of the data's own scale in each metric."""
 
     # The banks are only read by scoring: shared with torch on the CPU, not copied.
-    _shared_attributes = ("memories_",)
+    _shared_attributes = ("memories_", "bank_rows_")
+    _index_attributes = ("memory_index_",)
 
     @property
     def _tensor_attributes(self):
-        names = ("memories_", "memory_mask_")
+        banks = ("bank_rows_", "memory_index_") if self._has_row_banks else ("memories_",)
+        names = banks + ("memory_mask_",)
         if getattr(self, "head_coef_", None) is not None:
             names += ("head_coef_", "head_intercept_")
         return names + self._metric_attributes()
+
+    @property
+    def _has_row_banks(self):
+        return "memory_index_" in vars(self)
+
+    def __getattr__(self, name):
+        # Only reached when the attribute is missing: memories_ of banks kept as rows.
+        if name == "memories_" and "memory_index_" in vars(self):
+            return self._dense_banks()
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _dense_banks(self, key=(slice(None), slice(None))):
+        """The padded memories (n_banks, n_slots, n_features), zeros on padding, of the
+        part ``key`` of the (n_banks, n_slots) slots: a view of ``memories_``, or for
+        banks kept as rows (:func:`row_banks`) a new array of the rows gathered."""
+        if not self._has_row_banks:
+            return self.memories_[key]
+        index, mask = self.memory_index_[key], self.memory_mask_[key]
+        banks = np.asarray(self.bank_rows_[index.reshape(-1)]).reshape(
+            *index.shape, self.bank_rows_.shape[1])
+        banks[~mask] = 0
+        return banks
+
+    def _set_banks(self, mask, *, memories=None, bank_rows=None, index=None):
+        """Store the banks: padded ``memories``, or the rows ``bank_rows[index]``
+        (``mask=None``: none; the banks of an earlier fit go)."""
+        for name in ("memories_", "bank_rows_", "memory_index_", "memory_mask_"):
+            self.__dict__.pop(name, None)
+        if mask is None:
+            return
+        if memories is None:
+            self.bank_rows_, self.memory_index_ = bank_rows, index
+        else:
+            self.memories_ = memories
+        self.memory_mask_ = mask
 
     def _metric_attributes(self):
         """The fitted arrays that the metric's map reads (``_memory_space``)."""
@@ -213,6 +302,7 @@ class _MemoryBankDetector(BaseOODDetector):
         threshold's cross-fit, :meth:`_fit_rows`: its threshold is never read)."""
         if y is not None:  # before the metric: its covariance needs two rows a class too
             _check_rows_per_class(y)
+        self._set_banks(None)  # a fit starts afresh: no banks of an earlier fit
         if (rows is None and self.energy == "lse" and self.metric != "cosine"
                 and not origin_is_informative(X)):
             # lse grows with |v|: around the origin, the rows farthest from the data have
@@ -236,8 +326,12 @@ class _MemoryBankDetector(BaseOODDetector):
         slots = self._fit_memories(patterns, labels[stored], n_banks, rows=stored_rows)
         self.patterns_are_rows_ = slots is not None
         if self.metric == "cosine":
-            # Learned memories (RecLag) or class means (SHE) leave the unit sphere.
-            self.memories_ = _unit_rows(self.memories_)
+            # Learned memories (RecLag) or class means (SHE) leave the unit sphere (and
+            # the rows of row banks are the mapped copy of _stored_rows: the fit's own).
+            if self._has_row_banks:
+                self.bank_rows_ = _unit_rows(self.bank_rows_)
+            else:
+                self.memories_ = _unit_rows(self.memories_)
         if self.metric == "mahalanobis" or rows is not None:
             # A learned whitening: cross-fitted scores (and a fold has no threshold of
             # its own).
@@ -438,16 +532,23 @@ class _MemoryBankDetector(BaseOODDetector):
         return labels, stored, n_banks, predicted
 
     # -------------------------------------------------------------- scoring
+    @staticmethod
+    def _banks(state):
+        """The banks of a batch's ``state``: padded memories or :class:`RowBanks`."""
+        if "memory_index_" in state:
+            return RowBanks(state["bank_rows_"], state["memory_index_"])
+        return state["memories_"]
+
     def _class_lse(self, V, state, exclude=None, exclude_copies=False):
         """Per-class ``lse(beta * Xi_c v)`` (B, C), in blocks of bounded size."""
-        banks, mask = state["memories_"], state["memory_mask_"]
+        banks, mask = self._banks(state), state["memory_mask_"]
         return class_logsumexp(V, banks, mask, self.beta_, bias=self._memory_bias(banks),
                                max_block=_SCORE_BLOCK, exclude=exclude,
                                exclude_copies=exclude_copies)
 
     def _routed_lse(self, V, state, bank_index, exclude=None, exclude_copies=False):
         """``lse(beta * Xi_c v)`` (B,) against each row's own bank c only."""
-        banks, mask = state["memories_"], state["memory_mask_"]
+        banks, mask = self._banks(state), state["memory_mask_"]
         return routed_logsumexp(V, bank_index, banks, mask, self.beta_,
                                 bias=self._memory_bias(banks), max_block=_SCORE_BLOCK,
                                 exclude=exclude, exclude_copies=exclude_copies)
@@ -460,8 +561,7 @@ class _MemoryBankDetector(BaseOODDetector):
         fold's pattern weight; None when there is none."""
         bias = None
         if self.energy == "density":
-            # einsum: the squared norms without a bank-sized temporary of squares.
-            bias = -0.5 * self.beta_ * torch.einsum("cmd,cmd->cm", banks, banks)
+            bias = -0.5 * self.beta_ * slot_sq_norms(banks)
         if self._pattern_log_weight is not None:
             weight = torch.as_tensor(self._pattern_log_weight, device=banks.device,
                                      dtype=banks.dtype)[:, None]

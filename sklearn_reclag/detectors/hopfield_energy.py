@@ -23,7 +23,16 @@ from types import SimpleNamespace
 
 from sklearn.base import _fit_context
 
-from ._banks import _MemoryBankDetector, _unit_rows, auto_beta, index_of, pad_banks, route
+from ._banks import (
+    _is_every_row_in_order,
+    _MemoryBankDetector,
+    _unit_rows,
+    auto_beta,
+    bank_layout,
+    index_of,
+    route,
+    row_banks,
+)
 from .._backend import iter_slices, map_batches, resolve_device, take_rows
 from .._incremental import ThresholdReservoir
 from .._labels import is_ood_label
@@ -75,7 +84,19 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
     ----------
     memories_ : ndarray of shape (n_banks, n_slots, n_features)
         The stored patterns of every class (HE) or their means (SHE), padded with zeros
-        to the largest bank; one bank when fitted without y and head.
+        to the largest bank; one bank when fitted without y and head. HE's ``fit``
+        keeps its per-class banks as ``bank_rows_[memory_index_]`` (no copy of the
+        rows): ``memories_`` is then gathered when read, a new array the size of the
+        banks.
+    bank_rows_ : ndarray of shape (n_rows, n_features)
+        HE fitted with several banks: the rows the memories are read from, X itself
+        where it is C-contiguous in ``dtype`` (a memory map too: the bank stays on
+        disk, and writing to X after fit changes the bank), else one compact copy of
+        the stored rows (converted, or mapped by ``metric``). Scoring gathers the slots
+        it multiplies a chunk at a time. Absent where ``memories_`` is stored itself
+        (SHE, ``partial_fit``, one bank of X).
+    memory_index_ : ndarray of shape (n_banks, n_slots) of int64
+        With ``bank_rows_``: the row of each memory slot (0 on padding slots).
     ${fitted_banks}
     ${fitted_beta}
     offset_ : float
@@ -314,8 +335,8 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         means = self._pattern_means
         if self.metric == "cosine":
             means = _unit_rows(means)  # as fit leaves them
-        self.memories_ = means[:, None, :].astype(self.dtype)
-        self.memory_mask_ = (self._pattern_counts > 0)[:, None]
+        self._set_banks((self._pattern_counts > 0)[:, None],
+                        memories=means[:, None, :].astype(self.dtype))
 
     @property
     def _pattern_means(self):
@@ -346,8 +367,8 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         state.buffer[labels, slots] = patterns
         state.counts += chunk_counts
         n_slots = max(int(state.counts.max(initial=0)), 1)
-        self.memories_ = state.buffer[:, :n_slots]
-        self.memory_mask_ = np.arange(n_slots) < state.counts[:, None]
+        self._set_banks(np.arange(n_slots) < state.counts[:, None],
+                        memories=state.buffer[:, :n_slots])
         return slots
 
     def _fit_memories(self, X, labels, n_banks, rows=None):
@@ -360,11 +381,20 @@ class HopfieldEnergyDetector(_MemoryBankDetector):
         order = None
         if self.max_patterns is not None:
             order = check_random_state(self.random_state).permutation(len(labels))
-        banks, self.memory_mask_, slots = pad_banks(
-            X, labels, n_banks, max_rows=self.max_patterns, order=order, return_slots=True,
-            rows=rows,
-        )
-        self.memories_ = banks.astype(self.dtype, copy=False)
+        layout = bank_layout(labels, n_banks, max_rows=self.max_patterns, order=order)
+        if rows is None and X.dtype == np.dtype(self.dtype) and _is_every_row_in_order(
+                layout, len(X)):
+            # One bank of every row in order (no labels): X itself, a view.
+            self._set_banks(layout[3], memories=X[None])
+            slots = np.arange(len(X))
+        else:
+            # The stored rows in place, and the row of each slot: no copy of the bank
+            # (per-class banks padded from the rows would be one, 10 GB at ImageNet's
+            # 1.28M x 2,048).
+            bank_rows, index, mask, slots = row_banks(
+                X, labels, n_banks, dtype=self.dtype, max_rows=self.max_patterns,
+                order=order, rows=rows)
+            self._set_banks(mask, bank_rows=bank_rows, index=index)
         # The memories are the stored patterns: fit scores them leave-one-out.
         return slots
 

@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from sklearn.base import _fit_context
-from sklearn.preprocessing import normalize as l2_normalize
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._backend import (
@@ -46,6 +45,9 @@ _BLOCK = 2**24
 # entries gathered through memory (measured on 4,096 queries, k = 50, 512 features:
 # 0.65 s against 3.8 s on a 2-core AMD EPYC).
 _CPU_DIFFERENCES_BLOCK = 2**18
+# Most entries of the block of scaled (unit) training rows that faiss searches at a time:
+# 256 MiB in float32, the whole bank up to 65,536 rows of 1,024 features (one faiss call).
+_SCALED_BLOCK = 2**26
 
 
 @fill_doc
@@ -73,9 +75,14 @@ class KNNDetector(BaseOODDetector):
     neighbours tie to rounding, where either distance may come out).
 
     ``algorithm`` chooses who finds the k nearest rows: the suite's torch search above,
-    faiss's exact flat search (the kernel of ``IndexFlatL2``, on the bank in place: no
-    copy of it), or faiss's approximate inverted-file index for banks of millions of
-    rows. Whichever searches, the k distances are then computed as ``||z - x||`` by the
+    faiss's exact flat search (the kernel of ``IndexFlatL2``, on the bank in place), or
+    faiss's approximate inverted-file index for banks of millions of rows.
+
+    No search copies the bank: the training rows are kept as given (X itself where it
+    is C-contiguous in ``dtype``, an ``np.memmap`` included) with their norms, and the
+    unit rows are formed a block at a time (the torch search scales each block of
+    products by ``1 / ||x||``; faiss, which reads the rows it searches, gets them 256
+    MiB at a time). Whichever searches, the k distances are then computed as ``||z - x||`` by the
     same code, so the exact searches give the same scores.
 
     Parameters
@@ -133,8 +140,14 @@ class KNNDetector(BaseOODDetector):
     Attributes
     ----------
     train_rows_ : ndarray of shape (n_train, n_features)
-        The in-distribution training rows, L2-normalised when ``normalize=True``: the
-        rows searched for neighbours.
+        The in-distribution training rows in ``dtype``, as given: X itself where its
+        dtype and C-contiguous layout fit (no copy: a bank on disk stays on disk), else
+        one converted copy. Not normalised: the rows searched are
+        ``train_rows_ * train_scales_[:, None]``.
+    train_scales_ : ndarray of shape (n_train,) or None
+        ``1 / ||x||`` of each training row with ``normalize_`` (1 for a row of zeros),
+        else None. The search applies it a block at a time, so normalising costs no
+        copy of the bank.
     n_neighbors_ : int
         The k used: ``min(n_neighbors, n_samples - 1)``.
     normalize_ : bool
@@ -221,8 +234,15 @@ class KNNDetector(BaseOODDetector):
         "faiss_params": [dict, None],
     }
     _needs_classes = False
-    _tensor_attributes = ("train_rows_",)
     _shared_attributes = ("train_rows_",)
+
+    @property
+    def _tensor_attributes(self):
+        # train_scales_ is None without normalisation (and absent from a model pickled
+        # before it existed, whose train_rows_ are the unit rows themselves).
+        if getattr(self, "train_scales_", None) is None:
+            return ("train_rows_",)
+        return ("train_rows_", "train_scales_")
 
     # The grid a user should search (see Notes).
     search_space = {"n_neighbors": [1, 5, 10, 20, 50, 100, 200]}
@@ -244,9 +264,10 @@ class KNNDetector(BaseOODDetector):
             "other rows")
         warn_if_offset_dominates(self, X)
         self.normalize_ = resolved_normalize(self.normalize, X)
-        # At most one copy of the bank (none for float32 rows left as they are): see
-        # bank_rows.
-        self.train_rows_ = bank_rows(X, self.normalize_, self.dtype)
+        # No copy of the bank where X's dtype and layout fit (see bank_rows): the unit
+        # rows are formed a block at a time by the search, from train_scales_.
+        self.train_rows_ = bank_rows(X, self.dtype)
+        self.train_scales_ = row_scales(X, self.dtype) if self.normalize_ else None
         self.algorithm_ = resolve_algorithm(self.algorithm, self.device_, self.dtype)
         if self.faiss_params is not None and self.algorithm_ != "faiss-ivf":
             warnings.warn(
@@ -257,7 +278,7 @@ class KNNDetector(BaseOODDetector):
                 stacklevel=4,  # the caller of fit (through fit and _fit_context)
             )
         self.faiss_index_ = (
-            ivf_index(np.asarray(self.train_rows_, dtype=np.float32), self.faiss_params)
+            ivf_index(self.train_rows_, self.faiss_params, scales=self.train_scales_)
             if self.algorithm_ == "faiss-ivf" else None
         )
         # Keys of the rows alone: a row's neighbours do not depend on its label.
@@ -305,17 +326,24 @@ class KNNDetector(BaseOODDetector):
                 self.faiss_index_ = None
             self._partial = SimpleNamespace(
                 buffer=np.empty((0, X.shape[1]), dtype=self.dtype),
+                scales=np.empty(0, dtype=self.dtype),
                 reservoir=ThresholdReservoir(X.shape[1]))
         state = self._partial
         n_old = self.n_samples_seen_ if not first else 0
         n_new = n_old + len(X)
         if n_new > len(state.buffer):
-            grown = np.empty((max(n_new, 2 * len(state.buffer)), X.shape[1]),
-                             dtype=self.dtype)
+            capacity = max(n_new, 2 * len(state.buffer))
+            grown = np.empty((capacity, X.shape[1]), dtype=self.dtype)
             grown[:n_old] = state.buffer[:n_old]
-            state.buffer = grown
-        bank_rows(X, self.normalize_, self.dtype, out=state.buffer[n_old:n_new])
+            scales = np.empty(capacity, dtype=self.dtype)
+            scales[:n_old] = state.scales[:n_old]
+            state.buffer, state.scales = grown, scales
+        bank_rows(X, self.dtype, out=state.buffer[n_old:n_new])
         self.train_rows_ = state.buffer[:n_new]
+        self.train_scales_ = None
+        if self.normalize_:
+            state.scales[n_old:n_new] = row_scales(X, self.dtype)
+            self.train_scales_ = state.scales[:n_new]
         self.n_samples_seen_ = n_new
         state.reservoir.update(row_keys(X, dtype=self.dtype), X)
         if n_new < 2:
@@ -351,7 +379,8 @@ class KNNDetector(BaseOODDetector):
         algorithm = "brute" if exclude_copies else getattr(self, "algorithm_", "brute")
         return kth_neighbour_distance(queries, state["train_rows_"], kth, max_block=_BLOCK,
                                       exclude_copies=exclude_copies, algorithm=algorithm,
-                                      index=getattr(self, "faiss_index_", None))
+                                      index=getattr(self, "faiss_index_", None),
+                                      scales=state.get("train_scales_"))
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -367,7 +396,7 @@ class KNNDetector(BaseOODDetector):
 
 
 def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK, exclude_copies=False,
-                           algorithm="brute", index=None):
+                           algorithm="brute", index=None, scales=None):
     """Euclidean distance from each query to its ``kth`` nearest training row (exact).
 
     Two steps. The search: the training rows are taken a chunk at a time, so that a
@@ -398,6 +427,10 @@ def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK, exclude_cop
         faiss searches need CPU float32 tensors and no ``exclude_copies``.
     index : faiss index, default=None
         The index of ``train`` that 'faiss-ivf' searches (:func:`ivf_index`).
+    scales : tensor of shape (N,), default=None
+        A factor for each training row: the rows searched are ``train * scales[:, None]``
+        (the unit rows of :class:`KNNDetector`, ``scales = 1 / ||x||``), formed a block
+        at a time, never as a copy of ``train``.
 
     Returns
     -------
@@ -405,20 +438,29 @@ def kth_neighbour_distance(queries, train, kth, *, max_block=_BLOCK, exclude_cop
     """
     if algorithm == "brute" or exclude_copies:
         nearest = nearest_neighbours(queries, train, kth, max_block=max_block,
-                                     exclude_copies=exclude_copies)
-        return _largest_distance(queries, train, nearest, max_block)
+                                     exclude_copies=exclude_copies, scales=scales)
+        return _largest_distance(queries, train, nearest, max_block, scales=scales)
     nearest, squared = faiss_nearest_neighbours(queries, train, kth, index=index,
-                                                max_block=max_block, return_squared=True)
-    return _largest_distance(queries, train, nearest, max_block, squared=squared)
+                                                max_block=max_block, return_squared=True,
+                                                scales=scales)
+    return _largest_distance(queries, train, nearest, max_block, squared=squared,
+                             scales=scales)
 
 
-def nearest_neighbours(queries, train, k, *, max_block=_BLOCK, exclude_copies=False):
+def nearest_neighbours(queries, train, k, *, max_block=_BLOCK, exclude_copies=False,
+                       scales=None):
     """Indices of the ``k`` nearest training rows of each query, unsorted: the search of
-    :func:`kth_neighbour_distance` (a (B, k) tensor of row indices of ``train``), without
-    the copies of the query with ``exclude_copies``."""
+    :func:`kth_neighbour_distance` (a (B, k) tensor of row indices of ``train``, whose
+    rows are scaled by ``scales`` where given), without the copies of the query with
+    ``exclude_copies``."""
     n_queries, n_train = queries.shape[0], train.shape[0]
     # Costs N * D per chunk of queries, 1/B of the products.
     train_sq_norms = torch.einsum("nd,nd->n", train, train)
+    if scales is not None:
+        # The scaled rows' |s x|^2, and the factor -2 s of their products: the scaled
+        # rows themselves are never formed.
+        train_sq_norms.mul_(scales).mul_(scales)
+        product_factors = -2 * scales
     chunk = _memory_chunk(max_block, n_queries)
     # Every block is written into the same memory: on a CPU a fresh block of 64 MiB per
     # product pays its page faults again (measured: 10-20 % of the search).
@@ -429,8 +471,13 @@ def nearest_neighbours(queries, train, k, *, max_block=_BLOCK, exclude_copies=Fa
     values = nearest = None
     for rows in iter_slices(n_train, chunk):
         block = buffer[: n_queries * (rows.stop - rows.start)].view(n_queries, -1)
-        # |x|^2 - 2 z.x: the squared distance less |z|^2, in one fused product.
-        torch.addmm(train_sq_norms[rows], queries, train[rows].T, alpha=-2, out=block)
+        if scales is None:
+            # |x|^2 - 2 z.x: the squared distance less |z|^2, in one fused product.
+            torch.addmm(train_sq_norms[rows], queries, train[rows].T, alpha=-2, out=block)
+        else:
+            # |s x|^2 - 2 s (z.x): one pass over the block more than the fused product.
+            torch.mm(queries, train[rows].T, out=block)
+            block.mul_(product_factors[rows]).add_(train_sq_norms[rows])
         if exclude_copies:
             _drop_copies(block, query_sq_norms, train_sq_norms[rows], tolerance)
         values, nearest = _merge_smallest(values, nearest, block, rows.start, k)
@@ -438,7 +485,7 @@ def nearest_neighbours(queries, train, k, *, max_block=_BLOCK, exclude_copies=Fa
 
 
 def faiss_nearest_neighbours(queries, train, k, *, index=None, max_block=_BLOCK,
-                             return_squared=False):
+                             return_squared=False, scales=None):
     """Indices of the ``k`` nearest training rows of each query, found by faiss: its
     exact flat search (``faiss.knn``: the kernel of ``IndexFlatL2.search``, reading
     ``train`` in place) or, given an ``index``, that index's (approximate) search.
@@ -448,29 +495,56 @@ def faiss_nearest_neighbours(queries, train, k, *, index=None, max_block=_BLOCK,
     searched exactly by :func:`nearest_neighbours`, so every index returned is a row.
     ``return_squared``: also faiss's squared distances of those rows (B, k), from its
     expansion ``|z|^2 + |x|^2 - 2 z.x``; NaN for the queries searched again.
+    ``scales``: the rows searched are ``train * scales[:, None]`` (see
+    :func:`faiss_exact_search`; an index holds its own rows, scaled when built).
     """
     if index is None:
-        squared, nearest = faiss_exact_search(queries, train, k)
+        squared, nearest = faiss_exact_search(queries, train, k, scales=scales)
     else:
         squared, nearest = index.search(np.ascontiguousarray(queries.numpy()), k)
         squared, nearest = torch.from_numpy(squared), torch.from_numpy(nearest)
     short = (nearest < 0).any(dim=1).nonzero().flatten()
     if short.numel():
-        nearest[short] = nearest_neighbours(queries[short], train, k, max_block=max_block)
+        nearest[short] = nearest_neighbours(queries[short], train, k, max_block=max_block,
+                                            scales=scales)
         squared[short] = math.nan
     return (nearest, squared) if return_squared else nearest
 
 
-def faiss_exact_search(queries, train, k, *, inner_product=False):
+def faiss_exact_search(queries, train, k, *, inner_product=False, scales=None):
     """faiss's exact flat search (``faiss.knn``: the kernel of ``IndexFlatL2.search``, or
     with ``inner_product`` of ``IndexFlatIP.search``) of the CPU float32 tensors
     ``queries`` in ``train``, read in place: (B, k) tensors of the values (squared
-    distances, smallest first, or inner products, largest first) and of the rows."""
+    distances, smallest first, or inner products, largest first) and of the rows.
+
+    ``scales`` (N,): search the rows ``train * scales[:, None]``. faiss reads the rows
+    it searches, so these are formed a block of at most ``_SCALED_BLOCK`` entries at a
+    time (a bank that fits searched in one call) and the k best of the blocks merged:
+    no copy of the bank.
+    """
     faiss = _import_faiss()
     metric = faiss.METRIC_INNER_PRODUCT if inner_product else faiss.METRIC_L2
-    values, nearest = faiss.knn(np.ascontiguousarray(queries.numpy()),
-                                np.ascontiguousarray(train.numpy()), k, metric=metric)
-    return torch.from_numpy(values), torch.from_numpy(nearest)
+    queries = np.ascontiguousarray(queries.numpy())
+    if scales is None:
+        values, nearest = faiss.knn(queries, np.ascontiguousarray(train.numpy()), k,
+                                    metric=metric)
+        return torch.from_numpy(values), torch.from_numpy(nearest)
+    n_train = len(train)
+    chunk = _memory_chunk(_SCALED_BLOCK, train.shape[1])
+    buffer = train.new_empty((min(chunk, n_train), train.shape[1]))
+    values = nearest = None
+    for rows in iter_slices(n_train, chunk):
+        block = torch.mul(train[rows], scales[rows, None], out=buffer[: rows.stop - rows.start])
+        found, found_rows = faiss.knn(queries, block.numpy(), min(k, len(block)),
+                                      metric=metric)
+        found, found_rows = torch.from_numpy(found), torch.from_numpy(found_rows) + rows.start
+        if values is None:
+            values, nearest = found, found_rows
+            continue
+        both = torch.cat([values, found], dim=1)
+        best = torch.topk(both, min(k, both.shape[1]), dim=1, largest=inner_product).indices
+        values, nearest = both.gather(1, best), torch.cat([nearest, found_rows], 1).gather(1, best)
+    return values, nearest
 
 
 # faiss's guideline for the cells of an inverted file: 4 sqrt(N) to 16 sqrt(N), with at
@@ -482,8 +556,9 @@ _IVF_MIN_ROWS_PER_CELL = 39
 _IVF_PROBE_FRACTION = 8
 
 
-def ivf_index(train, faiss_params=None):
-    """faiss ``IndexIVFFlat`` (L2) over the float32 rows ``train``: k-means cells
+def ivf_index(train, faiss_params=None, *, scales=None):
+    """faiss ``IndexIVFFlat`` (L2) over the rows ``train`` (scaled by ``scales`` where
+    given: the index holds its own float32 copy of them, made here): k-means cells
     (``nlist``), of which a query searches the ``nprobe`` nearest (see
     :class:`KNNDetector`'s ``faiss_params``)."""
     faiss = _import_faiss()
@@ -505,6 +580,9 @@ def ivf_index(train, faiss_params=None):
             raise ValueError(
                 f"faiss_params[{name!r}] must be an integer in [1, {most}]; got {value!r}."
             )
+    train = np.asarray(train, dtype=np.float32)
+    if scales is not None:
+        train = train * scales[:, None]
     index = faiss.index_factory(n_features, f"IVF{int(nlist)},Flat", faiss.METRIC_L2)
     index.train(train)
     index.add(train)
@@ -589,7 +667,7 @@ def _merge_smallest(values, nearest, block, first_row, k):
     return both.gather(1, keep), torch.cat([nearest, top_rows], dim=1).gather(1, keep)
 
 
-def _largest_distance(queries, train, nearest, max_block, squared=None):
+def _largest_distance(queries, train, nearest, max_block, squared=None, scales=None):
     """``max_j ||z - x_nearest[., j]||`` for each query (see :func:`neighbour_distances`).
 
     ``squared``: the search's own squared distances of the rows ``nearest`` (faiss's
@@ -604,30 +682,35 @@ def _largest_distance(queries, train, nearest, max_block, squared=None):
     rows; a NaN row of ``squared`` (searched again without faiss) keeps all k.
     """
     if squared is None:
-        return neighbour_distances(queries, train, nearest, max_block=max_block).amax(dim=1)
+        return neighbour_distances(queries, train, nearest, max_block=max_block,
+                                   scales=scales).amax(dim=1)
     largest = squared.amax(dim=1)
     rounding = 3 * copy_tolerance(queries.dtype, queries.shape[1]) * (
         torch.einsum("bd,bd->b", queries, queries) + largest.clamp_min(0))
     candidate = (squared >= (largest - 2 * rounding)[:, None]) | squared.isnan()
     query, column = candidate.nonzero(as_tuple=True)
     distances = neighbour_distances(queries[query], train, nearest[query, column, None],
-                                    max_block=max_block)[:, 0]
+                                    max_block=max_block, scales=scales)[:, 0]
     out = queries.new_full((len(queries),), -math.inf)
     return out.scatter_reduce_(0, query, distances, reduce="amax")
 
 
-def neighbour_distances(queries, train, nearest, *, max_block=_BLOCK):
+def neighbour_distances(queries, train, nearest, *, max_block=_BLOCK, scales=None):
     """``||z - x_nearest[., j]||`` for each query and each of its neighbours, a (B, k)
     tensor, from the differences themselves (no cancellation), in chunks of queries of
     at most ``max_block`` entries of differences (fewer on a CPU, see
-    ``_CPU_DIFFERENCES_BLOCK``)."""
+    ``_CPU_DIFFERENCES_BLOCK``); with ``scales``, the rows are ``train * scales[:, None]``
+    (the same product as :func:`faiss_exact_search` forms, so the same distances)."""
     n_queries, n_nearest = nearest.shape
     n_features = queries.shape[1]
     if queries.device.type == "cpu":
         max_block = min(max_block, _CPU_DIFFERENCES_BLOCK)
     out = queries.new_empty(n_queries, n_nearest)
     for rows in iter_slices(n_queries, _memory_chunk(max_block, n_nearest * n_features)):
-        differences = train.index_select(0, nearest[rows].reshape(-1))
+        neighbours = nearest[rows].reshape(-1)
+        differences = train.index_select(0, neighbours)
+        if scales is not None:
+            differences.mul_(scales.index_select(0, neighbours)[:, None])
         differences = differences.view(-1, n_nearest, n_features).sub_(queries[rows, None])
         out[rows] = torch.linalg.vector_norm(differences, dim=2)
     return out
@@ -699,23 +782,33 @@ def _unit_rows(V):
     return V / torch.where(norms > 0, norms, torch.ones_like(norms))
 
 
-def bank_rows(X, normalize, dtype, out=None):
+def bank_rows(X, dtype, out=None):
     """The rows of a k-NN bank: X itself where it can be, else one copy in ``dtype``.
 
-    Without normalisation, rows that already have ``dtype`` and a C-contiguous layout
-    (a float32 array, an ``np.memmap`` of float32 rows) are kept as they are, not
-    copied: a reference, as :class:`~sklearn.neighbors.NearestNeighbors` keeps its
-    ``_fit_X``, so a bank on disk stays on disk and scoring reads it block by block
-    (the detector never writes to it; writing to X after fit changes the bank).
-    Otherwise the rows are converted (L2-normalised where ``normalize``) a block at a
-    time into one new array of ``dtype`` (``out`` where given: the next rows of a
+    Rows that already have ``dtype`` and a C-contiguous layout (a float32 array, an
+    ``np.memmap`` of float32 rows) are kept as they are, not copied: a reference, as
+    :class:`~sklearn.neighbors.NearestNeighbors` keeps its ``_fit_X``, so a bank on disk
+    stays on disk and scoring reads it block by block (the detector never writes to it;
+    writing to X after fit changes the bank). Otherwise the rows are converted a block
+    at a time into one new array of ``dtype`` (``out`` where given: the next rows of a
     growing bank): one copy, and no float64 temporary the size of X.
     """
     dtype = np.dtype(dtype)
-    if out is None and not normalize and X.dtype == dtype and X.flags.c_contiguous:
+    if out is None and X.dtype == dtype and X.flags.c_contiguous:
         return X
     out = np.empty(X.shape, dtype=dtype) if out is None else out
     for rows in iter_slices(len(X), _STATISTICS_BLOCK):
-        block = np.asarray(X[rows])
-        out[rows] = l2_normalize(block) if normalize else block
+        out[rows] = X[rows]
     return out
+
+
+def row_scales(X, dtype):
+    """``1 / ||x||`` of each row of X in ``dtype``, 1 for a row of zeros (which stays
+    zeros, as :class:`~sklearn.preprocessing.Normalizer` leaves it): the factors that
+    make the rows unit rows. The norms are taken in float64, a block at a time."""
+    scales = np.empty(len(X), dtype=dtype)
+    for rows in iter_slices(len(X), _STATISTICS_BLOCK):
+        block = np.asarray(X[rows], dtype=np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        scales[rows] = 1.0 / np.where(norms > 0, norms, 1.0)
+    return scales

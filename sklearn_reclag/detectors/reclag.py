@@ -512,8 +512,7 @@ class RecLagDetector(OneToOneFeatureMixin, TransformerMixin, _MemoryBankDetector
         # Padding slots hold zeros whatever the solver did there (an empty bank's updates
         # are undefined), so nothing non-finite can reach a retrieval or a plot.
         memories = memories.masked_fill(~memory_mask[:, :, None], 0.0)
-        self.memories_ = to_numpy(memories)
-        self.memory_mask_ = mask
+        self._set_banks(mask, memories=to_numpy(memories))
 
     def _fit_sae(self, X, labels, n_banks, memories, memory_mask, rng, sampler, order, rows):
         likelihood = self.objective == "likelihood"
