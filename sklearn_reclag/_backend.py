@@ -314,7 +314,10 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
         block = queries.new_zeros((n_banks, width, n_features))
         block[sorted_route, position] = grouped
         running = None
-        for slots in iter_slices(n_slots, _memory_chunk(max_block, n_banks * width)):
+        chunk = _memory_chunk(max_block, n_banks * width)
+        if isinstance(banks, RowBanks):  # gathered: (n_banks, chunk, D) entries too
+            chunk = min(chunk, _memory_chunk(max_block, n_banks * n_features))
+        for slots in iter_slices(n_slots, chunk):
             memories = banks[:, slots]
             logits = torch.baddbmm(offset[:, None, slots], block, memories.transpose(1, 2),
                                    alpha=beta)
@@ -330,7 +333,10 @@ def routed_logsumexp(queries, route, banks, bank_mask, beta, *, bias=None,
         for c in present:
             rows = slice(ends[c] - sizes[c], ends[c])
             running = None
-            for slots in iter_slices(n_slots, _memory_chunk(max_block, sizes[c])):
+            chunk = _memory_chunk(max_block, sizes[c])
+            if isinstance(banks, RowBanks):  # gathered: (chunk, D) entries too
+                chunk = min(chunk, _memory_chunk(max_block, n_features))
+            for slots in iter_slices(n_slots, chunk):
                 memories = banks[c, slots]
                 logits = torch.addmm(offset[c, slots], grouped[rows], memories.T, alpha=beta)
                 if exclude_copies:
@@ -447,10 +453,10 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**
     bias : tensor of shape (C, M), default=None
         A per-memory term added to the logits (e.g. ``-beta |xi|^2 / 2``).
     max_block : int, default=2**24
-        Most entries of a block of logits: the memory slots are multiplied a chunk at a
-        time, and an online (running-max) logsumexp merges the chunks, so no (B x C*M)
-        matrix is ever built. One slot per class at the least, so the block has at least
-        B * C entries.
+        Most entries of a block of logits, and of the chunk of memories multiplied: the
+        memory slots are multiplied a chunk at a time, and an online (running-max)
+        logsumexp merges the chunks, so no (B x C*M) matrix is ever built. One slot per
+        class at the least, so the block has at least B * C entries.
     exclude : tuple of two int64 tensors of shape (B,), default=None
         ``(bank, slot)``: a memory left out of each query's sums, e.g. the query's own
         stored copy for leave-one-out scores of the training rows; slot -1 for none.
@@ -471,7 +477,11 @@ def class_logsumexp(queries, banks, bank_mask, beta, *, bias=None, max_block=2**
     n_classes, n_slots, _ = banks.shape
     offset = masked_offset(banks, bank_mask, bias)
     running = None
-    for slots in iter_slices(n_slots, _memory_chunk(max_block, n_queries * n_classes)):
+    # The chunk of memories is a copy ((C, chunk, D) of padded banks, reshaped, or
+    # gathered rows): at most max_block entries too, however few the queries.
+    chunk = min(_memory_chunk(max_block, n_queries * n_classes),
+                _memory_chunk(max_block, n_classes * n_features))
+    for slots in iter_slices(n_slots, chunk):
         width = slots.stop - slots.start
         memories = banks[:, slots].reshape(-1, n_features)
         # One GEMM with the scale and the offsets in its epilogue: no extra pass over the

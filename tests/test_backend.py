@@ -6,6 +6,7 @@ import torch
 from scipy.special import logsumexp
 
 from sklearn_reclag._backend import (
+    RowBanks,
     as_tensor,
     check_value_range,
     class_logsumexp,
@@ -264,6 +265,52 @@ def test_routed_logsumexp_over_many_banks(rng, spread, max_block):
     np.testing.assert_allclose(routed.numpy(), full[torch.arange(n_queries), route].numpy(),
                                rtol=1e-12)
     assert np.isneginf(routed.numpy()[route.numpy() == 7]).all()
+
+
+def _as_row_banks(banks, mask, rng):
+    """The padded ``banks`` as RowBanks over their real memories in a shuffled order,
+    among rows that are no memory: padding slots name row 0."""
+    memories = banks[mask]
+    extra = torch.tensor(rng.normal(size=(7, banks.shape[2])))
+    rows = torch.cat([extra, memories])
+    order = torch.tensor(rng.permutation(len(rows)))
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(rows))
+    index = torch.zeros(mask.shape, dtype=torch.int64)
+    index[mask] = position[len(extra):]
+    return RowBanks(rows[order], index)
+
+
+@pytest.mark.parametrize("spread", ["balanced", "few banks"])
+@pytest.mark.parametrize("max_block", [1, 700, 2**24])
+def test_row_banks_score_as_the_padded_banks(rng, spread, max_block):
+    """Banks kept as rows of one matrix (gathered a chunk of slots at a time) give the
+    logsumexp of the padded banks, per class and routed (both of routed_logsumexp's
+    paths), with a memory and every copy of a query left out."""
+    n_banks, n_queries = 80, 400
+    banks = torch.tensor(rng.normal(size=(n_banks, 5, 6)))
+    mask = torch.tensor(rng.random((n_banks, 5)) < 0.7)
+    mask[:, 0] = True
+    queries = torch.tensor(rng.normal(size=(n_queries, 6)))
+    queries[:50] = banks[:50, 0]  # copies of memories, left out with exclude_copies
+    route = torch.tensor(rng.permutation(np.arange(n_queries) % n_banks)
+                         if spread == "balanced" else rng.choice([3, 7, 50], n_queries))
+    exclude = (route, torch.tensor(rng.integers(-1, 5, n_queries)))
+    rows = _as_row_banks(banks, mask, rng)
+    assert torch.equal(rows[:, :][mask], banks[mask])
+    bias = -0.5 * 0.8 * torch.einsum("cmd,cmd->cm", banks, banks)
+    for copies in (False, True):
+        kwargs = dict(max_block=max_block, exclude=exclude, exclude_copies=copies)
+        np.testing.assert_allclose(
+            class_logsumexp(queries, rows, mask, 0.8, bias=bias, **kwargs).numpy(),
+            class_logsumexp(queries, banks, mask, 0.8, bias=bias, **kwargs).numpy(),
+            rtol=1e-12)
+        np.testing.assert_allclose(
+            routed_logsumexp(queries, route, rows, mask, 0.8, bias=bias, **kwargs).numpy(),
+            routed_logsumexp(queries, route, banks, mask, 0.8, bias=bias, **kwargs).numpy(),
+            rtol=1e-12)
+    np.testing.assert_allclose(rows.sq_norms()[mask].numpy(),
+                               (banks * banks).sum(dim=2)[mask].numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("max_block", [1, 50, 400])

@@ -341,6 +341,30 @@ def test_fit_on_float32_rows_allocates_less_than_a_copy_of_them(make):
 _HEAD_OF_10 = (np.random.default_rng(5).normal(size=(10, 512)), np.zeros(10))
 
 
+@pytest.mark.parametrize("routing", ["predicted", "max"])
+def test_row_banks_are_gathered_a_bounded_chunk_at_a_time(monkeypatch, routing):
+    """HE's banks kept as rows: scoring gathers at most the logits' budget of memories
+    at once, on both of routed_logsumexp's paths (100 balanced banks take the padded
+    batched product) and in class_logsumexp, whatever the number of queries."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sklearn_reclag.detectors import _banks
+
+    rng = np.random.default_rng(0)
+    y = np.arange(20_000) % 100
+    X = (3 * rng.normal(size=(100, 512))[y] + rng.normal(size=(20_000, 512))).astype(
+        np.float32)  # 39 MiB
+    head = _nearest_prototype_head(X, y)
+    det = HopfieldEnergyDetector(beta=1.0, head=head, routing=routing,
+                                 device="cpu").fit(X, y)
+    monkeypatch.setattr(_banks, "_SCORE_BLOCK", 2**18)  # 1 MiB of entries
+    for queries in (X[:5], X[:2000]):
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            det.score_samples(queries)
+        largest = max(event.cpu_memory_usage for event in prof.events())
+        assert largest <= max(2**18 * 4 * 2, queries.nbytes)
+
+
 def _nearest_prototype_head(X, y):
     means = np.stack([X[y == c].mean(axis=0) for c in np.unique(y)]).astype(np.float64)
     return means, -0.5 * (means * means).sum(axis=1)
