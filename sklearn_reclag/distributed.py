@@ -220,9 +220,11 @@ class ShardedDetector:
     cancel) and by 1e-10 relatively in float64 (``tests/test_dask.py``). Measured
     on two worker processes with an HE bank of 200,000 x 256 float32 rows (195 MiB):
     each worker's resident memory grew by 115-120 MiB for its 98 MiB shard, with a
-    peak of about twice the shard while it arrived (the message and the array). Each worker holds its shard and the detector's
-    small parts (head, whitening); the client keeps none of the bank once the
-    detector passed in is dropped.
+    peak of about twice the shard while it arrived (the message and the array). Each
+    worker holds its shard and the detector's small parts (head, whitening); the
+    client keeps none of the bank once the detector passed in is dropped. A shard of
+    HE's banks kept as rows of X (``bank_rows_``) is gathered into padded banks of its
+    own slots: the rows of X outside it do not travel.
 
     Parameters
     ----------

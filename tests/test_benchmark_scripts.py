@@ -191,17 +191,29 @@ SCALE_SCRIPT = SCRIPT.parent / "scale.py"
 def test_scale_quick_writes_results(tmp_path):
     """benchmarks/scale.py --quick: the stand-in is generated on disk, every detector is
     fitted and scored in its own subprocess, and the table gives each one's times, peak
-    memory, the memory target's verdict and a sane AUROC, stamped with the version."""
+    memory, the memory target's verdict and a sane AUROC, stamped with the version; at
+    two sizes, the growth and its figure, which --report writes again from the .json."""
     import sklearn_reclag
 
     output = tmp_path / "scale.md"
     done = subprocess.run(
-        [sys.executable, str(SCALE_SCRIPT), "--quick", "--fractions", "1", "--output",
+        [sys.executable, str(SCALE_SCRIPT), "--quick", "--fractions", "0.5,1", "--output",
          str(output), "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
     )
     assert done.returncode == 0, f"scale.py failed:\n{done.stdout}\n{done.stderr}"
     text = output.read_text()
+    assert "## Growth" in text and "](scale.png)" in text
+    assert output.with_suffix(".png").stat().st_size > 0
+    output.with_suffix(".png").unlink()
+    again = subprocess.run(
+        [sys.executable, str(SCALE_SCRIPT), "--quick", "--report", "--output", str(output)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert output.with_suffix(".png").exists()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [line for line in output.read_text().splitlines() if line.startswith("| ")] == table
     assert "# Scale (quick form)" in text
     assert f"sklearn-reclag {sklearn_reclag.__version__}" in text
     assert list((tmp_path / "data").glob("X_4000_*.npy"))  # the memory-mapped rows
