@@ -343,6 +343,22 @@ def test_faiss_searches_the_unit_rows_a_block_at_a_time(monkeypatch, block_rows)
         assert bool((squared[:, 1:] >= squared[:, :-1]).all())
 
 
+def test_faiss_takes_larger_chunks_of_queries_and_the_same_scores(rng):
+    """faiss blocks the queries itself: by default it gets chunks of up to 128 MiB of
+    queries (fewer at a large k), not the torch search's 4,096; batch_size still rules,
+    and the scores do not depend on the chunks."""
+    _faiss()
+    X, Q = _relu_rows(rng, 300, 16), _relu_rows(rng, 50, 16)
+    cpu = torch.device("cpu")
+    det = KNNDetector(5, algorithm="faiss", device="cpu").fit(X)
+    assert det._rows_per_chunk(cpu) == min(knn._FAISS_QUERY_ENTRIES // 16,
+                                           knn._FAISS_RESULT_ENTRIES // 5)
+    assert KNNDetector(5, algorithm="brute", device="cpu").fit(X)._rows_per_chunk(cpu) == 4096
+    small = KNNDetector(5, algorithm="faiss", batch_size=7, device="cpu").fit(X)
+    assert small._rows_per_chunk(cpu) == 7
+    np.testing.assert_allclose(small.score_samples(Q), det.score_samples(Q), rtol=1e-6)
+
+
 def test_a_model_pickled_with_unit_rows_scores_as_before(rng):
     """Models fitted before train_scales_ held the unit rows themselves as train_rows_:
     loaded, they search those rows unscaled and score as a fresh fit does."""
