@@ -631,11 +631,18 @@ class BaseOODDetector(ThresholdedScoresMixin, TorchEstimatorMixin, OutlierMixin,
         return fold
 
     def _fit_rows(self, X, y, rows):
-        """:meth:`_fit` on the rows ``X[rows]`` (``y``: their labels). Here on a copy of
-        them; a detector that can read them in place (a block at a time) overrides it,
-        so that a fold of the threshold's cross-fit on a bank of a million rows does not
-        copy 4/5 of it."""
+        """:meth:`_fit` on the rows ``X[rows]`` (``y``: their labels): read in place,
+        ``_fit(X, y, rows)``, where :meth:`_fits_rows_in_place` says the detector can
+        (a block at a time), so that a fold of the threshold's cross-fit on a bank of a
+        million rows does not copy 4/5 of it; else on a copy of them."""
+        if self._fits_rows_in_place():
+            return self._fit(X, y, rows)
         return self._fit(X[rows], y)
+
+    def _fits_rows_in_place(self):
+        """Whether ``_fit`` takes ``rows`` and reads ``X[rows]`` in place (no detector
+        does by default)."""
+        return False
 
     def _held_out_scores(self, X, y):
         """Held-out scores of training rows, as rows the detector never saw would get them.

@@ -290,12 +290,10 @@ class _MemoryBankDetector(BaseOODDetector):
         """
 
     # ------------------------------------------------------------------ fit
-    def _fit_rows(self, X, y, rows):
+    def _fits_rows_in_place(self):
         # A fold of the cross-fit reads its rows in place, but for the whitening (its
         # covariance reads the rows at once) and a head to train on them.
-        if self.metric == "mahalanobis" or self._head_fitted_on_X():
-            return self._fit(X[rows], y)
-        return self._fit(X, y, rows)
+        return self.metric != "mahalanobis" and not self._head_fitted_on_X()
 
     def _fit(self, X, y, rows=None):
         """Fit on X, or on the rows ``X[rows]`` read in place (a fold of the

@@ -128,13 +128,10 @@ class ViMDetector(BaseOODDetector):
         self.n_components = n_components
         self.head = head
 
-    def _fit_rows(self, X, y, rows):
-        # A fold of the threshold's cross-fit reads its rows in place, a chunk at a
-        # time (a copy of 4/5 of a bank of 1.28M x 2,048 rows is 7.8 GiB), but for a
-        # head to train on them.
-        if self._head_fitted_on_X():
-            return self._fit(X[rows], y)
-        return self._fit(X, y, rows)
+    def _fits_rows_in_place(self):
+        # A fold of the threshold's cross-fit reads its rows a chunk at a time (a copy
+        # of 4/5 of a bank of 1.28M x 2,048 rows is 7.8 GiB), but for a head to train.
+        return not self._head_fitted_on_X()
 
     def _fit(self, X, y, rows=None):
         """Fit on X, or on the rows ``X[rows]`` read in place (a fold, :meth:`_fit_rows`)."""
